@@ -37,6 +37,8 @@ pub mod rear;
 pub mod resources;
 pub mod selector;
 pub mod signed;
+#[cfg(feature = "vc")]
+pub mod vc;
 mod time;
 
 pub use contract::{

@@ -12,8 +12,13 @@
 //!   `fluidos-discovery` (libp2p) and, later, `fluidos-fabric`.
 //!
 
-
 pub mod buyer;
 pub mod host;
 pub mod ledger;
+mod node;
 pub mod store;
+
+pub use node::{
+    BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState, LedgerTuning,
+    Node, NodeBuilder, NodeError, NodeStatus, Roles,
+};

@@ -1,0 +1,258 @@
+//! The buyer's driver: runs an [`Acquisition`] over the discovery handle.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use fluidos_contracts::rear::{ErrorCode, Request, Response};
+use fluidos_contracts::{NodeId, VerifiedContract};
+use fluidos_discovery::Role;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::Node;
+use super::engine::Command;
+use super::types::NodeError;
+use crate::buyer::{
+    Acquisition, AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, AcquisitionRequest,
+    Outcome, Phase, RatingCounts,
+};
+use crate::store::BuyerContractState;
+
+/// What [`Node::buy`] reports while it works.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuyProgress {
+    /// The candidates being asked.
+    Candidates(usize),
+    /// The acquisition moved to a new phase.
+    Phase(Phase),
+    /// The contract is stored here, countersigned; the provider is told next.
+    Persisted(fluidos_contracts::ContractId),
+}
+
+impl fmt::Display for BuyProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuyProgress::Candidates(n) => write!(f, "asking {n} candidate(s) for flavors"),
+            BuyProgress::Phase(Phase::Listing { pending }) => {
+                write!(f, "listing: {pending} answer(s) pending")
+            }
+            BuyProgress::Phase(Phase::Ranked { offers }) => {
+                write!(f, "ranked {offers} suitable offer(s)")
+            }
+            BuyProgress::Phase(Phase::Reserving { provider }) => {
+                write!(f, "reserving from {}", provider.short())
+            }
+            BuyProgress::Phase(Phase::Purchasing { provider }) => {
+                write!(
+                    f,
+                    "purchasing from {} (provider signs the terms)",
+                    provider.short()
+                )
+            }
+            BuyProgress::Phase(Phase::Persisting { provider }) => {
+                write!(
+                    f,
+                    "offer from {} verified and countersigned; storing it",
+                    provider.short()
+                )
+            }
+            BuyProgress::Phase(Phase::Countersigning { provider }) => {
+                write!(f, "sending the countersignature to {}", provider.short())
+            }
+            BuyProgress::Persisted(id) => {
+                write!(f, "contract {id} stored (pending acknowledgement)")
+            }
+        }
+    }
+}
+
+/// Why [`Node::buy`] made no contract.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuyError {
+    /// Discovery knows no provider to ask.
+    #[error("no provider among the peering candidates: join a catalog or add a peer first")]
+    NoCandidates,
+    /// Every candidate refused or failed; the reasons are per candidate.
+    #[error("{0}")]
+    Failed(AcquisitionFailure),
+    /// The node could not persist the contract or has shut down.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Discovery's rating type, from the buyer's counts.
+pub(super) fn to_rating(c: RatingCounts) -> fluidos_discovery::Rating {
+    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    fluidos_discovery::Rating {
+        delivered: clamp(c.delivered),
+        failed: clamp(c.failed),
+        terminated_early: clamp(c.terminated_early),
+    }
+}
+
+pub(super) async fn run(
+    node: &Node,
+    request: AcquisitionRequest,
+    progress: Option<mpsc::Sender<BuyProgress>>,
+) -> Result<VerifiedContract, BuyError> {
+    let report = |p: BuyProgress| {
+        let progress = progress.clone();
+        async move {
+            if let Some(tx) = progress {
+                let _ = tx.send(p).await;
+            }
+        }
+    };
+    let me = node.node_id();
+    let candidates: Vec<NodeId> = node
+        .peers()
+        .await?
+        .into_iter()
+        .filter(|c| c.node != me && c.advert.roles.contains(&Role::Provider))
+        .map(|c| c.node)
+        .collect();
+    if candidates.is_empty() {
+        return Err(BuyError::NoCandidates);
+    }
+    report(BuyProgress::Candidates(candidates.len())).await;
+    let ratings = node.ask(Command::Ratings).await?;
+    let timeout = node.inner.request_timeout;
+    let options = AcquisitionOptions::default()
+        .with_ratings(ratings)
+        .with_request_timeout(timeout)
+        .with_wall_clock(fluidos_contracts::Timestamp::now());
+    let mut acq = Acquisition::with_options(
+        node.inner.key.clone(),
+        request,
+        candidates,
+        node.inner.fabric.clone(),
+        options,
+        Instant::now(),
+    );
+    let discovery = node.inner.discovery.clone();
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            while let Some((peer, req)) = acq.poll_transmit() {
+                progressed = true;
+                let d = discovery.clone();
+                inflight.push(async move { (peer, d.request(peer, req, timeout).await) });
+            }
+            while let Some(event) = acq.poll_event() {
+                progressed = true;
+                match event {
+                    AcquisitionEvent::Progress(phase) => report(BuyProgress::Phase(phase)).await,
+                    AcquisitionEvent::Persist(contract) => {
+                        let id = contract.id();
+                        persist(node, *contract, BuyerContractState::PendingAck).await?;
+                        report(BuyProgress::Persisted(id)).await;
+                        acq.handle_persisted(Instant::now());
+                    }
+                    AcquisitionEvent::Discarded { contract, provider } => {
+                        warn!(contract_id = %contract, provider = %provider.short(), "countersignature refused; contract not concluded");
+                        let _ = node
+                            .ask(|reply| Command::BoughtEnded {
+                                contract,
+                                provider,
+                                outcome: Outcome::NotConcluded,
+                                reply,
+                            })
+                            .await;
+                    }
+                    AcquisitionEvent::Done(contract) => {
+                        persist(node, (*contract).clone(), BuyerContractState::Active).await?;
+                        info!(contract_id = %contract.id(), provider = %contract.terms().provider.short(), "contract active (buyer)");
+                        return Ok(*contract);
+                    }
+                    AcquisitionEvent::Failed(failure) => return Err(BuyError::Failed(failure)),
+                }
+            }
+        }
+        let wait = acq
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            Some((peer, result)) = inflight.next() => match result {
+                Ok(response) => acq.handle_response(peer, response, Instant::now()),
+                Err(e) => acq.handle_failure(peer, e.to_string(), Instant::now()),
+            },
+            _ = tokio::time::sleep(wait) => acq.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn persist(
+    node: &Node,
+    contract: VerifiedContract,
+    state: BuyerContractState,
+) -> Result<(), NodeError> {
+    node.ask(|reply| Command::PersistBought {
+        contract: Box::new(contract),
+        state,
+        reply,
+    })
+    .await?
+}
+
+/// After a restart: a contract countersigned and stored before the crash, whose
+/// countersignature the provider never acknowledged, is sent again. `Countersigned`
+/// or `Replay` means the provider has it; a definitive refusal ends it as not concluded.
+pub(super) async fn resend_countersign(node: &Node, contract: VerifiedContract) {
+    let provider = contract.terms().provider;
+    let request = Request::Countersign {
+        contract: contract.id(),
+        signature: contract.buyer_signature(),
+    };
+    let mut delay = Duration::from_millis(500);
+    for _ in 0..8 {
+        if !contract.is_active_at(fluidos_contracts::Timestamp::now()) {
+            break;
+        }
+        match node
+            .inner
+            .discovery
+            .request(provider, request.clone(), node.inner.request_timeout)
+            .await
+        {
+            Ok(Response::Countersigned { .. }) => {
+                let _ = persist(node, contract.clone(), BuyerContractState::Active).await;
+                info!(contract_id = %contract.id(), "provider acknowledged a countersignature after restart");
+                return;
+            }
+            Ok(Response::Error(e)) if e.code == ErrorCode::Replay => {
+                let _ = persist(node, contract.clone(), BuyerContractState::Active).await;
+                return;
+            }
+            Ok(Response::Error(e))
+                if matches!(
+                    e.code,
+                    ErrorCode::UnknownContract
+                        | ErrorCode::ReservationExpired
+                        | ErrorCode::BadSignature
+                        | ErrorCode::NotAuthorised
+                ) =>
+            {
+                warn!(contract_id = %contract.id(), error = %e, "provider refused a stored countersignature; contract not concluded");
+                let _ = node
+                    .ask(|reply| Command::BoughtEnded {
+                        contract: contract.id(),
+                        provider,
+                        outcome: Outcome::NotConcluded,
+                        reply,
+                    })
+                    .await;
+                return;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}

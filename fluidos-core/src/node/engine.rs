@@ -1,0 +1,761 @@
+//! The engine task: owns the ledger, the store and the buyer's book; answers
+//! inbound REAR requests with group commit; keeps flavors and adverts current.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
+use fluidos_contracts::{
+    ContractId, FabricParams, Flavor, FlavorId, NodeId, Nonce, SecretKey, Selector, Signed,
+    Termination, Timestamp, VerifiedContract,
+};
+use fluidos_discovery::{AdvertBody, Discovery, FlavorSummary, InboundRequest, Role};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use super::types::{BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus};
+use super::{Inner, Node, NodeBuilder};
+use crate::buyer::{Outcome, Ratings};
+use crate::host::{self, FlavorKind, HostMeasurement, HostProbe};
+use crate::ledger::{FlavorTemplate, Ledger, LedgerConfig, LedgerEvent};
+use crate::store::{BuyerContractState, Record, Store};
+
+use super::writer::Writer;
+
+/// Inbound requests handled in one batch, and so covered by one fsync.
+const MAX_BATCH: usize = 128;
+/// The engine's command queue.
+const COMMAND_QUEUE: usize = 64;
+/// Adverts are re-signed at most this often when flavors change.
+const ADVERT_MIN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What a [`Node`] handle asks of the engine.
+pub(super) enum Command {
+    Status(oneshot::Sender<NodeStatus>),
+    Flavors(oneshot::Sender<Vec<Flavor>>),
+    Contracts(oneshot::Sender<Vec<ContractInfo>>),
+    Contract(ContractId, oneshot::Sender<Option<VerifiedContract>>),
+    Ratings(oneshot::Sender<Ratings>),
+    /// Record how a bought contract ended.
+    BoughtEnded {
+        contract: ContractId,
+        provider: NodeId,
+        outcome: Outcome,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// Make the buyer's copy of a contract durable.
+    PersistBought {
+        contract: Box<VerifiedContract>,
+        state: BuyerContractState,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// End a contract; replies with the request to send to the other party.
+    Terminate {
+        id: ContractId,
+        reason: String,
+        reply: oneshot::Sender<Result<Option<(NodeId, Request)>, NodeError>>,
+    },
+    Shutdown,
+}
+
+/// The buyer's copy of a contract.
+struct Bought {
+    contract: VerifiedContract,
+    state: ContractState,
+}
+
+struct Engine {
+    key: SecretKey,
+    node_id: NodeId,
+    ledger: Ledger,
+    store: Writer,
+    bought: BTreeMap<ContractId, Bought>,
+    ratings: Ratings,
+    discovery: fluidos_discovery::DiscoveryHandle,
+    probe: Option<HostProbe>,
+    offer: host::OfferConfig,
+    reserve: host::HostReserve,
+    flavor_ids: BTreeMap<FlavorKind, FlavorId>,
+    revision: u64,
+    roles: super::Roles,
+    advert_dirty: bool,
+    advert: AdvertBody,
+    max_sellable: Option<fluidos_contracts::Resources>,
+}
+
+/// `sellable`, limited per resource by the operator's `limit`.
+fn cap(
+    sellable: fluidos_contracts::Resources,
+    limit: Option<fluidos_contracts::Resources>,
+) -> fluidos_contracts::Resources {
+    match limit {
+        Some(l) => {
+            let (s, l) = (sellable.as_array(), l.as_array());
+            fluidos_contracts::Resources::from_array(std::array::from_fn(|i| s[i].min(l[i])))
+        }
+        None => sellable,
+    }
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BindError + '_ {
+    move |source| BindError::DataDir {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
+    let data_dir = b.data_dir.clone().ok_or(BindError::NoDataDir)?;
+    std::fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
+    let key = match b.key.clone() {
+        Some(k) => k,
+        None => fluidos_contracts::keyfile::load_or_create(&data_dir.join("node.key"))?.0,
+    };
+    let node_id = key.node_id();
+    let (wg, _) = fluidos_fabric::keyfile::load_or_create(&data_dir.join("wireguard.key"))?;
+    let fabric: FabricParams =
+        fluidos_fabric::fabric_params(&wg, b.fabric_endpoints.clone(), &node_id);
+
+    // Measuring reads /proc and may run nvidia-smi: keep it off the runtime threads.
+    let detect_gpus = b.detect_gpus;
+    let dir = data_dir.clone();
+    let (probe, measured) = tokio::task::spawn_blocking(move || {
+        let mut probe = HostProbe::new(dir)?.detect_gpus(detect_gpus);
+        let measured = probe.measure()?;
+        Ok::<_, host::HostError>((probe, measured))
+    })
+    .await
+    .map_err(|e| BindError::Task(e.to_string()))??;
+
+    let now = Timestamp::now();
+    let (store, records) = Store::open(data_dir.join("state"))?;
+    let mut flavor_ids = BTreeMap::new();
+    // Keep flavor ids stable across restarts: reuse those of restored deals.
+    for r in &records {
+        if let Record::Reserved(res)
+        | Record::Offered {
+            reservation: res, ..
+        }
+        | Record::Activated {
+            reservation: res, ..
+        } = r
+        {
+            let kind = if res.flavor.characteristics.resources.gpus > 0 {
+                match &res.flavor.characteristics.gpu {
+                    Some(g) => FlavorKind::Gpu {
+                        model: g.model.clone(),
+                    },
+                    None => FlavorKind::General,
+                }
+            } else {
+                FlavorKind::General
+            };
+            flavor_ids.entry(kind).or_insert(res.flavor.id);
+        }
+    }
+    let sellable = cap(
+        host::sellable(&measured, &b.reserve, b.offer.pods),
+        b.max_sellable,
+    );
+    let flavors = host::build_flavors(
+        node_id,
+        &measured,
+        &sellable,
+        &b.offer,
+        now,
+        1,
+        &mut flavor_ids,
+        FlavorId::random,
+    );
+    let templates = flavors
+        .iter()
+        .map(|(_, f)| FlavorTemplate::from_flavor(f))
+        .collect();
+    let fabric_for_node = fabric.clone();
+    let mut config = LedgerConfig::new(sellable, templates, fabric);
+    config.reservation_ttl_ms = b.ledger.reservation_ttl_ms;
+    config.offer_ttl_ms = b.ledger.offer_ttl_ms;
+    config.max_contract_ms = b.ledger.max_contract_ms;
+    config.max_reservations_per_buyer = b.ledger.max_reservations_per_buyer;
+    config.flavor_ttl_ms = u64::try_from(b.offer.validity.as_millis()).unwrap_or(u64::MAX);
+
+    let mut bought = BTreeMap::new();
+    let mut ratings = Ratings::default();
+    for record in &records {
+        match record {
+            Record::BuyerContract {
+                id,
+                contract,
+                state,
+            } => match contract.verify() {
+                Ok(c) => {
+                    let state = match state {
+                        BuyerContractState::PendingAck => ContractState::PendingAck,
+                        BuyerContractState::Active => ContractState::Active,
+                    };
+                    bought.insert(*id, Bought { contract: c, state });
+                }
+                Err(e) => {
+                    error!(contract = %id, error = %e, "dropping a stored contract that no longer verifies")
+                }
+            },
+            Record::BuyerEnded {
+                contract,
+                provider,
+                outcome,
+                ..
+            } => {
+                if let Some(b) = bought.get_mut(contract) {
+                    b.state = ContractState::Ended;
+                }
+                ratings.record(*provider, *outcome);
+            }
+            _ => {}
+        }
+    }
+    let ledger = Ledger::restore(key.clone(), config, records, now);
+    let store = Writer::spawn(store).map_err(|e| BindError::Task(e.to_string()))?;
+
+    let mut discovery_config = b.discovery.clone();
+    let advert = advert_body(&b.roles, &b.offer, &measured, &ledger, now);
+    discovery_config.advert = advert.clone();
+    let (discovery, inbound) = Discovery::spawn(&key, discovery_config).await?;
+    for (node, counts) in ratings.iter() {
+        let _ = discovery
+            .set_rating(*node, super::buy::to_rating(*counts))
+            .await;
+    }
+
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let engine = Engine {
+        key: key.clone(),
+        node_id,
+        ledger,
+        store,
+        bought,
+        ratings,
+        discovery: discovery.clone(),
+        probe: Some(probe),
+        offer: b.offer.clone(),
+        reserve: b.reserve.clone(),
+        flavor_ids,
+        revision: 1,
+        roles: b.roles,
+        advert_dirty: false,
+        advert,
+        max_sellable: b.max_sellable,
+    };
+    let pending_acks: Vec<VerifiedContract> = engine
+        .bought
+        .values()
+        .filter(|b| b.state == ContractState::PendingAck)
+        .map(|b| b.contract.clone())
+        .collect();
+    let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));
+    let node = Node {
+        inner: std::sync::Arc::new(Inner {
+            node_id,
+            peer_id: fluidos_discovery::peer_id(&node_id),
+            key,
+            discovery,
+            engine: tx,
+            engine_task: tokio::sync::Mutex::new(Some(task)),
+            fabric: fabric_for_node,
+            request_timeout: Duration::from_secs(10),
+        }),
+    };
+    // A countersignature stored before a crash but never acknowledged: send it again.
+    for contract in pending_acks {
+        let node = node.clone();
+        tokio::spawn(async move { super::buy::resend_countersign(&node, contract).await });
+    }
+    info!(node_id = %node_id, "node bound");
+    Ok(node)
+}
+
+fn advert_body(
+    roles: &super::Roles,
+    offer: &host::OfferConfig,
+    measured: &HostMeasurement,
+    ledger: &Ledger,
+    now: Timestamp,
+) -> AdvertBody {
+    let mut r = std::collections::BTreeSet::new();
+    if roles.provider {
+        r.insert(Role::Provider);
+    }
+    if roles.consumer {
+        r.insert(Role::Consumer);
+    }
+    if roles.supernode {
+        r.insert(Role::Supernode);
+    }
+    let flavors = if roles.provider {
+        ledger
+            .list(&Selector::default(), now)
+            .iter()
+            .map(|f| FlavorSummary::from(&**f))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    AdvertBody {
+        labels: offer.labels.clone(),
+        roles: r,
+        location: offer.location.clone(),
+        architecture: Some(measured.architecture.clone()),
+        flavors,
+    }
+}
+
+type Measured =
+    Result<(HostProbe, Result<HostMeasurement, host::HostError>), tokio::task::JoinError>;
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<InboundRequest>,
+        remeasure_every: Duration,
+    ) {
+        let mut remeasure = tokio::time::interval(remeasure_every);
+        remeasure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        remeasure.tick().await; // the first tick is immediate; we just measured
+        let mut measuring: Option<tokio::task::JoinHandle<_>> = None;
+        let mut advert_timer = tokio::time::interval(ADVERT_MIN_INTERVAL);
+        advert_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let now = Timestamp::now();
+            let sleep = self
+                .ledger
+                .poll_timeout()
+                .map(|t| Duration::from_millis(now.until(t)))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.command(cmd).await,
+                },
+                Some(first) = inbound.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match inbound.try_recv() {
+                            Ok(req) => batch.push(req),
+                            Err(_) => break,
+                        }
+                    }
+                    self.inbound(batch).await;
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    self.ledger.handle_timeout(Timestamp::now());
+                    self.flush_ledger().await;
+                }
+                _ = remeasure.tick(), if measuring.is_none() => {
+                    if let Some(mut probe) = self.probe.take() {
+                        measuring = Some(tokio::task::spawn_blocking(move || {
+                            let m = probe.measure();
+                            (probe, m)
+                        }));
+                    }
+                }
+                done = async { measuring.as_mut().expect("guarded").await }, if measuring.is_some() => {
+                    measuring = None;
+                    self.measured(done).await;
+                }
+                _ = advert_timer.tick(), if self.advert_dirty => {
+                    self.publish_advert().await;
+                }
+            }
+        }
+        // Shutting down: answer what is queued, then make everything durable.
+        inbound.close();
+        let mut rest = Vec::new();
+        while let Ok(req) = inbound.try_recv() {
+            rest.push(req);
+        }
+        if !rest.is_empty() {
+            self.inbound(rest).await;
+        }
+        // Every batch was committed before its answers went out; nothing is pending.
+        self.flush_ledger().await;
+        info!(node_id = %self.node_id, "engine stopped");
+    }
+
+    /// Applies a batch of inbound requests, persists their records with one fsync,
+    /// and only then answers.
+    async fn inbound(&mut self, batch: Vec<InboundRequest>) {
+        let now = Timestamp::now();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        for req in batch {
+            let (response, mut recs) = match req.request {
+                Request::Terminate { termination } if self.is_bought(&termination) => {
+                    self.terminated_by_provider(req.from, termination, now)
+                }
+                request => self.ledger.handle(req.from, request, now),
+            };
+            let durable = !recs.is_empty();
+            records.append(&mut recs);
+            answers.push((req.reply, response, durable));
+        }
+        records.extend(self.ledger.take_records());
+        let synced = self.persist(records).await;
+        for (reply, response, durable) in answers {
+            let response = match (&synced, durable) {
+                (Err(_), true) => Response::Error(RearError::new(
+                    ErrorCode::Unavailable,
+                    "the provider could not make the change durable",
+                )),
+                _ => response,
+            };
+            let _ = reply.send(response);
+        }
+        self.drain_ledger_events().await;
+    }
+
+    async fn persist(&mut self, records: Vec<Record>) -> Result<(), NodeError> {
+        self.store.commit(records).await.map_err(|e| {
+            error!(error = %e, "store commit failed");
+            NodeError::Store(e)
+        })
+    }
+
+    async fn flush_ledger(&mut self) {
+        let records = self.ledger.take_records();
+        let _ = self.persist(records).await;
+    }
+
+    async fn drain_ledger_events(&mut self) {
+        while let Some(event) = self.ledger.poll_event() {
+            match event {
+                LedgerEvent::ContractActivated { contract } => {
+                    info!(contract_id = %contract.id(), buyer = %contract.terms().buyer.short(), "contract active (provider)");
+                    self.advert_dirty = true;
+                }
+                LedgerEvent::ContractEnded { contract, .. } => {
+                    info!(contract_id = %contract, "contract ended (provider)");
+                    self.advert_dirty = true;
+                }
+                LedgerEvent::ContractTerminated { contract, by, .. } => {
+                    info!(contract_id = %contract, by = %by.short(), "contract terminated (provider)");
+                    self.advert_dirty = true;
+                }
+                other => debug!(?other, "ledger event"),
+            }
+        }
+    }
+
+    fn is_bought(&self, termination: &Signed<Termination>) -> bool {
+        termination
+            .verify()
+            .is_ok_and(|t| self.bought.contains_key(&t.contract))
+    }
+
+    /// The provider of a contract this node bought ended it.
+    fn terminated_by_provider(
+        &mut self,
+        from: NodeId,
+        termination: Signed<Termination>,
+        now: Timestamp,
+    ) -> (Response, Vec<Record>) {
+        let err = |code, msg: &str| (Response::Error(RearError::new(code, msg)), Vec::new());
+        let Ok(t) = termination.verify() else {
+            return err(
+                ErrorCode::BadSignature,
+                "termination signature does not verify",
+            );
+        };
+        let Some(b) = self.bought.get_mut(&t.contract) else {
+            return err(ErrorCode::UnknownContract, "no such contract");
+        };
+        let provider = b.contract.terms().provider;
+        if t.by != provider || from != provider {
+            return err(
+                ErrorCode::NotAuthorised,
+                "only the provider can end this contract",
+            );
+        }
+        if b.state == ContractState::Ended {
+            return err(ErrorCode::Replay, "contract already ended");
+        }
+        b.state = ContractState::Ended;
+        self.ratings.record(provider, Outcome::TerminatedEarly);
+        warn!(contract_id = %t.contract, provider = %provider.short(), reason = %t.reason, "provider terminated a contract early");
+        let discovery = self.discovery.clone();
+        let rating = super::buy::to_rating(self.ratings.get(&provider));
+        tokio::spawn(async move {
+            let _ = discovery.set_rating(provider, rating).await;
+        });
+        (
+            Response::Terminated {
+                contract: t.contract,
+            },
+            vec![Record::BuyerEnded {
+                contract: t.contract,
+                provider,
+                outcome: Outcome::TerminatedEarly,
+                at: now,
+            }],
+        )
+    }
+
+    async fn measured(&mut self, done: Measured) {
+        let (probe, measured) = match done {
+            Ok(x) => x,
+            Err(e) => {
+                error!(error = %e, "host measurement task failed; measuring stops");
+                return;
+            }
+        };
+        self.probe = Some(probe);
+        let measured = match measured {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "host measurement failed; keeping the previous capacity");
+                return;
+            }
+        };
+        let now = Timestamp::now();
+        let sellable = cap(
+            host::sellable(&measured, &self.reserve, self.offer.pods),
+            self.max_sellable,
+        );
+        if sellable == self.ledger.capacity() {
+            return;
+        }
+        self.revision += 1;
+        let flavors = host::build_flavors(
+            self.node_id,
+            &measured,
+            &sellable,
+            &self.offer,
+            now,
+            self.revision,
+            &mut self.flavor_ids,
+            FlavorId::random,
+        );
+        for (_, f) in &flavors {
+            self.ledger.set_template(FlavorTemplate::from_flavor(f));
+        }
+        self.ledger.set_capacity(sellable, now);
+        self.flush_ledger().await;
+        debug!(capacity = %sellable, "host re-measured");
+        self.advert_dirty = true;
+    }
+
+    async fn publish_advert(&mut self) {
+        self.advert_dirty = false;
+        let now = Timestamp::now();
+        let flavors: Vec<FlavorSummary> = if self.roles.provider {
+            self.ledger
+                .list(&Selector::default(), now)
+                .iter()
+                .map(|f| FlavorSummary::from(&**f))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.advert.flavors = flavors;
+        if let Err(e) = self.discovery.set_advert(self.advert.clone()).await {
+            warn!(error = %e, "could not update the advert");
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        let now = Timestamp::now();
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(NodeStatus {
+                    node_id: self.node_id,
+                    did_key: self.node_id.to_did_key(),
+                    peer_id: fluidos_discovery::peer_id(&self.node_id).to_string(),
+                    listen_addrs: Vec::new(),
+                    roles: self.roles,
+                    capacity: self.ledger.capacity(),
+                    committed: self.ledger.committed(),
+                    flavors: self.flavors(now),
+                    reservations: self.ledger.reservations().count(),
+                    contracts_sold: self
+                        .ledger
+                        .contracts()
+                        .filter(|c| c.is_active_at(now))
+                        .count(),
+                    contracts_bought: self
+                        .bought
+                        .values()
+                        .filter(|b| b.state != ContractState::Ended && b.contract.is_active_at(now))
+                        .count(),
+                    candidates: 0,
+                });
+            }
+            Command::Flavors(reply) => {
+                let _ = reply.send(self.flavors(now));
+            }
+            Command::Contracts(reply) => {
+                let _ = reply.send(self.contract_infos(now));
+            }
+            Command::Contract(id, reply) => {
+                let found = self
+                    .ledger
+                    .contract(&id)
+                    .cloned()
+                    .or_else(|| self.bought.get(&id).map(|b| b.contract.clone()));
+                let _ = reply.send(found);
+            }
+            Command::Ratings(reply) => {
+                let _ = reply.send(self.ratings.clone());
+            }
+            Command::PersistBought {
+                contract,
+                state,
+                reply,
+            } => {
+                let record = Record::BuyerContract {
+                    id: contract.id(),
+                    contract: contract.signed().clone(),
+                    state,
+                };
+                let result = self.persist(vec![record]).await;
+                if result.is_ok() {
+                    let state = match state {
+                        BuyerContractState::PendingAck => ContractState::PendingAck,
+                        BuyerContractState::Active => ContractState::Active,
+                    };
+                    self.bought.insert(
+                        contract.id(),
+                        Bought {
+                            contract: *contract,
+                            state,
+                        },
+                    );
+                }
+                let _ = reply.send(result);
+            }
+            Command::BoughtEnded {
+                contract,
+                provider,
+                outcome,
+                reply,
+            } => {
+                let result = self
+                    .persist(vec![Record::BuyerEnded {
+                        contract,
+                        provider,
+                        outcome,
+                        at: now,
+                    }])
+                    .await;
+                if result.is_ok() {
+                    if let Some(b) = self.bought.get_mut(&contract) {
+                        b.state = ContractState::Ended;
+                    }
+                    self.ratings.record(provider, outcome);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Terminate { id, reason, reply } => {
+                let _ = reply.send(self.terminate(id, reason, now).await);
+                self.drain_ledger_events().await;
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn flavors(&self, now: Timestamp) -> Vec<Flavor> {
+        self.ledger
+            .list(&Selector::default(), now)
+            .into_iter()
+            .map(|f| f.into_inner())
+            .collect()
+    }
+
+    fn contract_infos(&self, now: Timestamp) -> Vec<ContractInfo> {
+        let mut out: Vec<ContractInfo> = self
+            .ledger
+            .contracts()
+            .map(|c| {
+                let state = if c.is_active_at(now) {
+                    ContractState::Active
+                } else {
+                    ContractState::Ended
+                };
+                ContractInfo::new(c, ContractRole::Provider, state)
+            })
+            .collect();
+        out.extend(self.bought.values().map(|b| {
+            let state = match b.state {
+                ContractState::Active if !b.contract.is_active_at(now) => ContractState::Ended,
+                s => s,
+            };
+            ContractInfo::new(&b.contract, ContractRole::Buyer, state)
+        }));
+        out
+    }
+
+    fn sign_termination(
+        &self,
+        id: ContractId,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Signed<Termination>, NodeError> {
+        let t = Termination {
+            contract: id,
+            by: self.node_id,
+            reason,
+            at: now,
+            nonce: Nonce::random(),
+        };
+        Signed::sign(t, &self.key)
+            .map(|v| v.signed().clone())
+            .map_err(|e| NodeError::Sign(e.to_string()))
+    }
+
+    async fn terminate(
+        &mut self,
+        id: ContractId,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Option<(NodeId, Request)>, NodeError> {
+        if let Some(c) = self.ledger.contract(&id) {
+            let buyer = c.terms().buyer;
+            let signed = self.sign_termination(id, reason, now)?;
+            let verified = signed
+                .verify()
+                .map_err(|e| NodeError::Sign(e.to_string()))?;
+            self.ledger.terminate(&verified, now)?;
+            let records = self.ledger.take_records();
+            self.persist(records).await?;
+            return Ok(Some((
+                buyer,
+                Request::Terminate {
+                    termination: signed,
+                },
+            )));
+        }
+        let Some(b) = self.bought.get(&id) else {
+            return Err(NodeError::UnknownContract(id));
+        };
+        if b.state == ContractState::Ended {
+            return Err(NodeError::AlreadyEnded(id));
+        }
+        let provider = b.contract.terms().provider;
+        let signed = self.sign_termination(id, reason, now)?;
+        self.persist(vec![Record::BuyerEnded {
+            contract: id,
+            provider,
+            outcome: Outcome::Delivered,
+            at: now,
+        }])
+        .await?;
+        if let Some(b) = self.bought.get_mut(&id) {
+            b.state = ContractState::Ended;
+        }
+        Ok(Some((
+            provider,
+            Request::Terminate {
+                termination: signed,
+            },
+        )))
+    }
+}

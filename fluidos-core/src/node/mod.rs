@@ -1,0 +1,377 @@
+//! [`Node`]: the builder and the driver tasks that run a fluidos node.
+//!
+//! A bound node runs two tasks besides the discovery event loop:
+//!
+//! - the **engine** ([`engine`]) owns the provider [`Ledger`](crate::ledger::Ledger), the
+//!   [`Store`](crate::store::Store) and the buyer's book of contracts. It answers
+//!   inbound REAR requests in batches: every request of a batch is applied to the
+//!   ledger, the records they produced are written with one fsync (group commit),
+//!   and only then are the responses sent. It also re-measures the host, expires
+//!   reservations and contracts on time, and keeps the catalog advert current;
+//! - **acquisitions** ([`buy`]) run in the task that calls [`Node::buy`]: they drive
+//!   the I/O-free [`Acquisition`](crate::buyer::Acquisition) over the discovery
+//!   handle and ask the engine to persist the contract before countersigning.
+//!
+//! [`Node`] is a cheap, cloneable handle to both.
+
+mod buy;
+mod engine;
+mod types;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluidos_contracts::{ContractId, Flavor, NodeId, SecretKey, VerifiedContract};
+use fluidos_discovery::{
+    CatalogConfig, CatalogName, DiscoveryConfig, DiscoveryHandle, IncomingPolicy, OutgoingPolicy,
+};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::buyer::AcquisitionRequest;
+use crate::host::{HostReserve, OfferConfig};
+
+pub use buy::{BuyError, BuyProgress};
+pub use types::{
+    BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus, Roles,
+};
+
+use engine::Command;
+
+/// Builds a [`Node`]. Defaults are the safe ones: listen on loopback only, no
+/// mDNS, no catalog, sell what the host can spare after a 10 % (≥ 1 core, ≥ 512 MiB)
+/// reserve.
+#[derive(Debug)]
+#[must_use]
+pub struct NodeBuilder {
+    data_dir: Option<PathBuf>,
+    key: Option<SecretKey>,
+    discovery: DiscoveryConfig,
+    offer: OfferConfig,
+    reserve: HostReserve,
+    remeasure_every: Duration,
+    roles: Roles,
+    fabric_endpoints: Vec<std::net::SocketAddr>,
+    ledger: LedgerTuning,
+    detect_gpus: bool,
+    max_sellable: Option<fluidos_contracts::Resources>,
+}
+
+/// Ledger limits an embedder may tune (the rest is derived from the host).
+#[derive(Clone, Debug)]
+pub struct LedgerTuning {
+    /// How long a reservation holds capacity, in milliseconds.
+    pub reservation_ttl_ms: u64,
+    /// How long a provider-signed offer waits for the countersignature.
+    pub offer_ttl_ms: u64,
+    /// The longest contract sold, in milliseconds.
+    pub max_contract_ms: u64,
+    /// Live reservations and offers one buyer may hold.
+    pub max_reservations_per_buyer: usize,
+}
+
+impl Default for LedgerTuning {
+    fn default() -> Self {
+        Self {
+            reservation_ttl_ms: 30_000,
+            offer_ttl_ms: 30_000,
+            max_contract_ms: 30 * 24 * 3_600_000,
+            max_reservations_per_buyer: 16,
+        }
+    }
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            key: None,
+            discovery: DiscoveryConfig::default(),
+            offer: OfferConfig::default(),
+            reserve: HostReserve::default(),
+            remeasure_every: Duration::from_secs(60),
+            roles: Roles::default(),
+            fabric_endpoints: Vec::new(),
+            ledger: LedgerTuning::default(),
+            detect_gpus: true,
+            max_sellable: None,
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// The data directory: key, WireGuard key, contracts and reservations. Required.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Joins the catalog `name` through these addresses (each with `/p2p/<peer id>`).
+    pub fn catalog(mut self, name: CatalogName, bootstrap: Vec<Multiaddr>) -> Self {
+        self.discovery
+            .catalogs
+            .push(CatalogConfig::new(name, bootstrap));
+        self
+    }
+
+    /// Addresses to listen on. Default: `/ip4/127.0.0.1/tcp/0`.
+    pub fn listen(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.discovery.listen = addrs;
+        self
+    }
+
+    /// Finds and announces on the LAN with mDNS. Default: off. mDNS multicasts on
+    /// every interface of the network namespace.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.discovery.mdns = on;
+        self
+    }
+
+    /// A peer to dial directly.
+    pub fn manual_peer(mut self, addr: Multiaddr) -> Self {
+        self.discovery.manual_peers.push(addr);
+        self
+    }
+
+    /// Location, labels, price and partitioning of what this node sells.
+    pub fn offer(mut self, offer: OfferConfig) -> Self {
+        self.offer = offer;
+        self
+    }
+
+    /// What the host keeps for itself.
+    pub fn host_reserve(mut self, reserve: HostReserve) -> Self {
+        self.reserve = reserve;
+        self
+    }
+
+    /// Whether this node sells, buys, and aggregates others.
+    pub fn roles(mut self, roles: Roles) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// Which discovered nodes may become candidates.
+    pub fn incoming_policy(mut self, policy: IncomingPolicy) -> Self {
+        self.discovery.incoming = policy;
+        self
+    }
+
+    /// Where this node announces itself.
+    pub fn outgoing_policy(mut self, policy: OutgoingPolicy) -> Self {
+        self.discovery.outgoing = policy;
+        self
+    }
+
+    /// How often the host is measured again. Default: 60 s.
+    pub fn remeasure_every(mut self, every: Duration) -> Self {
+        self.remeasure_every = every;
+        self
+    }
+
+    /// Uses this identity instead of the key file in the data directory.
+    pub fn secret_key(mut self, key: SecretKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// UDP endpoints where this node accepts WireGuard; written into contracts.
+    pub fn fabric_endpoints(mut self, endpoints: Vec<std::net::SocketAddr>) -> Self {
+        self.fabric_endpoints = endpoints;
+        self
+    }
+
+    /// Ledger limits.
+    pub fn ledger_tuning(mut self, tuning: LedgerTuning) -> Self {
+        self.ledger = tuning;
+        self
+    }
+
+    /// Whether to look for GPUs (`nvidia-smi`). Default: on.
+    pub fn detect_gpus(mut self, on: bool) -> Self {
+        self.detect_gpus = on;
+        self
+    }
+
+    /// Sells at most this much, whatever the host could spare (per resource).
+    pub fn max_sellable(mut self, limit: fluidos_contracts::Resources) -> Self {
+        self.max_sellable = Some(limit);
+        self
+    }
+
+    /// Full control over discovery (timers, limits, relays). Replaces what
+    /// [`catalog`](Self::catalog), [`listen`](Self::listen), [`mdns`](Self::mdns) and
+    /// the policies set so far.
+    pub fn discovery_config(mut self, config: DiscoveryConfig) -> Self {
+        self.discovery = config;
+        self
+    }
+
+    /// Opens the data directory, measures the host, restores contracts, starts
+    /// discovery and the engine.
+    pub async fn bind(self) -> Result<Node, BindError> {
+        engine::bind(self).await
+    }
+}
+
+/// A running fluidos node. Cheap to clone; every clone talks to the same tasks.
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    node_id: NodeId,
+    peer_id: PeerId,
+    key: SecretKey,
+    discovery: DiscoveryHandle,
+    engine: mpsc::Sender<Command>,
+    engine_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    request_timeout: Duration,
+    fabric: fluidos_contracts::FabricParams,
+}
+
+impl Node {
+    /// Starts building a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This node's identity.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// This node's libp2p peer id (the same key).
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// This node's `did:key`.
+    pub fn did_key(&self) -> String {
+        self.inner.node_id.to_did_key()
+    }
+
+    /// The discovery handle, for embedders that need the libp2p layer directly.
+    pub fn discovery(&self) -> &DiscoveryHandle {
+        &self.inner.discovery
+    }
+
+    /// Addresses this node listens on, each ending in `/p2p/<peer id>`, ready to be
+    /// given to another node as a catalog or manual-peer address.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let peer = self.inner.peer_id;
+        self.inner
+            .discovery
+            .listen_addrs()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a))
+            .collect()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .engine
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::ShutDown)?;
+        rx.await.map_err(|_| NodeError::ShutDown)
+    }
+
+    /// Identity, addresses, capacity and counts.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let mut status = self.ask(Command::Status).await?;
+        status.listen_addrs = self
+            .listen_addrs()
+            .await
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        status.candidates = self.peers().await.map(|p| p.len()).unwrap_or(0);
+        Ok(status)
+    }
+
+    /// The flavors this node currently sells, with what is left of each.
+    pub async fn flavors(&self) -> Result<Vec<Flavor>, NodeError> {
+        self.ask(Command::Flavors).await
+    }
+
+    /// The current peering candidates.
+    pub async fn peers(&self) -> Result<Vec<fluidos_discovery::Candidate>, NodeError> {
+        self.inner
+            .discovery
+            .candidates()
+            .await
+            .map_err(|e| NodeError::Discovery(e.to_string()))
+    }
+
+    /// Dials a peer and adds it as a manual candidate.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.inner
+            .discovery
+            .add_peer(addr)
+            .await
+            .map_err(|e| NodeError::Discovery(e.to_string()))
+    }
+
+    /// Every contract this node holds, as provider or buyer.
+    pub async fn contracts(&self) -> Result<Vec<ContractInfo>, NodeError> {
+        self.ask(Command::Contracts).await
+    }
+
+    /// One contract, with both signatures.
+    pub async fn contract(&self, id: ContractId) -> Result<Option<VerifiedContract>, NodeError> {
+        self.ask(|tx| Command::Contract(id, tx)).await
+    }
+
+    /// Buys capacity: asks every candidate for matching flavors, ranks the offers,
+    /// reserves from the best (falling back to the next), purchases and countersigns.
+    /// Progress is reported on `progress` if given.
+    pub async fn buy(
+        &self,
+        request: AcquisitionRequest,
+        progress: Option<mpsc::Sender<BuyProgress>>,
+    ) -> Result<VerifiedContract, BuyError> {
+        buy::run(self, request, progress).await
+    }
+
+    /// Ends a contract early, as either party. The other party is told with a
+    /// signed termination.
+    pub async fn terminate(&self, id: ContractId, reason: String) -> Result<(), NodeError> {
+        let notify = self
+            .ask(|tx| Command::Terminate {
+                id,
+                reason,
+                reply: tx,
+            })
+            .await??;
+        if let Some((peer, request)) = notify {
+            // Best effort: the local side has ended the contract durably already.
+            let _ = self
+                .inner
+                .discovery
+                .request(peer, request, self.inner.request_timeout)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Stops the node: withdraws its adverts, lets in-flight requests finish,
+    /// flushes the store. Other clones of this handle stop working.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.engine.send(Command::Shutdown).await;
+        if let Some(task) = self.inner.engine_task.lock().await.take() {
+            let _ = task.await;
+        }
+        let _ = self.inner.discovery.shutdown().await;
+    }
+}

@@ -1,0 +1,185 @@
+//! The public data types of [`Node`](super::Node): status, contract summaries, errors.
+
+use fluidos_contracts::{ContractId, NodeId, Resources, Timestamp, VerifiedContract};
+use serde::{Deserialize, Serialize};
+
+/// What this node does in the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roles {
+    /// Sells its capacity.
+    pub provider: bool,
+    /// Buys capacity from others.
+    pub consumer: bool,
+    /// Aggregates other nodes and sells their capacity (the supernode issue).
+    pub supernode: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self {
+            provider: true,
+            consumer: true,
+            supernode: false,
+        }
+    }
+}
+
+/// A snapshot of a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id (did:key).
+    pub node_id: NodeId,
+    /// The same, as a string, for scripts.
+    pub did_key: String,
+    /// The libp2p peer id.
+    pub peer_id: String,
+    /// Listen addresses with `/p2p/…`.
+    pub listen_addrs: Vec<String>,
+    /// Roles.
+    pub roles: Roles,
+    /// What the host can sell in total.
+    pub capacity: Resources,
+    /// What is held by reservations, offers and contracts.
+    pub committed: Resources,
+    /// The flavors for sale now.
+    pub flavors: Vec<fluidos_contracts::Flavor>,
+    /// Live reservations (provider side).
+    pub reservations: usize,
+    /// Active contracts as provider.
+    pub contracts_sold: usize,
+    /// Active contracts as buyer.
+    pub contracts_bought: usize,
+    /// Current peering candidates.
+    pub candidates: usize,
+}
+
+/// Which side of a contract this node is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractRole {
+    /// This node sold it.
+    Provider,
+    /// This node bought it.
+    Buyer,
+}
+
+/// Where a contract stands, from this node's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractState {
+    /// Both signatures in place and within validity.
+    Active,
+    /// Countersigned here; the provider has not acknowledged yet.
+    PendingAck,
+    /// Ended (validity over or terminated).
+    Ended,
+}
+
+/// A contract, summarised for lists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContractInfo {
+    /// The contract id (hex).
+    pub id: ContractId,
+    /// This node's side.
+    pub role: ContractRole,
+    /// Where it stands.
+    pub state: ContractState,
+    /// The provider.
+    pub provider: NodeId,
+    /// The buyer.
+    pub buyer: NodeId,
+    /// What was bought.
+    pub partition: Resources,
+    /// Price per period, micro-units.
+    pub price_micros: u64,
+    /// Currency.
+    pub currency: String,
+    /// Start of validity.
+    pub valid_from: Timestamp,
+    /// End of validity.
+    pub valid_until: Timestamp,
+    /// Supernodes the sale went through.
+    pub forwarded_via: Vec<NodeId>,
+}
+
+impl ContractInfo {
+    pub(crate) fn new(c: &VerifiedContract, role: ContractRole, state: ContractState) -> Self {
+        let t = c.terms();
+        Self {
+            id: t.id,
+            role,
+            state,
+            provider: t.provider,
+            buyer: t.buyer,
+            partition: t.partition,
+            price_micros: t.price.amount_micros,
+            currency: t.price.currency.clone(),
+            valid_from: t.valid_from,
+            valid_until: t.valid_until,
+            forwarded_via: t.forwarded_via.clone(),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// No data directory was given.
+    #[error("no data directory: call NodeBuilder::data_dir")]
+    NoDataDir,
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node key file is unusable.
+    #[error(transparent)]
+    Key(#[from] fluidos_contracts::keyfile::KeyFileError),
+    /// The WireGuard key file is unusable.
+    #[error(transparent)]
+    WireGuardKey(#[from] fluidos_fabric::keyfile::KeyFileError),
+    /// The host could not be measured.
+    #[error("measuring the host: {0}")]
+    Host(#[from] crate::host::HostError),
+    /// The contract store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    /// A start-up task panicked or was cancelled.
+    #[error("start-up task failed: {0}")]
+    Task(String),
+    /// libp2p could not start (for example a listen address is taken).
+    #[error("starting discovery: {0}")]
+    Discovery(#[from] fluidos_discovery::StartError),
+}
+
+/// Why a request to a running node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    ShutDown,
+    /// No contract with that id here.
+    #[error("no contract {0} on this node")]
+    UnknownContract(ContractId),
+    /// The contract has already ended.
+    #[error("contract {0} has already ended")]
+    AlreadyEnded(ContractId),
+    /// The store could not make the change durable.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Discovery refused or failed.
+    #[error("discovery: {0}")]
+    Discovery(String),
+    /// Signing failed (a bug: the node signs only what it owns).
+    #[error("signing: {0}")]
+    Sign(String),
+    /// The ledger refused.
+    #[error("{0}")]
+    Rear(#[from] fluidos_contracts::rear::RearError),
+}

@@ -1,0 +1,170 @@
+//! What the store keeps: [`Record`]s of both roles, and the [`LiveSet`] that
+//! folds a stream of records into the state they describe.
+
+use std::collections::BTreeMap;
+
+use fluidos_contracts::{
+    ContractId, NodeId, Reservation, ReservationId, Signed, SignedContract, Termination, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::buyer::Outcome;
+
+/// One durable fact about a negotiation.
+///
+/// The provider's records are keyed by the reservation a deal started from
+/// ([`RecordKey::Deal`]); each newer record of a deal replaces the older one, and
+/// [`Record::Released`] / [`Record::Ended`] remove the deal. The buyer's records are
+/// keyed by contract ([`RecordKey::Purchase`]); [`Record::BuyerEnded`] replaces the
+/// contract with its outcome and is kept as history (ratings are rebuilt from it).
+///
+/// Every provider record carries the whole [`Reservation`], so that a restarted
+/// ledger can still answer a repeated `Reserve` with the same nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Record {
+    /// Provider: capacity is held for a buyer until `expires_at`.
+    Reserved(Reservation),
+    /// Provider: the reservation became terms signed by the provider, awaiting the
+    /// buyer's countersignature until `expires_at`.
+    Offered {
+        /// The reservation it came from.
+        reservation: Reservation,
+        /// The provider-signed contract.
+        offer: SignedContract,
+        /// When the offer lapses if not countersigned.
+        expires_at: Timestamp,
+    },
+    /// Provider: the buyer countersigned; the contract is active.
+    Activated {
+        /// The reservation it came from.
+        reservation: Reservation,
+        /// The contract with both signatures.
+        contract: SignedContract,
+    },
+    /// Provider: a reservation or offer lapsed and its capacity was released.
+    Released {
+        /// The deal.
+        reservation: ReservationId,
+    },
+    /// Provider: a contract (or an offer) ended: validity over, or terminated.
+    Ended {
+        /// The deal.
+        reservation: ReservationId,
+        /// The contract.
+        contract: ContractId,
+        /// The signed termination, when it was ended early.
+        termination: Option<Signed<Termination>>,
+    },
+    /// Buyer: a contract this node countersigned.
+    BuyerContract {
+        /// The contract's id (also inside the signed terms).
+        id: ContractId,
+        /// The contract with both signatures.
+        contract: SignedContract,
+        /// Whether the provider acknowledged it.
+        state: BuyerContractState,
+    },
+    /// Buyer: a contract ended (or never became active) with this outcome.
+    BuyerEnded {
+        /// The contract.
+        contract: ContractId,
+        /// Its provider, for ratings.
+        provider: NodeId,
+        /// How it went.
+        outcome: Outcome,
+        /// When it ended (wall clock).
+        at: Timestamp,
+    },
+}
+
+/// Where the buyer's copy of a contract stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuyerContractState {
+    /// Countersigned and stored here, `Countersign` not yet acknowledged by the
+    /// provider. After a crash the driver re-sends the countersignature (a
+    /// `Replay` answer means the provider has it).
+    PendingAck,
+    /// The provider acknowledged the countersignature.
+    Active,
+}
+
+/// What a record is about; the unit the store compacts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordKey {
+    /// A provider deal, from reservation to contract.
+    Deal(ReservationId),
+    /// A contract this node bought.
+    Purchase(ContractId),
+}
+
+impl Record {
+    /// The key this record is filed under.
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Reserved(r) => RecordKey::Deal(r.id),
+            Record::Offered { reservation, .. } | Record::Activated { reservation, .. } => {
+                RecordKey::Deal(reservation.id)
+            }
+            Record::Released { reservation } | Record::Ended { reservation, .. } => {
+                RecordKey::Deal(*reservation)
+            }
+            Record::BuyerContract { id, .. } => RecordKey::Purchase(*id),
+            Record::BuyerEnded { contract, .. } => RecordKey::Purchase(*contract),
+        }
+    }
+
+    /// Whether the record removes its key from the live set.
+    fn is_tombstone(&self) -> bool {
+        matches!(self, Record::Released { .. } | Record::Ended { .. })
+    }
+}
+
+/// The state a stream of records describes: the newest record per key, without
+/// the keys a [`Record::Released`] or [`Record::Ended`] removed.
+///
+/// Applying the same stream twice gives the same set (last write wins per key),
+/// which is what makes replaying a journal over a snapshot taken from it safe.
+#[derive(Clone, Debug, Default)]
+pub struct LiveSet {
+    records: BTreeMap<RecordKey, Record>,
+}
+
+impl LiveSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one record in.
+    pub fn apply(&mut self, record: &Record) {
+        let key = record.key();
+        if record.is_tombstone() {
+            self.records.remove(&key);
+        } else {
+            self.records.insert(key, record.clone());
+        }
+    }
+
+    /// The live records, ordered by key.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
+    /// The live records, ordered by key.
+    pub fn to_vec(&self) -> Vec<Record> {
+        self.records.values().cloned().collect()
+    }
+
+    /// How many keys are live.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing is live.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}

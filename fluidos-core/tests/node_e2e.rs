@@ -1,0 +1,308 @@
+//! Nodes end to end over loopback TCP (mDNS off): discovery through a shared
+//! catalog address, REAR negotiation, both signatures, third-party verification,
+//! restart, termination, and 64 buyers racing for the last capacity.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fluidos_contracts::rear::ErrorCode;
+use fluidos_contracts::{NodeId, Resources, SignedContract};
+use fluidos_core::buyer::{AcquisitionRequest, CandidateFailure};
+use fluidos_core::{BuyError, ContractRole, ContractState, LedgerTuning, Node, Roles};
+use fluidos_discovery::CatalogName;
+use libp2p::Multiaddr;
+
+const GIB: u64 = 1 << 30;
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn catalog() -> CatalogName {
+    "e2e".parse().unwrap()
+}
+
+async fn provider(dir: &std::path::Path, limit: Resources) -> Node {
+    Node::builder()
+        .data_dir(dir)
+        .max_sellable(limit)
+        .detect_gpus(false)
+        .catalog(catalog(), vec![])
+        .bind()
+        .await
+        .unwrap()
+}
+
+async fn consumer(dir: &std::path::Path, catalog_addr: Vec<Multiaddr>) -> Node {
+    Node::builder()
+        .data_dir(dir)
+        .roles(Roles {
+            provider: false,
+            consumer: true,
+            supernode: false,
+        })
+        .detect_gpus(false)
+        .catalog(catalog(), catalog_addr)
+        .bind()
+        .await
+        .unwrap()
+}
+
+async fn sees(node: &Node, other: NodeId) -> bool {
+    node.peers().await.unwrap().iter().any(|c| c.node == other)
+}
+
+fn want(cpu_millis: u64, memory: u64) -> AcquisitionRequest {
+    AcquisitionRequest {
+        resources: Resources {
+            cpu_millis,
+            memory_bytes: memory,
+            ..Resources::ZERO
+        },
+        duration_ms: 3_600_000,
+        ..AcquisitionRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_buys_from_provider_and_both_hold_the_signed_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = Resources {
+        cpu_millis: 2000,
+        memory_bytes: 4 * GIB,
+        storage_bytes: 10 * GIB,
+        pods: 10,
+        gpus: 0,
+    };
+    let p = provider(&dir.path().join("p"), limit).await;
+    let c = consumer(&dir.path().join("c"), p.listen_addrs().await).await;
+    wait_for(
+        "the consumer to find the provider",
+        Duration::from_secs(20),
+        || sees(&c, p.node_id()),
+    )
+    .await;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let contract = c.buy(want(1000, GIB), Some(tx)).await.expect("purchase");
+    let mut phases = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        phases.push(p.to_string());
+    }
+    assert!(
+        phases.iter().any(|p| p.starts_with("reserving")),
+        "{phases:?}"
+    );
+    assert!(
+        phases.iter().any(|p| p.starts_with("purchasing")),
+        "{phases:?}"
+    );
+
+    let t = contract.terms();
+    assert_eq!(t.provider, p.node_id());
+    assert_eq!(t.buyer, c.node_id());
+    assert!(t.partition.cpu_millis >= 1000 && t.partition.memory_bytes >= GIB);
+
+    // Both hold the same bytes, with both signatures.
+    let at_provider = p.contract(t.id).await.unwrap().expect("provider has it");
+    let at_buyer = c.contract(t.id).await.unwrap().expect("buyer has it");
+    assert_eq!(at_provider.signed(), at_buyer.signed());
+    assert!(at_provider.signed().buyer_signature.is_some());
+
+    // A third party verifies from the bytes alone, and from the VC.
+    let bytes = at_buyer.signed().to_bytes().unwrap();
+    let third = SignedContract::from_bytes(&bytes)
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert_eq!(third.terms(), t);
+    #[cfg(feature = "vc")]
+    {
+        let key = fluidos_contracts::keyfile::load(&dir.path().join("c").join("node.key")).unwrap();
+        let vc = fluidos_contracts::vc::export(&at_buyer, &key)
+            .await
+            .unwrap();
+        let back = fluidos_contracts::vc::verify(&vc.to_string())
+            .await
+            .unwrap();
+        assert_eq!(back.signed(), at_buyer.signed());
+    }
+
+    // The provider holds the partition, and re-offers only the remainder.
+    let status = p.status().await.unwrap();
+    assert_eq!(status.committed, t.partition);
+    let offered: u64 = status
+        .flavors
+        .iter()
+        .map(|f| f.characteristics.resources.cpu_millis)
+        .sum();
+    assert_eq!(offered, status.capacity.cpu_millis - t.partition.cpu_millis);
+
+    // Contract lists on both sides.
+    let sold = p.contracts().await.unwrap();
+    assert!(sold.iter().any(|i| i.id == t.id
+        && i.role == ContractRole::Provider
+        && i.state == ContractState::Active));
+    let bought = c.contracts().await.unwrap();
+    assert!(bought.iter().any(|i| i.id == t.id
+        && i.role == ContractRole::Buyer
+        && i.state == ContractState::Active));
+
+    // Restart the provider: the contract and the capacity it holds survive.
+    p.shutdown().await;
+    let p = provider(&dir.path().join("p"), limit).await;
+    assert_eq!(
+        p.contract(t.id).await.unwrap().unwrap().signed(),
+        at_buyer.signed()
+    );
+    assert_eq!(p.status().await.unwrap().committed, t.partition);
+
+    // Restart the consumer: its copy survives too.
+    c.shutdown().await;
+    let c = consumer(&dir.path().join("c"), p.listen_addrs().await).await;
+    assert_eq!(
+        c.contract(t.id).await.unwrap().unwrap().signed(),
+        at_buyer.signed()
+    );
+
+    // The buyer terminates; the provider is told and releases the capacity.
+    wait_for(
+        "the consumer to find the restarted provider",
+        Duration::from_secs(20),
+        || sees(&c, p.node_id()),
+    )
+    .await;
+    c.terminate(t.id, "done".into()).await.unwrap();
+    wait_for(
+        "the provider to release the capacity",
+        Duration::from_secs(10),
+        || async { p.status().await.unwrap().committed.is_zero() },
+    )
+    .await;
+    assert!(matches!(
+        c.terminate(t.id, "again".into()).await,
+        Err(fluidos_core::NodeError::AlreadyEnded(_))
+    ));
+    p.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buying_with_no_candidates_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = consumer(dir.path(), vec![]).await;
+    assert!(matches!(
+        c.buy(want(500, GIB), None).await,
+        Err(BuyError::NoCandidates)
+    ));
+    c.shutdown().await;
+}
+
+/// 64 buyers race for a provider that can sell only a few partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_buyers_race_and_exactly_the_capacity_is_sold() {
+    const BUYERS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    // min 500m / step 500m by default: at most three partitions of 500m.
+    let limit = Resources {
+        cpu_millis: 1500,
+        memory_bytes: 16 * GIB,
+        storage_bytes: GIB,
+        pods: 110,
+        gpus: 0,
+    };
+    let p = Node::builder()
+        .data_dir(dir.path().join("p"))
+        .max_sellable(limit)
+        .detect_gpus(false)
+        .catalog(catalog(), vec![])
+        .ledger_tuning(LedgerTuning {
+            max_reservations_per_buyer: 4,
+            ..LedgerTuning::default()
+        })
+        .bind()
+        .await
+        .unwrap();
+    let addr = p.listen_addrs().await;
+    let mut buyers = Vec::new();
+    // The buyers know the provider as a manual peer: this test is about the race,
+    // not about 65 nodes sharing one catalog (the discovery benchmarks cover that).
+    for i in 0..BUYERS {
+        let b = Node::builder()
+            .data_dir(dir.path().join(format!("b{i}")))
+            .roles(Roles {
+                provider: false,
+                consumer: true,
+                supernode: false,
+            })
+            .detect_gpus(false)
+            .manual_peer(addr[0].clone())
+            .bind()
+            .await
+            .unwrap();
+        buyers.push(b);
+    }
+    for b in &buyers {
+        wait_for(
+            "every buyer to find the provider",
+            Duration::from_secs(60),
+            || sees(b, p.node_id()),
+        )
+        .await;
+    }
+    // The host keeps at least one core for itself, so on a small machine the
+    // limit may be below 1500m: the number of 500m partitions follows capacity.
+    let capacity = p.status().await.unwrap().capacity;
+    let partitions = (capacity.cpu_millis / 500).min(capacity.memory_bytes / GIB) as usize;
+    assert!(
+        partitions >= 1,
+        "the provider has something to sell: {capacity}"
+    );
+    let results =
+        futures::future::join_all(buyers.iter().map(|b| b.buy(want(500, GIB), None))).await;
+
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let sold: u64 = won.iter().map(|c| c.terms().partition.cpu_millis).sum();
+    assert_eq!(
+        won.len(),
+        partitions,
+        "exactly as many partitions are sold as exist"
+    );
+    assert!(won.iter().all(|c| c.terms().provider == p.node_id()));
+    assert_eq!(sold, partitions as u64 * 500);
+    let status = p.status().await.unwrap();
+    assert_eq!(status.committed.cpu_millis, sold);
+    assert!(status.committed.fits_within(&status.capacity));
+
+    // Every loser was told why: no capacity left, or nothing left that fits.
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        let BuyError::Failed(f) = r else {
+            panic!("unexpected error {r}")
+        };
+        assert!(!f.reasons.is_empty());
+        for (_, why) in &f.reasons {
+            let ok = match why {
+                CandidateFailure::Refused { error, .. } => matches!(
+                    error.code,
+                    ErrorCode::InsufficientCapacity | ErrorCode::InvalidPartition
+                ),
+                CandidateFailure::NoSuitableFlavor { .. } => true,
+                _ => false,
+            };
+            assert!(ok, "unexpected loss reason: {why}");
+        }
+    }
+    for b in buyers {
+        b.shutdown().await;
+    }
+    p.shutdown().await;
+}

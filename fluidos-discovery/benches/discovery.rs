@@ -1,0 +1,172 @@
+//! Discovery benchmarks (no criterion: each measures whole-system latencies).
+//!
+//! ```text
+//! cargo bench -p fluidos-discovery --bench discovery            # all three
+//! cargo bench -p fluidos-discovery --bench discovery -- catalog # one: catalog | mdns | fifty
+//! ```
+//!
+//! - `catalog`: time from `Discovery::spawn` of a new node to its first candidate, over
+//!   a loopback catalog whose root is already running (and until the root lists it);
+//!   median of 25 runs.
+//! - `mdns`: two probes in two network namespaces joined by a veth pair, mDNS only;
+//!   time from each probe's start to its first candidate; median of 20 runs. Needs root.
+//! - `fifty`: 50 catalog nodes in one process on loopback TCP, one shared catalog
+//!   address; time until every node lists the 49 others; median of 3 runs.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../tests/common/netns.rs"]
+mod netns;
+
+use std::time::{Duration, Instant};
+
+use fluidos_contracts::SecretKey;
+use fluidos_discovery::libp2p::multiaddr::Protocol;
+use fluidos_discovery::{CatalogConfig, Discovery, DiscoveryConfig, DiscoveryHandle};
+
+fn config() -> DiscoveryConfig {
+    DiscoveryConfig::default()
+        .with_advert_ttl(Duration::from_secs(30), Duration::from_secs(10))
+        .with_refresh_interval(Duration::from_millis(500))
+}
+
+fn lab(bootstrap: Vec<fluidos_discovery::libp2p::Multiaddr>) -> CatalogConfig {
+    CatalogConfig::new("bench".parse().unwrap(), bootstrap)
+}
+
+async fn spawn(cfg: DiscoveryConfig) -> DiscoveryHandle {
+    let (h, _inbound) = Discovery::spawn(&SecretKey::generate(), cfg).await.unwrap();
+    h
+}
+
+async fn catalog_addr(h: &DiscoveryHandle) -> fluidos_discovery::libp2p::Multiaddr {
+    h.listen_addrs().await.unwrap()[0].clone().with(Protocol::P2p(h.peer_id()))
+}
+
+/// Waits (bounded) until `h` lists at least `n` candidates.
+async fn until_candidates(h: &DiscoveryHandle, n: usize, limit: Duration) -> bool {
+    let mut updates = h.candidate_updates();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if h.candidates().await.unwrap().len() >= n {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, updates.changed()).await.is_err() {
+            return false;
+        }
+    }
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    if ms.is_empty() {
+        println!("{name}: no samples");
+        return;
+    }
+    let median = ms[ms.len() / 2];
+    println!(
+        "{name}: n={} median={median:.1} ms min={:.1} ms max={:.1} ms",
+        ms.len(),
+        ms[0],
+        ms[ms.len() - 1]
+    );
+}
+
+async fn bench_catalog() {
+    let root = spawn(config().with_catalog(lab(vec![]))).await;
+    let addr = catalog_addr(&root).await;
+    let (mut joiner_sees, mut root_sees) = (Vec::new(), Vec::new());
+    for i in 0..25 {
+        let t0 = Instant::now();
+        let node = spawn(config().with_catalog(lab(vec![addr.clone()]))).await;
+        assert!(until_candidates(&node, 1, Duration::from_secs(20)).await, "run {i}: no candidate");
+        joiner_sees.push(t0.elapsed().as_secs_f64() * 1e3);
+        let mut updates = root.candidate_updates();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !root.candidates().await.unwrap().iter().any(|c| c.node == node.node_id()) {
+            if tokio::time::timeout_at(deadline, updates.changed()).await.is_err() {
+                panic!("run {i}: the root never listed the joiner");
+            }
+        }
+        root_sees.push(t0.elapsed().as_secs_f64() * 1e3);
+        node.danger_kill().await.unwrap();
+    }
+    // The first run includes one-off costs (first TCP listener, first Noise keys).
+    summary("catalog: spawn -> first candidate (joiner lists root)", joiner_sees);
+    summary("catalog: spawn -> root lists the joiner", root_sees);
+    root.shutdown().await.unwrap();
+}
+
+fn bench_mdns() {
+    if let Some(why) = netns::unavailable() {
+        println!("mdns: skipped ({why})");
+        return;
+    }
+    let pair = netns::NetnsPair::create("b").unwrap();
+    let bin = env!("CARGO_BIN_EXE_fluidos-discovery-probe");
+    let args = ["--mdns", "--expect", "1", "--timeout-ms", "10000", "--linger-ms", "300"];
+    let mut samples = Vec::new();
+    let mut failures = 0;
+    for _ in 0..20 {
+        let a = pair.spawn(&pair.a, bin, &args);
+        let b = pair.spawn(&pair.b, bin, &args);
+        for out in [netns::collect(a, Duration::from_secs(15)), netns::collect(b, Duration::from_secs(15))] {
+            match netns::parse_probe(&out).1.first() {
+                Some((_, ms)) => samples.push(*ms as f64),
+                None => failures += 1,
+            }
+        }
+    }
+    summary("mdns (netns): probe start -> first candidate", samples);
+    println!("mdns: {failures} probe runs without a candidate");
+}
+
+async fn bench_fifty() {
+    let mut runs = Vec::new();
+    for run in 0..3 {
+        let t0 = Instant::now();
+        let root = spawn(config().with_catalog(lab(vec![]))).await;
+        let addr = catalog_addr(&root).await;
+        let mut nodes = vec![root];
+        for _ in 1..50 {
+            nodes.push(spawn(config().with_catalog(lab(vec![addr.clone()]))).await);
+        }
+        let spawned = t0.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut all = true;
+            for n in &nodes {
+                if n.candidates().await.unwrap().len() < 49 {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {run}: not everyone saw everyone in 120 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        println!("fifty: run {run}: all 50 see 49 others after {ms:.0} ms (spawning took {} ms)", spawned.as_millis());
+        runs.push(ms);
+        for n in nodes {
+            n.danger_kill().await.unwrap();
+        }
+    }
+    summary("fifty: first spawn -> every node lists 49 others", runs);
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if wants("catalog") {
+        rt.block_on(bench_catalog());
+    }
+    if wants("mdns") {
+        bench_mdns();
+    }
+    if wants("fifty") {
+        rt.block_on(bench_fifty());
+    }
+}

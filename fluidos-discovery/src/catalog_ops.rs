@@ -1,0 +1,535 @@
+//! The catalog side of the event loop: publishing and withdrawing adverts, searching
+//! catalogs with bounded concurrency, checking what the DHT stores, and direct
+//! adverts for mDNS and manual peers.
+
+use std::time::Duration;
+
+use fluidos_contracts::{NodeId, Timestamp, Verified};
+use futures::StreamExt;
+use libp2p::kad::{self, GetProvidersOk, GetRecordOk, InboundRequest, QueryResult, Quorum, Record};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId};
+use std::time::Instant;
+
+use libp2p::kad::store::RecordStore;
+
+use crate::advert::{
+    Advert, AdvertError, Expected, MAX_ADVERT_ADDRESSES, PublishError, verify_advert, verify_signature,
+};
+use crate::candidates::{Offer, OfferError};
+use crate::catalog::{CatalogName, advert_key, catalog_key, parse_advert_key, parse_catalog_key};
+use crate::codec::{AdvertQuery, AdvertReply};
+use crate::event_loop::{EventLoop, MAX_DIRECT_PEERS, Query};
+use crate::identity::node_id;
+use crate::policy::Source;
+
+/// Delay before asking a direct peer again after a failed advert request.
+const DIRECT_RETRY: Duration = Duration::from_secs(1);
+
+/// Queued advert lookups at most; beyond it the next refresh catches up.
+const MAX_FETCH_QUEUE: usize = 4096;
+
+/// The wall-clock expiry of an advert as a Kademlia (monotonic) deadline.
+fn kad_expiry(expires_at: Timestamp, now: Timestamp) -> Instant {
+    Instant::now() + Duration::from_millis(now.until(expires_at))
+}
+
+impl EventLoop {
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.cfg.advert_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn announced_catalogs(&self) -> Vec<CatalogName> {
+        self.cfg
+            .catalogs
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| self.cfg.outgoing.announces_in(n) && !self.raw_catalogs.contains(n))
+            .collect()
+    }
+
+    /// The addresses put in adverts: listen addresses that are concrete, then
+    /// confirmed external ones.
+    fn advertised_addresses(&self) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        let concrete = |a: &Multiaddr| {
+            !a.iter().any(|p| match p {
+                Protocol::Ip4(ip) => ip.is_unspecified(),
+                Protocol::Ip6(ip) => ip.is_unspecified(),
+                _ => false,
+            })
+        };
+        for a in self.swarm.external_addresses().chain(self.listen_addrs.iter()) {
+            if concrete(a) && !out.contains(a) && out.len() < MAX_ADVERT_ADDRESSES {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
+
+    fn sign(&self, catalog: Option<&CatalogName>, now: Timestamp, ttl_ms: u64, seq: u64) -> Result<Vec<u8>, PublishError> {
+        let advert = Advert::new(
+            self.node,
+            catalog.map(|c| c.to_string()),
+            self.advertised_addresses(),
+            self.body.clone(),
+            now,
+            now.plus_ms(ttl_ms),
+            seq,
+        );
+        advert.sign(&self.key).map(|(_, bytes)| bytes)
+    }
+
+    /// Whether the current body makes a publishable advert.
+    pub(crate) fn check_advert(&self) -> Result<(), PublishError> {
+        let longest = self.cfg.catalogs.iter().map(|c| c.name.clone()).max_by_key(|n| n.as_str().len());
+        self.sign(longest.as_ref(), Timestamp::now(), self.ttl_ms(), self.seq).map(|_| ())
+    }
+
+    fn next_seq(&mut self, now: Timestamp) -> u64 {
+        // Wall-clock milliseconds keep the sequence growing across restarts too.
+        self.seq = (self.seq + 1).max(now.0);
+        self.seq
+    }
+
+    /// Signs fresh adverts and publishes them in every announced catalog.
+    pub(crate) fn publish(&mut self) {
+        self.addresses_dirty = false;
+        let now = Timestamp::now();
+        let seq = self.next_seq(now);
+        let ttl = self.ttl_ms();
+        self.direct_advert = if self.cfg.outgoing.direct_adverts {
+            match self.sign(None, now, ttl, seq) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "direct advert not built");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for catalog in self.announced_catalogs() {
+            let bytes = match self.sign(Some(&catalog), now, ttl, seq) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%catalog, error = %e, "advert not published");
+                    continue;
+                }
+            };
+            let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
+            record.expires = Some(kad_expiry(now.plus_ms(ttl), now));
+            self.put(record, &catalog);
+            match self.swarm.behaviour_mut().kad.start_providing(catalog_key(&catalog)) {
+                Ok(id) => {
+                    self.queries.insert(id, Query::Publish);
+                }
+                Err(e) => tracing::warn!(%catalog, error = ?e, "membership not stored"),
+            }
+        }
+        tracing::debug!(node = %self.node.short(), seq, "adverts published");
+    }
+
+    fn put(&mut self, record: Record, catalog: &CatalogName) {
+        match self.swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+            Ok(id) => {
+                self.queries.insert(id, Query::Publish);
+            }
+            Err(e) => tracing::warn!(%catalog, error = ?e, "advert not stored"),
+        }
+    }
+
+    pub(crate) fn danger_raw_advert(&mut self, catalog: CatalogName, bytes: Vec<u8>) {
+        self.raw_catalogs.insert(catalog.clone());
+        let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
+        record.expires = Some(Instant::now() + self.cfg.advert_ttl);
+        record.publisher = Some(*self.swarm.local_peer_id());
+        // Straight into the local store, past every check: peers find it when they ask us.
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::warn!(error = ?e, "raw advert not stored");
+        }
+        if let Ok(id) = self.swarm.behaviour_mut().kad.start_providing(catalog_key(&catalog)) {
+            self.queries.insert(id, Query::Publish);
+        }
+    }
+
+    /// Publishes signed withdrawals and waits (bounded) for them to be stored.
+    pub(crate) async fn withdraw(&mut self) {
+        let now = Timestamp::now();
+        let seq = self.next_seq(now);
+        let mut waiting = Vec::new();
+        for catalog in self.announced_catalogs() {
+            let Ok(bytes) = self.sign(Some(&catalog), now, 0, seq) else {
+                continue;
+            };
+            let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
+            record.expires = Some(Instant::now() + self.cfg.advert_ttl);
+            if let Ok(id) = self.swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+                waiting.push(id);
+            }
+            self.swarm.behaviour_mut().kad.stop_providing(&catalog_key(&catalog));
+        }
+        let deadline = Instant::now() + crate::event_loop::WITHDRAW_TIMEOUT;
+        while waiting.iter().any(|id| self.swarm.behaviour().kad.query(id).is_some()) {
+            match tokio::time::timeout_at(deadline.into(), self.swarm.select_next_some()).await {
+                Ok(ev) => self.on_swarm_event(ev),
+                Err(_) => break,
+            }
+        }
+        tracing::debug!(node = %self.node.short(), "adverts withdrawn");
+    }
+
+    /// Searches every catalog and asks every direct peer again.
+    pub(crate) fn refresh(&mut self) {
+        for catalog in self.cfg.catalogs.iter().map(|c| c.name.clone()).collect::<Vec<_>>() {
+            let busy = self
+                .queries
+                .values()
+                .any(|q| matches!(q, Query::Providers(c) if *c == catalog));
+            if !busy {
+                let id = self.swarm.behaviour_mut().kad.get_providers(catalog_key(&catalog));
+                self.queries.insert(id, Query::Providers(catalog));
+            }
+        }
+        let peers: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .direct_peers
+            .iter()
+            .map(|(p, d)| (*p, d.addrs.clone()))
+            .collect();
+        for (peer, addrs) in peers {
+            if self.swarm.is_connected(&peer) {
+                self.ask_advert(peer);
+            } else if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+                tracing::debug!(%peer, error = %e, "direct peer dial failed");
+            }
+        }
+    }
+
+    fn enqueue_fetch(&mut self, catalog: CatalogName, node: NodeId) {
+        if node == self.node
+            || self.candidates.policy().admits_node(&node).is_err()
+            || self.queued.contains(&(catalog.clone(), node))
+            || self.fetch_queue.len() >= MAX_FETCH_QUEUE
+        {
+            return;
+        }
+        self.queued.insert((catalog.clone(), node));
+        self.fetch_queue.push_back((catalog, node));
+        self.pump_fetches();
+    }
+
+    fn pump_fetches(&mut self) {
+        while self.fetches_in_flight < self.cfg.max_concurrent_fetches {
+            let Some((catalog, node)) = self.fetch_queue.pop_front() else {
+                break;
+            };
+            let id = self.swarm.behaviour_mut().kad.get_record(advert_key(&catalog, &node));
+            self.fetches_in_flight += 1;
+            self.queries.insert(id, Query::Advert { catalog, node, slot: true });
+        }
+    }
+
+    fn release_slot(&mut self, id: &kad::QueryId) {
+        if let Some(Query::Advert { catalog, node, slot }) = self.queries.get_mut(id)
+            && *slot
+        {
+            *slot = false;
+            let key = (catalog.clone(), *node);
+            self.queued.remove(&key);
+            self.fetches_in_flight = self.fetches_in_flight.saturating_sub(1);
+            self.pump_fetches();
+        }
+    }
+
+    fn reject(&mut self, err: &AdvertError, source: &Source) {
+        *self.stats.adverts_rejected.entry(err.reason().to_string()).or_default() += 1;
+        match err {
+            AdvertError::Expired { .. } | AdvertError::Withdrawn { .. } => {
+                tracing::debug!(reason = err.reason(), ?source, error = %err, "advert dropped")
+            }
+            _ => tracing::warn!(reason = err.reason(), ?source, error = %err, "advert dropped"),
+        }
+    }
+
+    /// Takes a verified advert as a candidate. Returns whether it was usable.
+    fn accept(&mut self, source: Source, advert: Verified<Advert>) -> bool {
+        match self.candidates.offer(source.clone(), advert, Timestamp::now()) {
+            Ok(offer) => {
+                self.stats.adverts_accepted += 1;
+                if offer == Offer::New {
+                    tracing::debug!(?source, "new candidate");
+                }
+                true
+            }
+            Err(OfferError::Refused(r)) => {
+                self.stats.refused_by_policy += 1;
+                tracing::debug!(?source, refusal = %r, "candidate refused by policy");
+                false
+            }
+            Err(OfferError::Full) => false,
+        }
+    }
+
+    /// Handles advert bytes that arrived from a catalog.
+    fn catalog_advert(&mut self, catalog: &CatalogName, node: NodeId, bytes: &[u8]) -> bool {
+        let source = Source::Catalog(catalog.clone());
+        let expected = Expected {
+            node: Some(node),
+            catalog: Some(catalog.as_str()),
+        };
+        match verify_advert(bytes, &expected, Timestamp::now()) {
+            Ok(advert) => self.accept(source, advert),
+            Err(AdvertError::Withdrawn { node, seq }) => {
+                self.candidates.remove_source(&node, &source);
+                self.reject(&AdvertError::Withdrawn { node, seq }, &source);
+                false
+            }
+            Err(e) => {
+                self.reject(&e, &source);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => {
+                match result {
+                    QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { key, providers })) => {
+                        if let Some(catalog) = parse_catalog_key(&key) {
+                            for p in providers {
+                                if let Some(node) = node_id(&p) {
+                                    self.enqueue_fetch(catalog.clone(), node);
+                                }
+                            }
+                        }
+                    }
+                    QueryResult::GetProviders(Err(e)) => tracing::debug!(error = ?e, "catalog search failed"),
+                    QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
+                        if let Some(Query::Advert { catalog, node, .. }) = self.queries.get(&id).cloned() {
+                            let ok = self.catalog_advert(&catalog, node, &found.record.value);
+                            // A valid copy from a remote peer is enough; a local copy may
+                            // be stale, so the lookup goes on after one.
+                            if ok && found.peer.is_some() {
+                                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                                    q.finish();
+                                }
+                                self.release_slot(&id);
+                            }
+                        }
+                    }
+                    QueryResult::GetRecord(Err(e)) => tracing::trace!(error = ?e, "advert lookup found nothing"),
+                    QueryResult::PutRecord(Err(e)) => tracing::debug!(error = ?e, "advert publication incomplete"),
+                    QueryResult::StartProviding(Err(e)) => tracing::debug!(error = ?e, "membership publication incomplete"),
+                    _ => {}
+                }
+                if step.last {
+                    self.release_slot(&id);
+                    self.queries.remove(&id);
+                }
+            }
+            kad::Event::InboundRequest { request } => self.on_kad_inbound(request),
+            _ => {}
+        }
+    }
+
+    /// Stores what peers push only if it is a valid fluidos record (FilterBoth).
+    fn on_kad_inbound(&mut self, request: InboundRequest) {
+        match request {
+            InboundRequest::PutRecord { source, record: Some(mut record), .. } => {
+                let Some((catalog, node)) = parse_advert_key(&record.key) else {
+                    self.stats.records_refused += 1;
+                    tracing::debug!(%source, "refused a record that is not a fluidos advert");
+                    return;
+                };
+                let advert = match verify_signature(&record.value) {
+                    Ok(a) if a.node == node && a.catalog.as_deref() == Some(catalog.as_str()) => a,
+                    Ok(_) => {
+                        self.stats.records_refused += 1;
+                        self.reject(&AdvertError::WrongNode { expected: node, found: node }, &Source::Catalog(catalog));
+                        return;
+                    }
+                    Err(e) => {
+                        self.stats.records_refused += 1;
+                        self.reject(&e, &Source::Catalog(catalog));
+                        return;
+                    }
+                };
+                let now = Timestamp::now();
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let held_seq = RecordStore::get(store, &record.key)
+                    .and_then(|r| verify_signature(&r.value).ok())
+                    .map(|a| a.seq);
+                if held_seq.is_some_and(|s| s >= advert.seq) {
+                    return; // a replay or an older version
+                }
+                if !advert.is_withdrawal() {
+                    if advert.expires_at <= now {
+                        self.stats.records_refused += 1;
+                        return;
+                    }
+                    let exp = kad_expiry(advert.expires_at, now);
+                    record.expires = Some(record.expires.map_or(exp, |e| e.min(exp)));
+                }
+                if let Err(e) = RecordStore::put(store, record.clone()) {
+                    tracing::debug!(error = ?e, "record not stored");
+                }
+                if self.cfg.catalogs.iter().any(|c| c.name == catalog) {
+                    self.catalog_advert(&catalog, node, &record.value);
+                }
+            }
+            InboundRequest::AddProvider { record: Some(record) } => {
+                let member = node_id(&record.provider);
+                match (parse_catalog_key(&record.key), member) {
+                    (Some(catalog), Some(node)) => {
+                        let store = self.swarm.behaviour_mut().kad.store_mut();
+                        if let Err(e) = RecordStore::add_provider(store, record) {
+                            tracing::debug!(error = ?e, "catalog member not stored");
+                        }
+                        if self.cfg.catalogs.iter().any(|c| c.name == catalog) {
+                            self.enqueue_fetch(catalog, node);
+                        }
+                    }
+                    _ => {
+                        self.stats.records_refused += 1;
+                        tracing::debug!("refused a provider record outside fluidos catalogs");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Asks a direct peer for its advert.
+    pub(crate) fn ask_advert(&mut self, peer: PeerId) {
+        if let Some(d) = self.direct_peers.get_mut(&peer) {
+            if d.asking {
+                return;
+            }
+            d.asking = true;
+        }
+        let id = self.swarm.behaviour_mut().advert.send_request(&peer, AdvertQuery);
+        self.advert_requests.insert(id, peer);
+    }
+
+    pub(crate) fn on_advert(&mut self, ev: request_response::Event<AdvertQuery, AdvertReply>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { channel, .. } => {
+                    let reply = AdvertReply(self.direct_advert.clone());
+                    if self.swarm.behaviour_mut().advert.send_response(channel, reply).is_err() {
+                        tracing::debug!(%peer, "advert reply not sent");
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    self.advert_requests.remove(&request_id);
+                    let sources = match self.direct_peers.get_mut(&peer) {
+                        Some(d) => {
+                            d.asking = false;
+                            d.sources.clone()
+                        }
+                        None => return,
+                    };
+                    let (Some(bytes), Some(node)) = (response.0, node_id(&peer)) else {
+                        tracing::debug!(%peer, "direct peer has no advert for us");
+                        return;
+                    };
+                    let expected = Expected { node: Some(node), catalog: None };
+                    match verify_advert(&bytes, &expected, Timestamp::now()) {
+                        Ok(advert) => {
+                            for s in sources {
+                                self.accept(s, advert.clone());
+                            }
+                            let addrs = self.direct_peers.get(&peer).map(|d| d.addrs.clone()).unwrap_or_default();
+                            for a in addrs {
+                                self.candidates.observe_address(&node, a);
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(s) = sources.first() {
+                                self.reject(&e, s);
+                            }
+                        }
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                self.advert_requests.remove(&request_id);
+                if let Some(d) = self.direct_peers.get_mut(&peer) {
+                    d.asking = false;
+                    // Simultaneous dials and early stream resets happen on a LAN; ask
+                    // again soon rather than at the next refresh.
+                    d.retry_at = Some(std::time::Instant::now() + DIRECT_RETRY);
+                }
+                tracing::debug!(%peer, %error, "direct advert request failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Asks again the direct peers whose advert request failed.
+    pub(crate) fn retry_direct(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .direct_peers
+            .iter_mut()
+            .filter(|(_, d)| d.retry_at.is_some_and(|t| t <= now))
+            .map(|(p, d)| {
+                d.retry_at = None;
+                (*p, d.addrs.clone())
+            })
+            .collect();
+        for (peer, addrs) in due {
+            if self.swarm.is_connected(&peer) {
+                self.ask_advert(peer);
+            } else if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+                tracing::debug!(%peer, error = %e, "direct peer dial failed");
+            }
+        }
+    }
+
+    pub(crate) fn on_mdns(&mut self, ev: libp2p::mdns::Event) {
+        match ev {
+            libp2p::mdns::Event::Discovered(found) => {
+                for (peer, addr) in found {
+                    if peer == *self.swarm.local_peer_id()
+                        || (!self.direct_peers.contains_key(&peer) && self.direct_peers.len() >= MAX_DIRECT_PEERS)
+                    {
+                        continue;
+                    }
+                    tracing::debug!(%peer, %addr, "mDNS peer");
+                    let d = self.direct_peers.entry(peer).or_default();
+                    d.sources.insert(Source::Mdns);
+                    if !d.addrs.contains(&addr) && d.addrs.len() < 8 {
+                        d.addrs.push(addr);
+                    }
+                    let addrs = d.addrs.clone();
+                    if self.swarm.is_connected(&peer) {
+                        self.ask_advert(peer);
+                    } else if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+                        tracing::debug!(%peer, error = %e, "mDNS peer dial failed");
+                    }
+                }
+            }
+            libp2p::mdns::Event::Expired(gone) => {
+                for (peer, _) in gone {
+                    let still_there = self.swarm.behaviour().mdns.as_ref().is_some_and(|m| m.discovered_nodes().any(|p| *p == peer));
+                    if still_there {
+                        continue;
+                    }
+                    if let Some(d) = self.direct_peers.get_mut(&peer) {
+                        d.sources.remove(&Source::Mdns);
+                        if d.sources.is_empty() {
+                            self.direct_peers.remove(&peer);
+                        }
+                    }
+                    if let Some(node) = node_id(&peer) {
+                        self.candidates.remove_source(&node, &Source::Mdns);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Configuration of a discovery node, with safe defaults.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use crate::advert::AdvertBody;
+use crate::catalog::CatalogConfig;
+use crate::policy::{IncomingPolicy, OutgoingPolicy};
+
+/// How a discovery node runs. `DiscoveryConfig::default()` listens on loopback TCP
+/// only, joins no catalog and keeps mDNS off; the daemon widens it from its own config.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// Addresses to listen on (TCP `/ip4/…/tcp/…`, QUIC `/ip4/…/udp/…/quic-v1`).
+    /// Default: `/ip4/127.0.0.1/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Catalogs to join.
+    pub catalogs: Vec<CatalogConfig>,
+    /// mDNS on every interface of the network namespace (announces and listens).
+    /// Default: off.
+    pub mdns: bool,
+    /// Peers to dial directly and ask for their advert.
+    pub manual_peers: Vec<Multiaddr>,
+    /// Relays (each with `/p2p/<id>`) to also listen through, for nodes behind NAT.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses known to reach this node from outside (port forwards); put in adverts.
+    pub external_addresses: Vec<Multiaddr>,
+    /// What to announce until [`crate::DiscoveryHandle::set_advert`] says otherwise.
+    pub advert: AdvertBody,
+    /// Validity of each advert. Default 60 s.
+    pub advert_ttl: Duration,
+    /// How often adverts are re-signed and re-published; must be below `advert_ttl`.
+    /// Default 30 s.
+    pub republish_interval: Duration,
+    /// How often catalogs are searched and direct peers asked again. Default 30 s.
+    pub refresh_interval: Duration,
+    /// A candidate source not confirmed for this long expires, even if its advert has
+    /// not. Default 5 min.
+    pub candidate_expiry: Duration,
+    /// Timeout of each Kademlia query. Default 10 s.
+    pub query_timeout: Duration,
+    /// Advert lookups run at most this many at a time. Default 8.
+    pub max_concurrent_fetches: usize,
+    /// Which discovered nodes may become candidates.
+    pub incoming: IncomingPolicy,
+    /// Where this node announces itself.
+    pub outgoing: OutgoingPolicy,
+    /// Capacity of the queue of inbound REAR requests to the embedder. Default 64.
+    pub inbound_queue: usize,
+    /// Capacity of the command queue from handles. Default 64.
+    pub command_queue: usize,
+    /// Inbound REAR requests in flight per peer before `rate_limited`. Default 8.
+    pub max_inbound_per_peer: usize,
+    /// Upper bound on any REAR request's lifetime on the wire. Default 60 s.
+    pub max_request_timeout: Duration,
+    /// Connections without traffic close after this long. Default 60 s.
+    pub idle_connection_timeout: Duration,
+    /// How often mDNS queries the LAN. Default 20 s.
+    pub mdns_query_interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![loopback_tcp()],
+            catalogs: Vec::new(),
+            mdns: false,
+            manual_peers: Vec::new(),
+            relays: Vec::new(),
+            external_addresses: Vec::new(),
+            advert: AdvertBody::default(),
+            advert_ttl: Duration::from_secs(60),
+            republish_interval: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(30),
+            candidate_expiry: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(10),
+            max_concurrent_fetches: 8,
+            incoming: IncomingPolicy::default(),
+            outgoing: OutgoingPolicy::default(),
+            inbound_queue: 64,
+            command_queue: 64,
+            max_inbound_per_peer: 8,
+            max_request_timeout: Duration::from_secs(60),
+            idle_connection_timeout: Duration::from_secs(60),
+            mdns_query_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+fn loopback_tcp() -> Multiaddr {
+    Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))
+}
+
+impl DiscoveryConfig {
+    /// Replaces the listen addresses.
+    pub fn with_listen(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.listen = addrs.into_iter().collect();
+        self
+    }
+
+    /// Joins a catalog.
+    pub fn with_catalog(mut self, catalog: CatalogConfig) -> Self {
+        self.catalogs.push(catalog);
+        self
+    }
+
+    /// Switches mDNS on or off.
+    pub fn with_mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
+    /// Adds a manual peer.
+    pub fn with_manual_peer(mut self, addr: Multiaddr) -> Self {
+        self.manual_peers.push(addr);
+        self
+    }
+
+    /// Sets the initial advert body.
+    pub fn with_advert(mut self, body: AdvertBody) -> Self {
+        self.advert = body;
+        self
+    }
+
+    /// Sets the advert validity and re-publish interval.
+    pub fn with_advert_ttl(mut self, ttl: Duration, republish: Duration) -> Self {
+        self.advert_ttl = ttl;
+        self.republish_interval = republish;
+        self
+    }
+
+    /// Sets how often catalogs and direct peers are asked again.
+    pub fn with_refresh_interval(mut self, every: Duration) -> Self {
+        self.refresh_interval = every;
+        self
+    }
+
+    /// Sets the incoming policy.
+    pub fn with_incoming(mut self, policy: IncomingPolicy) -> Self {
+        self.incoming = policy;
+        self
+    }
+
+    /// Sets the outgoing policy.
+    pub fn with_outgoing(mut self, policy: OutgoingPolicy) -> Self {
+        self.outgoing = policy;
+        self
+    }
+
+    /// Checks the values that would make the node misbehave.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let ms = |d: Duration| d.as_millis();
+        if self.listen.is_empty() {
+            return Err("no listen address: give at least one".into());
+        }
+        if ms(self.advert_ttl) == 0 || self.advert_ttl.as_millis() > u128::from(crate::advert::MAX_ADVERT_TTL_MS) {
+            return Err("advert_ttl must be between 1 ms and 24 h".into());
+        }
+        if self.republish_interval >= self.advert_ttl || ms(self.republish_interval) == 0 {
+            return Err("republish_interval must be non-zero and below advert_ttl".into());
+        }
+        for (name, d) in [
+            ("refresh_interval", self.refresh_interval),
+            ("candidate_expiry", self.candidate_expiry),
+            ("query_timeout", self.query_timeout),
+            ("max_request_timeout", self.max_request_timeout),
+            ("mdns_query_interval", self.mdns_query_interval),
+        ] {
+            if ms(d) == 0 {
+                return Err(format!("{name} must be non-zero"));
+            }
+        }
+        for (name, n) in [
+            ("max_concurrent_fetches", self.max_concurrent_fetches),
+            ("inbound_queue", self.inbound_queue),
+            ("command_queue", self.command_queue),
+            ("max_inbound_per_peer", self.max_inbound_per_peer),
+        ] {
+            if n == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        for c in &self.catalogs {
+            for b in &c.bootstrap {
+                if crate::catalog::split_peer(b).is_none() {
+                    return Err(format!(
+                        "catalog {} bootstrap address {b} must end in /p2p/<peer id>",
+                        c.name
+                    ));
+                }
+            }
+        }
+        for r in &self.relays {
+            if crate::catalog::split_peer(r).is_none() {
+                return Err(format!("relay address {r} must end in /p2p/<peer id>"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let c = DiscoveryConfig::default();
+        c.validate().unwrap();
+        assert!(!c.mdns);
+        assert_eq!(c.listen[0].to_string(), "/ip4/127.0.0.1/tcp/0");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let c = DiscoveryConfig::default().with_advert_ttl(Duration::from_secs(10), Duration::from_secs(10));
+        assert!(c.validate().is_err());
+        let c = DiscoveryConfig::default().with_catalog(CatalogConfig::new(
+            "eu".parse().unwrap(),
+            vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        ));
+        assert!(c.validate().unwrap_err().contains("/p2p/"));
+        let c = DiscoveryConfig::default().with_listen([]);
+        assert!(c.validate().is_err());
+    }
+}

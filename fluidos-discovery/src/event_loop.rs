@@ -1,0 +1,538 @@
+//! The one task that owns the swarm. Handles send it commands; it answers through
+//! oneshots and keeps every pending reply keyed by `QueryId` / `OutboundRequestId`.
+//!
+//! Loop order: commands and timers, then swarm events, then finished inbound replies;
+//! `tokio::select!` is biased towards finishing local work (replies) before taking new
+//! remote work.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use fluidos_contracts::rear::{ErrorCode, RearError, Response};
+use fluidos_contracts::{NodeId, SecretKey, Timestamp};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::core::transport::ListenerId;
+use libp2p::kad::QueryId;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::advert::AdvertBody;
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::candidates::CandidateTable;
+use crate::catalog::{CatalogName, split_peer};
+use crate::codec::Inbound;
+use crate::handle::{AddPeerError, Command, DiscoveryStats, InboundRequest, RequestError, StartError};
+use crate::identity::node_id;
+use crate::policy::Source;
+use crate::DiscoveryConfig;
+
+/// Outbound REAR requests in flight at most.
+const MAX_PENDING_OUTBOUND: usize = 1024;
+/// Direct (manual and mDNS) peers remembered at most.
+pub(crate) const MAX_DIRECT_PEERS: usize = 256;
+/// How long binding the listeners may take.
+const BIND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for withdrawals to reach the catalog.
+pub(crate) const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
+
+type ReplyFuture = BoxFuture<'static, (PeerId, ResponseChannel<Response>, Result<Response, oneshot::error::RecvError>)>;
+
+/// What a Kademlia query is for.
+#[derive(Debug, Clone)]
+pub(crate) enum Query {
+    /// Listing a catalog's members.
+    Providers(CatalogName),
+    /// Fetching one member's advert; `slot` while it counts against the fetch limit.
+    Advert {
+        catalog: CatalogName,
+        node: NodeId,
+        slot: bool,
+    },
+    /// Publishing our advert or membership (or withdrawing it).
+    Publish,
+}
+
+/// A peer found through mDNS or given by hand.
+#[derive(Debug, Default)]
+pub(crate) struct DirectPeer {
+    pub(crate) sources: BTreeSet<Source>,
+    pub(crate) addrs: Vec<Multiaddr>,
+    pub(crate) asking: bool,
+    pub(crate) retry_at: Option<std::time::Instant>,
+}
+
+pub(crate) struct EventLoop {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) key: SecretKey,
+    pub(crate) node: NodeId,
+    pub(crate) cfg: DiscoveryConfig,
+    commands: mpsc::Receiver<Command>,
+    inbound_tx: mpsc::Sender<InboundRequest>,
+    updates: watch::Sender<u64>,
+    pub(crate) candidates: CandidateTable,
+    pub(crate) body: AdvertBody,
+    pub(crate) seq: u64,
+    /// The advert handed out over `/fluidos/advert/1`.
+    pub(crate) direct_advert: Option<Vec<u8>>,
+    /// Catalogs whose advert was replaced by `danger_publish_raw_advert`.
+    pub(crate) raw_catalogs: BTreeSet<CatalogName>,
+    pub(crate) addresses_dirty: bool,
+    pub(crate) queries: HashMap<QueryId, Query>,
+    pub(crate) fetch_queue: VecDeque<(CatalogName, NodeId)>,
+    pub(crate) queued: BTreeSet<(CatalogName, NodeId)>,
+    pub(crate) fetches_in_flight: usize,
+    outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
+    pub(crate) advert_requests: HashMap<OutboundRequestId, PeerId>,
+    pub(crate) direct_peers: BTreeMap<PeerId, DirectPeer>,
+    pub(crate) manual_dials: HashMap<ConnectionId, Multiaddr>,
+    inflight_inbound: HashMap<PeerId, usize>,
+    replies: FuturesUnordered<ReplyFuture>,
+    pub(crate) stats: DiscoveryStats,
+    pub(crate) listen_addrs: Vec<Multiaddr>,
+    pending_listeners: HashMap<ListenerId, Multiaddr>,
+    bind_error: Option<StartError>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        key: SecretKey,
+        cfg: DiscoveryConfig,
+        commands: mpsc::Receiver<Command>,
+        inbound_tx: mpsc::Sender<InboundRequest>,
+        updates: watch::Sender<u64>,
+    ) -> Self {
+        let max_age = u64::try_from(cfg.candidate_expiry.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            candidates: CandidateTable::new(cfg.incoming.clone(), max_age),
+            body: cfg.advert.clone(),
+            node: key.node_id(),
+            swarm,
+            key,
+            cfg,
+            commands,
+            inbound_tx,
+            updates,
+            seq: 0,
+            direct_advert: None,
+            raw_catalogs: BTreeSet::new(),
+            addresses_dirty: false,
+            queries: HashMap::new(),
+            fetch_queue: VecDeque::new(),
+            queued: BTreeSet::new(),
+            fetches_in_flight: 0,
+            outbound: HashMap::new(),
+            advert_requests: HashMap::new(),
+            direct_peers: BTreeMap::new(),
+            manual_dials: HashMap::new(),
+            inflight_inbound: HashMap::new(),
+            replies: FuturesUnordered::new(),
+            stats: DiscoveryStats::default(),
+            listen_addrs: Vec::new(),
+            pending_listeners: HashMap::new(),
+            bind_error: None,
+        }
+    }
+
+    /// Binds every listen address and waits until each reports one address.
+    pub(crate) async fn bind(&mut self) -> Result<(), StartError> {
+        for addr in self.cfg.listen.clone() {
+            let id = self.swarm.listen_on(addr.clone()).map_err(|e| StartError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+            self.pending_listeners.insert(id, addr);
+        }
+        let deadline = Instant::now() + BIND_TIMEOUT;
+        while !self.pending_listeners.is_empty() {
+            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await;
+            match event {
+                Ok(ev) => self.on_swarm_event(ev),
+                Err(_) => {
+                    let addrs: Vec<String> = self.pending_listeners.values().map(|a| a.to_string()).collect();
+                    return Err(StartError::Listen {
+                        addr: self.cfg.listen[0].clone(),
+                        reason: format!("no address reported in time for {}", addrs.join(", ")),
+                    });
+                }
+            }
+            if let Some(e) = self.bind_error.take() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins catalogs, dials manual peers and relays, publishes and searches.
+    pub(crate) fn start(&mut self) {
+        for addr in self.cfg.external_addresses.clone() {
+            self.swarm.add_external_address(addr);
+        }
+        for relay in self.cfg.relays.clone() {
+            if let Err(e) = self.swarm.listen_on(relay.with(Protocol::P2pCircuit)) {
+                tracing::warn!(error = %e, "cannot listen through relay");
+            }
+        }
+        for catalog in self.cfg.catalogs.clone() {
+            for addr in &catalog.bootstrap {
+                if let Some((peer, base)) = split_peer(addr) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, base.clone());
+                    let opts = DialOpts::peer_id(peer).addresses(vec![base]).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(catalog = %catalog.name, error = %e, "catalog bootstrap dial failed");
+                    }
+                }
+            }
+        }
+        for addr in self.cfg.manual_peers.clone() {
+            if let Err(e) = self.add_peer(addr) {
+                tracing::warn!(error = %e, "manual peer not added");
+            }
+        }
+        self.publish();
+        self.refresh();
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut republish = tokio::time::interval_at(
+            Instant::now() + self.cfg.republish_interval,
+            self.cfg.republish_interval,
+        );
+        let mut refresh = tokio::time::interval_at(
+            Instant::now() + self.cfg.refresh_interval,
+            self.cfg.refresh_interval,
+        );
+        let sweep_every = (self.cfg.advert_ttl / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(sweep_every);
+        for t in [&mut republish, &mut refresh, &mut sweep] {
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                Some((peer, channel, result)) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.finish_inbound(peer, channel, result);
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        self.withdraw().await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(Command::DangerKill(done)) => {
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can use or stop the node any more.
+                    None => {
+                        self.withdraw().await;
+                        break;
+                    }
+                },
+                _ = republish.tick() => self.publish(),
+                _ = refresh.tick() => self.refresh(),
+                _ = sweep.tick() => {
+                    self.candidates.sweep(Timestamp::now());
+                    self.retry_direct();
+                    if self.addresses_dirty {
+                        self.publish();
+                    }
+                }
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+            }
+            self.notify();
+        }
+        tracing::info!(node = %self.node.short(), "discovery stopped");
+    }
+
+    fn notify(&self) {
+        let g = self.candidates.generation();
+        if *self.updates.borrow() != g {
+            self.updates.send_replace(g);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::ListenAddrs(tx) => {
+                let _ = tx.send(self.listen_addrs.clone());
+            }
+            Command::AddPeer(addr, tx) => {
+                let _ = tx.send(self.add_peer(addr));
+            }
+            Command::Candidates(tx) => {
+                self.candidates.sweep(Timestamp::now());
+                let _ = tx.send(self.candidates.list());
+            }
+            Command::SetAdvert(body, tx) => {
+                let old = std::mem::replace(&mut self.body, body);
+                let result = self.check_advert();
+                match result {
+                    Ok(()) => self.publish(),
+                    Err(_) => self.body = old,
+                }
+                let _ = tx.send(result);
+            }
+            Command::Refresh(tx) => {
+                self.refresh();
+                let _ = tx.send(());
+            }
+            Command::Request { node, request, reply } => self.send_request(node, request, reply),
+            Command::SetRating(node, rating) => self.candidates.set_rating(node, rating),
+            Command::SetIncoming(policy) => self.candidates.set_policy(policy),
+            Command::Stats(tx) => {
+                let _ = tx.send(self.stats.clone());
+            }
+            Command::DangerRawAdvert(catalog, bytes, tx) => {
+                self.danger_raw_advert(catalog, bytes);
+                let _ = tx.send(());
+            }
+            Command::Shutdown(_) | Command::DangerKill(_) => {} // handled in `run`
+        }
+    }
+
+    pub(crate) fn add_peer(&mut self, addr: Multiaddr) -> Result<(), AddPeerError> {
+        let (opts, peer) = match split_peer(&addr) {
+            Some((peer, base)) => (DialOpts::peer_id(peer).addresses(vec![base.clone()]).build(), Some((peer, base))),
+            None => (DialOpts::unknown_peer_id().address(addr.clone()).build(), None),
+        };
+        if let Some((peer, base)) = &peer {
+            if *peer == *self.swarm.local_peer_id() {
+                return Ok(());
+            }
+            if !self.direct_peers.contains_key(peer) && self.direct_peers.len() >= MAX_DIRECT_PEERS {
+                return Err(AddPeerError::TooMany);
+            }
+            let entry = self.direct_peers.entry(*peer).or_default();
+            entry.sources.insert(Source::Manual);
+            if !entry.addrs.contains(base) {
+                entry.addrs.push(base.clone());
+            }
+            if self.swarm.is_connected(peer) {
+                self.ask_advert(*peer);
+                return Ok(());
+            }
+        } else if self.manual_dials.len() >= MAX_DIRECT_PEERS {
+            return Err(AddPeerError::TooMany);
+        }
+        let id = opts.connection_id();
+        self.swarm.dial(opts).map_err(|e| AddPeerError::Dial {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+        if peer.is_none() {
+            self.manual_dials.insert(id, addr);
+        }
+        Ok(())
+    }
+
+    fn send_request(
+        &mut self,
+        node: NodeId,
+        request: fluidos_contracts::rear::Request,
+        reply: oneshot::Sender<Result<Response, RequestError>>,
+    ) {
+        if node == self.node {
+            let _ = reply.send(Err(RequestError::Unreachable("cannot send a request to this node itself".into())));
+            return;
+        }
+        if self.outbound.len() >= MAX_PENDING_OUTBOUND {
+            let _ = reply.send(Err(RequestError::Busy));
+            return;
+        }
+        let peer = crate::identity::peer_id(&node);
+        let mut addrs = self.candidates.addresses(&node);
+        if let Some(d) = self.direct_peers.get(&peer) {
+            addrs.extend(d.addrs.iter().cloned());
+        }
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rear
+            .send_request_with_addresses(&peer, Inbound::Ok(request), addrs);
+        self.outbound.insert(id, reply);
+    }
+
+    pub(crate) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Rear(ev)) => self.on_rear(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Advert(ev)) => self.on_advert(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.on_mdns(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })) => {
+                let kad_proto = libp2p::StreamProtocol::new(crate::catalog::KAD_PROTOCOL);
+                if info.protocols.contains(&kad_proto) {
+                    for addr in info.listen_addrs.into_iter().take(8) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(_) => {}
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                tracing::debug!(%address, "listening");
+                self.pending_listeners.remove(&listener_id);
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                    self.addresses_dirty = true;
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+                self.addresses_dirty = true;
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Some(addr) = self.pending_listeners.remove(&listener_id) {
+                    let reason = match reason {
+                        Ok(()) => "listener closed".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    self.bind_error = Some(StartError::Listen { addr, reason });
+                }
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                if let Some(addr) = self.pending_listeners.remove(&listener_id) {
+                    self.bind_error = Some(StartError::Listen {
+                        addr,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+                self.addresses_dirty = true;
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                if let Some(addr) = self.manual_dials.remove(&connection_id)
+                    && (self.direct_peers.contains_key(&peer_id) || self.direct_peers.len() < MAX_DIRECT_PEERS)
+                {
+                    let entry = self.direct_peers.entry(peer_id).or_default();
+                    entry.sources.insert(Source::Manual);
+                    if !entry.addrs.contains(&addr) {
+                        entry.addrs.push(addr);
+                    }
+                }
+                if let Some(d) = self.direct_peers.get(&peer_id)
+                    && !d.asking
+                {
+                    if endpoint.is_dialer()
+                        && let Some(node) = node_id(&peer_id)
+                    {
+                        self.candidates.observe_address(&node, endpoint.get_remote_address().clone());
+                    }
+                    self.ask_advert(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
+                if let Some(addr) = self.manual_dials.remove(&connection_id) {
+                    tracing::debug!(%addr, %error, "manual peer unreachable");
+                }
+                if let Some(peer) = peer_id.filter(|p| self.direct_peers.contains_key(p)) {
+                    // Dialled again at the next refresh.
+                    tracing::debug!(%peer, %error, "direct peer dial failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rear(&mut self, ev: request_response::Event<Inbound, Response>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    self.on_inbound_request(peer, request, channel)
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(tx) = self.outbound.remove(&request_id) {
+                        let _ = tx.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(tx) = self.outbound.remove(&request_id) {
+                    let err = match error {
+                        OutboundFailure::DialFailure => RequestError::Unreachable("dial failed".into()),
+                        OutboundFailure::Timeout => RequestError::Timeout,
+                        OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
+                        OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
+                        OutboundFailure::Io(e) => RequestError::Io(e.to_string()),
+                    };
+                    let _ = tx.send(Err(err));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound REAR request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_inbound_request(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Response>) {
+        let error = |code, msg: &str| Response::Error(RearError::new(code, msg));
+        let request = match request {
+            Inbound::Bad(e) => {
+                self.stats.rear_bad += 1;
+                tracing::debug!(%peer, code = ?e.code, "answering a bad REAR request");
+                self.respond(channel, Response::Error(e));
+                return;
+            }
+            Inbound::Ok(r) => r,
+        };
+        let Some(from) = node_id(&peer) else {
+            self.respond(channel, error(ErrorCode::NotAuthorised, "only ed25519 peers are fluidos nodes"));
+            return;
+        };
+        let inflight = self.inflight_inbound.get(&peer).copied().unwrap_or(0);
+        if inflight >= self.cfg.max_inbound_per_peer {
+            self.stats.rear_rate_limited += 1;
+            self.respond(channel, error(ErrorCode::RateLimited, "too many requests in flight; retry later"));
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let kind = request.kind();
+        match self.inbound_tx.try_send(InboundRequest { from, request, reply: tx }) {
+            Ok(()) => {
+                self.stats.rear_inbound += 1;
+                tracing::trace!(node = %from.short(), kind, "REAR request");
+                *self.inflight_inbound.entry(peer).or_default() += 1;
+                self.replies.push(Box::pin(async move { (peer, channel, rx.await) }));
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.rear_rate_limited += 1;
+                self.respond(channel, error(ErrorCode::RateLimited, "provider busy; retry later"));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.respond(channel, error(ErrorCode::Unavailable, "provider is not serving requests"));
+            }
+        }
+    }
+
+    fn finish_inbound(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<Response>,
+        result: Result<Response, oneshot::error::RecvError>,
+    ) {
+        if let Some(n) = self.inflight_inbound.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inflight_inbound.remove(&peer);
+            }
+        }
+        let response = result.unwrap_or_else(|_| {
+            Response::Error(RearError::new(ErrorCode::Unavailable, "the request was dropped unanswered"))
+        });
+        self.respond(channel, response);
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        if self.swarm.behaviour_mut().rear.send_response(channel, response).is_err() {
+            tracing::debug!("REAR response not sent: the stream is gone");
+        }
+    }
+}

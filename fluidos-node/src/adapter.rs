@@ -1,0 +1,264 @@
+//! [`NodeApi`] for the real engine: maps `fluidos_core::Node` to the control
+//! API's types.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use fluidos_contracts::{Architecture, ContractId, Flavor, Resources, SecretKey};
+use fluidos_core::buyer::Phase;
+use fluidos_core::buyer::{AcquisitionRequest, Constraints};
+use fluidos_core::{BuyProgress, Node};
+use fluidos_discovery::Source;
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+
+use crate::control::types::{
+    BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, ContractRole,
+    ContractState, NodeKind, NodeView, PeerView, StatusView, WorkloadView, contract_detail,
+};
+use crate::control::{ApiError, NodeApi};
+
+/// A running node as the control API sees it.
+#[derive(Clone, Debug)]
+pub struct DaemonNode {
+    node: Node,
+    key: SecretKey,
+    started: Instant,
+}
+
+impl DaemonNode {
+    /// Wraps `node`, whose key is `key` (it signs VC exports); uptime counts from now.
+    pub fn new(node: Node, key: SecretKey) -> Self {
+        Self {
+            node,
+            key,
+            started: Instant::now(),
+        }
+    }
+
+    /// The wrapped node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+fn node_err(e: fluidos_core::NodeError) -> ApiError {
+    use fluidos_core::NodeError as E;
+    match e {
+        E::ShutDown => ApiError::unavailable(e.to_string()),
+        E::UnknownContract(_) => ApiError::not_found(e.to_string()),
+        E::AlreadyEnded(_) => ApiError::conflict(e.to_string()),
+        E::Discovery(_) => ApiError::unprocessable("discovery", e.to_string()),
+        E::Rear(_) => ApiError::unprocessable("refused", e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn source_name(s: &Source) -> String {
+    match s {
+        Source::Mdns => "mdns".into(),
+        Source::Catalog(name) => format!("catalog:{name}"),
+        Source::Manual => "manual".into(),
+    }
+}
+
+/// Adds up the partitions of active contracts bought, per provider.
+pub fn virtual_nodes(contracts: &[ContractInfo]) -> Vec<NodeView> {
+    let mut by_provider: BTreeMap<String, (Resources, u64)> = BTreeMap::new();
+    for c in contracts
+        .iter()
+        .filter(|c| c.role == ContractRole::Buyer && c.state == ContractState::Active)
+    {
+        let e = by_provider
+            .entry(c.provider.to_did_key())
+            .or_insert((Resources::ZERO, 0));
+        // Saturate rather than fail: a display total never needs to be exact
+        // beyond u64.
+        e.0 = e.0.checked_add(&c.partition).unwrap_or(e.0);
+        e.1 += 1;
+    }
+    by_provider
+        .into_iter()
+        .map(|(node_id, (capacity, contracts))| NodeView {
+            kind: NodeKind::Virtual,
+            node_id,
+            capacity,
+            contracts,
+        })
+        .collect()
+}
+
+/// Turns the API's purchase request into the engine's.
+pub fn acquisition(req: &BuyRequest) -> Result<AcquisitionRequest, ApiError> {
+    let architecture = req
+        .architecture
+        .as_deref()
+        .map(|a| a.parse::<Architecture>().unwrap_or_else(|e| match e {}));
+    Ok(AcquisitionRequest {
+        resources: Resources {
+            cpu_millis: req.cpu_millis,
+            memory_bytes: req.memory_bytes,
+            storage_bytes: req.storage_bytes,
+            pods: req.pods,
+            gpus: req.gpus,
+        },
+        constraints: Constraints {
+            architecture,
+            country: req.country.as_ref().map(|c| c.to_ascii_uppercase()),
+            max_price_micros_per_hour: req.max_price_micros,
+            currency: req.currency.as_ref().map(|c| c.to_ascii_uppercase()),
+            ..Constraints::default()
+        },
+        duration_ms: req.duration_ms,
+    })
+}
+
+/// A progress report of the engine as a (phase, detail) pair.
+pub fn describe(p: &BuyProgress) -> (String, String) {
+    let phase = match p {
+        BuyProgress::Candidates(_) => "discover",
+        BuyProgress::Phase(Phase::Listing { .. }) => "list",
+        BuyProgress::Phase(Phase::Ranked { .. }) => "rank",
+        BuyProgress::Phase(Phase::Reserving { .. }) => "reserve",
+        BuyProgress::Phase(Phase::Purchasing { .. }) => "purchase",
+        BuyProgress::Phase(Phase::Persisting { .. }) => "persist",
+        BuyProgress::Phase(Phase::Countersigning { .. }) => "countersign",
+        BuyProgress::Persisted(_) => "stored",
+        _ => "progress",
+    };
+    (phase.to_string(), p.to_string())
+}
+
+impl NodeApi for DaemonNode {
+    async fn status(&self) -> Result<StatusView, ApiError> {
+        Ok(StatusView {
+            node: self.node.status().await.map_err(node_err)?,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        })
+    }
+
+    async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {
+        self.node.flavors().await.map_err(node_err)
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        let list = self.node.peers().await.map_err(node_err)?;
+        Ok(list
+            .into_iter()
+            .map(|c| PeerView {
+                node_id: c.node.to_did_key(),
+                peer_id: c.peer_id.to_string(),
+                addresses: c.addresses.iter().map(|a| a.to_string()).collect(),
+                sources: c.sources.iter().map(source_name).collect(),
+                last_seen: c.last_seen,
+                rating: c.rating.map(|r| r.score()),
+                roles: c.advert.roles.iter().map(|r| r.to_string()).collect(),
+            })
+            .collect())
+    }
+
+    async fn add_peer(&self, addr: Multiaddr) -> Result<(), ApiError> {
+        self.node.add_peer(addr).await.map_err(node_err)
+    }
+
+    async fn contracts(&self) -> Result<Vec<ContractInfo>, ApiError> {
+        self.node.contracts().await.map_err(node_err)
+    }
+
+    async fn contract(&self, id: ContractId) -> Result<Option<ContractDetail>, ApiError> {
+        let Some(c) = self.node.contract(id).await.map_err(node_err)? else {
+            return Ok(None);
+        };
+        let info = self
+            .node
+            .contracts()
+            .await
+            .map_err(node_err)?
+            .into_iter()
+            .find(|i| i.id == id);
+        Ok(info.map(|info| contract_detail(&c, info)))
+    }
+
+    async fn terminate(&self, id: ContractId, reason: String) -> Result<(), ApiError> {
+        self.node.terminate(id, reason).await.map_err(node_err)
+    }
+
+    async fn export(&self, id: ContractId, vc: bool) -> Result<ContractExport, ApiError> {
+        let c = self
+            .node
+            .contract(id)
+            .await
+            .map_err(node_err)?
+            .ok_or_else(|| ApiError::not_found(format!("no contract {id}")))?;
+        let bytes = c
+            .signed()
+            .to_bytes()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let vc = if vc {
+            Some(crate::vc::export(&c, &self.key).await?)
+        } else {
+            None
+        };
+        Ok(ContractExport {
+            id: id.to_string(),
+            cbor_hex: hex::encode(bytes),
+            vc,
+        })
+    }
+
+    async fn buy(
+        &self,
+        req: BuyRequest,
+        progress: mpsc::Sender<BuyEvent>,
+    ) -> Result<ContractInfo, ApiError> {
+        let request = acquisition(&req)?;
+        let (tx, mut rx) = mpsc::channel(16);
+        // Forward the engine's progress as API events while the purchase runs.
+        let forward = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let (phase, detail) = describe(&p);
+                if progress
+                    .send(BuyEvent::Progress { phase, detail })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let result = self.node.buy(request, Some(tx)).await;
+        let _ = forward.await;
+        let contract = result.map_err(|e| ApiError::unprocessable("buy_failed", e.to_string()))?;
+        let id = contract.id();
+        let info = self
+            .node
+            .contracts()
+            .await
+            .map_err(node_err)?
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or_else(|| {
+                ApiError::internal(format!("contract {id} was bought but is not listed"))
+            })?;
+        Ok(info)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeView>, ApiError> {
+        let status = self.node.status().await.map_err(node_err)?;
+        let contracts = self.node.contracts().await.map_err(node_err)?;
+        let mut out = vec![NodeView {
+            kind: NodeKind::Physical,
+            node_id: status.did_key,
+            capacity: status.capacity,
+            contracts: 0,
+        }];
+        out.extend(virtual_nodes(&contracts));
+        Ok(out)
+    }
+
+    async fn workloads(&self) -> Result<Vec<WorkloadView>, ApiError> {
+        // No workload runtime exists yet (the workloads issue adds it).
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,761 @@
+//! The command line: `init`, `run`, and the subcommands that talk to a running
+//! daemon through its control API. Tables for people, `--json` for scripts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use fluidos_contracts::resources::{format_millis, parse_bytes, parse_cpu_millis};
+use fluidos_contracts::{Flavor, Resources, SignedContract, Timestamp};
+use serde::de::DeserializeOwned;
+
+use crate::config::{self, Globals, Overrides};
+use crate::control::client::{Client, Endpoint};
+use crate::control::token::Token;
+use crate::control::types::{
+    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, NodeView,
+    PeerView, StatusView, TerminateRequest, WorkloadView,
+};
+use crate::daemon::CONTROL_ADDR_FILE;
+
+/// fluidos-node: a liquid-computing node — sells this machine's spare capacity
+/// and buys capacity from peers.
+#[derive(Parser, Debug)]
+#[command(name = "fluidos-node", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the node lives, and how to reach its control API.
+    #[command(flatten)]
+    pub globals: Globals,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write DATA_DIR/config.toml (defaults plus any flags) and create the node key.
+    Init {
+        /// Overwrite an existing config file.
+        #[arg(long)]
+        force: bool,
+        /// Values to write instead of the defaults.
+        #[command(flatten)]
+        overrides: Box<Overrides>,
+    },
+    /// Run the node in the foreground until SIGINT or SIGTERM.
+    Run {
+        /// Values that override the config file.
+        #[command(flatten)]
+        overrides: Box<Overrides>,
+    },
+    /// Identity, addresses, capacity and counts of the running node.
+    Status,
+    /// The flavors this node offers.
+    Flavors,
+    /// Peering candidates.
+    Peers,
+    /// Manage peers.
+    Peer {
+        /// What to do with peers.
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// Contracts held, as provider or buyer.
+    Contracts,
+    /// One contract.
+    Contract {
+        /// What to do with a contract.
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
+    /// Buy capacity from the best peer, showing each phase.
+    Buy(BuyArgs),
+    /// This node and the virtual nodes made of capacity bought from providers.
+    Nodes,
+    /// Workloads (none until the workload runtime lands).
+    Workloads,
+}
+
+/// `fluidos-node peer …`.
+#[derive(Subcommand, Debug)]
+pub enum PeerCommand {
+    /// Dial a peer and keep it as a manual candidate.
+    Add {
+        /// Its multiaddr, e.g. /ip4/192.0.2.7/tcp/7070/p2p/12D3KooW…
+        addr: String,
+    },
+}
+
+/// `fluidos-node contract …`.
+#[derive(Subcommand, Debug)]
+pub enum ContractCommand {
+    /// Show a contract's terms and signatures.
+    Show {
+        /// Contract id (hex).
+        id: String,
+    },
+    /// Verify a contract file offline: raw CBOR bytes (from `contract export`),
+    /// their hex, the export JSON, or a VC JSON document.
+    Verify {
+        /// The file.
+        file: PathBuf,
+    },
+    /// End a contract early.
+    Terminate {
+        /// Contract id (hex).
+        id: String,
+        /// Why; the other party sees it.
+        #[arg(long, default_value = "terminated by operator")]
+        reason: String,
+    },
+    /// Write a contract to a file: raw canonical CBOR, or a VC with --vc.
+    Export {
+        /// Contract id (hex).
+        id: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Export as a W3C Verifiable Credential (JSON).
+        #[arg(long)]
+        vc: bool,
+    },
+}
+
+/// `fluidos-node buy …`.
+#[derive(Args, Debug, Clone)]
+pub struct BuyArgs {
+    /// CPUs: `2`, `0.5` or `500m`.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory: `4GiB`, `512MiB`.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Storage: `10GiB`.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Whole GPUs.
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u64,
+    /// Workload slots.
+    #[arg(long, default_value_t = 0)]
+    pub pods: u64,
+    /// Highest price per hour for the partition, in currency units (e.g. 0.5).
+    #[arg(long)]
+    pub max_price: Option<f64>,
+    /// Currency of the price (ISO 4217).
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// Country the capacity must be in (ISO 3166-1 alpha-2).
+    #[arg(long)]
+    pub country: Option<String>,
+    /// CPU architecture (x86_64, aarch64, …).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Contract length: `30m`, `1h`, `2d`.
+    #[arg(long, default_value = "1h")]
+    pub duration: String,
+}
+
+impl BuyArgs {
+    /// The API request these flags describe.
+    pub fn to_request(&self) -> anyhow::Result<BuyRequest> {
+        let cpu_millis = self
+            .cpu
+            .as_deref()
+            .map(parse_cpu_millis)
+            .transpose()?
+            .unwrap_or(0);
+        let memory_bytes = self
+            .memory
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()?
+            .unwrap_or(0);
+        let storage_bytes = self
+            .storage
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()?
+            .unwrap_or(0);
+        if cpu_millis == 0 && memory_bytes == 0 && storage_bytes == 0 && self.gpus == 0 {
+            bail!("say what to buy: --cpu, --memory, --storage or --gpus");
+        }
+        let max_price_micros = match self.max_price {
+            None => None,
+            Some(p) if (0.0..1e12).contains(&p) => Some((p * 1e6).round() as u64),
+            Some(p) => bail!("--max-price {p} is not a price"),
+        };
+        let duration = config::parse_duration(&self.duration)
+            .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+        if duration.is_zero() {
+            bail!("--duration must be positive");
+        }
+        Ok(BuyRequest {
+            cpu_millis,
+            memory_bytes,
+            storage_bytes,
+            pods: self.pods,
+            gpus: self.gpus,
+            max_price_micros,
+            currency: self.currency.clone(),
+            country: self.country.clone(),
+            architecture: self.arch.clone(),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// Runs a client subcommand against the daemon.
+pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
+    if let Command::Contract {
+        command: ContractCommand::Verify { file },
+    } = &cli.command
+    {
+        // Offline: needs no daemon, no config, no token.
+        return verify_file(file, cli.json).await;
+    }
+    let client = connect(&cli.globals)?;
+    let json = cli.json;
+    match &cli.command {
+        Command::Status => show::<StatusView>(&client, "/v1/status", json, print_status).await,
+        Command::Flavors => {
+            show::<Vec<Flavor>>(&client, "/v1/flavors", json, |f| print_flavors(f)).await
+        }
+        Command::Peers => {
+            show::<Vec<PeerView>>(&client, "/v1/peers", json, |p| print_peers(p)).await
+        }
+        Command::Peer {
+            command: PeerCommand::Add { addr },
+        } => {
+            let v: serde_json::Value = client
+                .post("/v1/peers", &AddPeerRequest { addr: addr.clone() })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("dialling {addr}; it appears in `fluidos-node peers` once it answers");
+            }
+            Ok(())
+        }
+        Command::Contracts => {
+            show::<Vec<ContractInfo>>(&client, "/v1/contracts", json, |c| print_contracts(c)).await
+        }
+        Command::Contract { command } => contract(&client, command, json).await,
+        Command::Buy(args) => buy(&client, args, json).await,
+        Command::Nodes => {
+            show::<Vec<NodeView>>(&client, "/v1/nodes", json, |n| print_nodes(n)).await
+        }
+        Command::Workloads => {
+            show::<Vec<WorkloadView>>(&client, "/v1/workloads", json, |w| {
+                if w.is_empty() {
+                    println!("no workloads (the workload runtime is not implemented yet)");
+                } else {
+                    table(
+                        &["NAME", "NODE", "STATUS"],
+                        w.iter()
+                            .map(|w| vec![w.name.clone(), short(&w.node), w.status.clone()]),
+                    );
+                }
+            })
+            .await
+        }
+        Command::Init { .. } | Command::Run { .. } => bail!("not a client command"),
+    }
+}
+
+/// Builds a client from the config: the token file and the control address.
+pub fn connect(globals: &Globals) -> anyhow::Result<Client> {
+    let cfg = config::load(globals, &Overrides::default())?;
+    let token = Token::load(&cfg.token_path())?;
+    let endpoint = match &cfg.control.socket {
+        Some(path) => Endpoint::Unix(path.clone()),
+        None if cfg.control.listen.port() == 0 => {
+            // Port 0 means the daemon chose one; it wrote it down.
+            let path = cfg.data_dir.join(CONTROL_ADDR_FILE);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "control.listen has port 0 and {} is missing; is the daemon running?",
+                    path.display()
+                )
+            })?;
+            Endpoint::Tcp(
+                text.trim()
+                    .parse()
+                    .with_context(|| format!("{} is not an address", path.display()))?,
+            )
+        }
+        None => Endpoint::Tcp(cfg.control.listen),
+    };
+    Ok(Client::new(endpoint, token))
+}
+
+async fn show<T: DeserializeOwned>(
+    client: &Client,
+    path: &str,
+    json: bool,
+    print: impl FnOnce(&T),
+) -> anyhow::Result<()> {
+    if json {
+        let v: serde_json::Value = client.get(path).await?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let v: T = client.get(path).await?;
+        print(&v);
+    }
+    Ok(())
+}
+
+async fn contract(client: &Client, command: &ContractCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        ContractCommand::Show { id } => {
+            show::<ContractDetail>(client, &format!("/v1/contracts/{id}"), json, |d| {
+                print_contracts(std::slice::from_ref(&d.contract));
+                println!();
+                println!("flavor:              {}", d.terms.flavor.id);
+                println!("reservation:         {}", d.terms.reservation);
+                println!("provider signature:  {}", d.provider_signature);
+                println!(
+                    "buyer signature:     {}",
+                    d.buyer_signature.as_deref().unwrap_or("(none)")
+                );
+            })
+            .await
+        }
+        ContractCommand::Terminate { id, reason } => {
+            let v: serde_json::Value = client
+                .post(
+                    &format!("/v1/contracts/{id}/terminate"),
+                    &TerminateRequest {
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("terminated {id}");
+            }
+            Ok(())
+        }
+        ContractCommand::Export { id, out, vc } => {
+            let e: ContractExport = client
+                .get(&format!("/v1/contracts/{id}/export?vc={vc}"))
+                .await?;
+            let bytes = if *vc {
+                let doc = e.vc.context("the daemon returned no VC")?;
+                serde_json::to_vec_pretty(&doc)?
+            } else {
+                hex::decode(&e.cbor_hex).context("the daemon's export is not hex")?
+            };
+            std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            if !json {
+                println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            }
+            Ok(())
+        }
+        ContractCommand::Verify { .. } => unreachable_verify(),
+    }
+}
+
+fn unreachable_verify() -> anyhow::Result<()> {
+    bail!("`contract verify` runs offline")
+}
+
+/// What `contract verify` concluded.
+#[derive(Debug, serde::Serialize)]
+pub struct VerifyReport {
+    /// `cbor` or `vc`.
+    pub format: &'static str,
+    /// Contract id.
+    pub id: String,
+    /// Provider did:key.
+    pub provider: String,
+    /// Buyer did:key.
+    pub buyer: String,
+    /// What was bought.
+    pub partition: Resources,
+    /// Start of validity.
+    pub valid_from: Timestamp,
+    /// End of validity.
+    pub valid_until: Timestamp,
+}
+
+/// Verifies a contract file offline (`fluidos-node contract verify`): both
+/// signatures over the canonical terms, using nothing but the file. Accepts the
+/// raw CBOR, its hex, the export JSON (`cbor_hex`), or a VC document (whose
+/// proof is checked too, and which must carry the same doubly signed contract).
+pub async fn verify_contract_bytes(data: &[u8]) -> anyhow::Result<VerifyReport> {
+    let text = std::str::from_utf8(data).ok().map(str::trim);
+    let (format, verified) = match text {
+        Some(t) if t.starts_with('{') => {
+            let doc: serde_json::Value =
+                serde_json::from_str(t).context("the file is not valid JSON")?;
+            match doc.get("cbor_hex").and_then(|v| v.as_str()) {
+                Some(h) => (
+                    "cbor",
+                    verify_cbor(&hex::decode(h).context("cbor_hex is not hex")?)?,
+                ),
+                None => ("vc", crate::vc::verify(t).await?),
+            }
+        }
+        Some(t)
+            if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            ("cbor", verify_cbor(&hex::decode(t)?)?)
+        }
+        _ => ("cbor", verify_cbor(data)?),
+    };
+    let t = verified.terms();
+    Ok(VerifyReport {
+        format,
+        id: t.id.to_string(),
+        provider: t.provider.to_did_key(),
+        buyer: t.buyer.to_did_key(),
+        partition: t.partition,
+        valid_from: t.valid_from,
+        valid_until: t.valid_until,
+    })
+}
+
+fn verify_cbor(raw: &[u8]) -> anyhow::Result<fluidos_contracts::VerifiedContract> {
+    let signed =
+        SignedContract::from_bytes(raw).context("not a fluidos contract (canonical CBOR)")?;
+    signed.verify().context("contract does NOT verify")
+}
+
+async fn verify_file(file: &Path, json: bool) -> anyhow::Result<()> {
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let report = verify_contract_bytes(&data)
+        .await
+        .with_context(|| format!("{}", file.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let what = if report.format == "vc" {
+            "credential proof, provider and buyer signatures are valid"
+        } else {
+            "provider and buyer signatures are valid"
+        };
+        println!("contract {} verifies: {what}", report.id);
+        println!("provider:  {}", report.provider);
+        println!("buyer:     {}", report.buyer);
+        println!("partition: {}", report.partition);
+        println!(
+            "valid:     {} .. {}",
+            when(report.valid_from),
+            when(report.valid_until)
+        );
+    }
+    Ok(())
+}
+
+async fn buy(client: &Client, args: &BuyArgs, json: bool) -> anyhow::Result<()> {
+    let req = args.to_request()?;
+    let mut outcome: Option<BuyEvent> = None;
+    let mut out = std::io::stdout();
+    client
+        .post_stream("/v1/buy", &req, |line| {
+            if line.is_empty() {
+                return Ok(());
+            }
+            let ev: BuyEvent = serde_json::from_slice(line)
+                .context("the daemon sent a malformed progress line")?;
+            if json {
+                out.write_all(line)?;
+                out.write_all(b"\n")?;
+            } else if let BuyEvent::Progress { phase, detail } = &ev {
+                writeln!(out, "[{phase:>11}] {detail}")?;
+            }
+            out.flush()?;
+            outcome = Some(ev);
+            Ok(())
+        })
+        .await?;
+    match outcome {
+        Some(BuyEvent::Done { contract }) => {
+            if !json {
+                println!("bought contract {} from {}", contract.id, contract.provider);
+                print_contracts(std::slice::from_ref(&contract));
+            }
+            Ok(())
+        }
+        Some(BuyEvent::Failed { error }) => bail!("buy failed ({}): {}", error.code, error.message),
+        _ => bail!("the daemon ended the purchase stream without a result"),
+    }
+}
+
+// ----- tables -----
+
+/// The last 8 characters of an id, for tables.
+fn short(id: &str) -> String {
+    let n = id.chars().count();
+    id.chars().skip(n.saturating_sub(8)).collect()
+}
+
+fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn resources_cells(r: &Resources) -> Vec<String> {
+    vec![
+        format_millis(r.cpu_millis),
+        human_bytes(r.memory_bytes),
+        human_bytes(r.storage_bytes),
+        r.pods.to_string(),
+        r.gpus.to_string(),
+    ]
+}
+
+/// Bytes for tables: whole units when exact, else one decimal (`21.2GiB`).
+fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, size) in UNITS {
+        if b >= size {
+            return if b.is_multiple_of(size) {
+                format!("{}{name}", b / size)
+            } else {
+                format!("{:.1}{name}", b as f64 / size as f64)
+            };
+        }
+    }
+    format!("{b}B")
+}
+
+/// A wall-clock time relative to now, for tables: `in 9m59s`, `3m ago`.
+fn when(t: Timestamp) -> String {
+    let now = Timestamp::now();
+    let span = |ms: u64| {
+        let s = ms / 1000;
+        match s {
+            0..=59 => format!("{s}s"),
+            60..=3599 => format!("{}m{}s", s / 60, s % 60),
+            3600..=86_399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+            _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+        }
+    };
+    if t >= now {
+        format!("in {}", span(now.until(t)))
+    } else {
+        format!("{} ago", span(t.until(now)))
+    }
+}
+
+fn money(micros: u64) -> String {
+    format!(
+        "{}.{:02}",
+        micros / 1_000_000,
+        (micros % 1_000_000) / 10_000
+    )
+}
+
+fn print_status(s: &StatusView) {
+    let n = &s.node;
+    println!("node id:     {}", n.did_key);
+    println!("peer id:     {}", n.peer_id);
+    println!("version:     {} (up {}s)", s.version, s.uptime_secs);
+    let mut roles = Vec::new();
+    if n.roles.provider {
+        roles.push("provider");
+    }
+    if n.roles.consumer {
+        roles.push("consumer");
+    }
+    if n.roles.supernode {
+        roles.push("supernode");
+    }
+    println!("roles:       {}", roles.join(", "));
+    for (i, a) in n.listen_addrs.iter().enumerate() {
+        println!(
+            "{}{a}",
+            if i == 0 {
+                "listening:   "
+            } else {
+                "             "
+            }
+        );
+    }
+    println!("capacity:    {}", n.capacity);
+    println!("committed:   {}", n.committed);
+    println!(
+        "flavors: {}  reservations: {}  sold: {}  bought: {}  peers: {}",
+        n.flavors.len(),
+        n.reservations,
+        n.contracts_sold,
+        n.contracts_bought,
+        n.candidates
+    );
+}
+
+fn print_flavors(flavors: &[Flavor]) {
+    if flavors.is_empty() {
+        println!("no flavors offered");
+        return;
+    }
+    table(
+        &[
+            "ID", "CPU", "MEMORY", "STORAGE", "PODS", "GPUS", "ARCH", "PRICE", "LOCATION",
+        ],
+        flavors.iter().map(|f| {
+            let mut row = vec![short(&f.id.to_string())];
+            row.extend(resources_cells(&f.characteristics.resources));
+            row.push(f.characteristics.architecture.to_string());
+            let period = match f.price.period {
+                fluidos_contracts::PricePeriod::Hour => "hour",
+                fluidos_contracts::PricePeriod::Day => "day",
+                fluidos_contracts::PricePeriod::Month => "month",
+            };
+            row.push(format!(
+                "{} {}/{period}",
+                money(f.price.amount_micros),
+                f.price.currency
+            ));
+            row.push(
+                f.properties
+                    .location
+                    .as_ref()
+                    .map(|l| match &l.city {
+                        Some(c) => format!("{c}, {}", l.country),
+                        None => l.country.clone(),
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            );
+            row
+        }),
+    );
+}
+
+fn print_peers(peers: &[PeerView]) {
+    if peers.is_empty() {
+        println!("no peers yet");
+        return;
+    }
+    table(
+        &[
+            "NODE", "PEER ID", "SOURCES", "SEEN", "RATING", "ROLES", "ADDRESS",
+        ],
+        peers.iter().map(|p| {
+            vec![
+                short(&p.node_id),
+                short(&p.peer_id),
+                p.sources.join(","),
+                when(p.last_seen),
+                p.rating
+                    .map(|r| format!("{r:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                p.roles.join(","),
+                p.addresses.first().cloned().unwrap_or_default(),
+            ]
+        }),
+    );
+}
+
+fn print_contracts(contracts: &[ContractInfo]) {
+    if contracts.is_empty() {
+        println!("no contracts");
+        return;
+    }
+    table(
+        &[
+            "ID", "ROLE", "STATE", "PROVIDER", "BUYER", "CPU", "MEMORY", "STORAGE", "PODS", "GPUS",
+            "PRICE", "UNTIL",
+        ],
+        contracts.iter().map(|c| {
+            let mut row = vec![
+                c.id.to_string(),
+                format!("{:?}", c.role).to_lowercase(),
+                format!("{:?}", c.state).to_lowercase(),
+                short(&c.provider.to_did_key()),
+                short(&c.buyer.to_did_key()),
+            ];
+            row.extend(resources_cells(&c.partition));
+            row.push(format!("{} {}", money(c.price_micros), c.currency));
+            row.push(when(c.valid_until));
+            row
+        }),
+    );
+}
+
+fn print_nodes(nodes: &[NodeView]) {
+    table(
+        &[
+            "KIND",
+            "NODE",
+            "CPU",
+            "MEMORY",
+            "STORAGE",
+            "PODS",
+            "GPUS",
+            "CONTRACTS",
+        ],
+        nodes.iter().map(|n| {
+            let mut row = vec![format!("{:?}", n.kind).to_lowercase(), short(&n.node_id)];
+            row.extend(resources_cells(&n.capacity));
+            row.push(n.contracts.to_string());
+            row
+        }),
+    );
+}
+
+/// `fluidos-node init`.
+pub fn init(
+    globals: &Globals,
+    overrides: &Overrides,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let outcome = config::init(globals, overrides, force)?;
+    let key_path = outcome.config.key_path();
+    let (key, created) =
+        fluidos_contracts::keyfile::load_or_create(&key_path).context("cannot use the node key")?;
+    if json {
+        let v = serde_json::json!({
+            "config": outcome.config_path,
+            "data_dir": outcome.config.data_dir,
+            "key": key_path,
+            "key_created": created,
+            "node_id": key.node_id().to_did_key(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("wrote {}", outcome.config_path.display());
+        println!(
+            "{} key {}",
+            if created { "created" } else { "kept existing" },
+            key_path.display()
+        );
+        println!("node id: {}", key.node_id());
+        println!(
+            "start it with: fluidos-node --data-dir {} run",
+            outcome.config.data_dir.display()
+        );
+    }
+    Ok(())
+}

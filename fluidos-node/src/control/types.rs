@@ -1,0 +1,193 @@
+//! The control API's JSON types: the documented contract between the daemon and
+//! its clients (`docs/CONTROL-API.md`). They are kept apart from fluidos-core's
+//! internal types so the API stays stable while the engine changes.
+
+use fluidos_contracts::{ContractTerms, Resources, Timestamp};
+pub use fluidos_core::{ContractInfo, ContractRole, ContractState, NodeStatus};
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`: the engine's [`NodeStatus`] (identity, listen addresses,
+/// roles, capacity, committed capacity, flavors, counts) plus daemon facts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The node's own status.
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    /// fluidos-node version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+}
+
+/// One entry of `GET /v1/peers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The peer's did:key.
+    pub node_id: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Addresses known for it.
+    pub addresses: Vec<String>,
+    /// How it was found (`mdns`, `catalog:<name>`, `manual`).
+    pub sources: Vec<String>,
+    /// When it was last confirmed (unix ms).
+    pub last_seen: Timestamp,
+    /// Rating score in [0, 1] from past contracts, if any.
+    pub rating: Option<f64>,
+    /// Roles it announces.
+    pub roles: Vec<String>,
+}
+
+/// `POST /v1/peers` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddPeerRequest {
+    /// A multiaddr, normally ending in `/p2p/<peer id>`.
+    pub addr: String,
+}
+
+/// `GET /v1/contracts/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContractDetail {
+    /// The summary.
+    pub contract: ContractInfo,
+    /// The full signed terms.
+    pub terms: ContractTerms,
+    /// The provider's signature (hex).
+    pub provider_signature: String,
+    /// The buyer's countersignature (hex).
+    pub buyer_signature: Option<String>,
+}
+
+/// `POST /v1/contracts/{id}/terminate` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateRequest {
+    /// Why; shown to the other party.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `GET /v1/contracts/{id}/export`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContractExport {
+    /// Contract id (hex).
+    pub id: String,
+    /// The canonical CBOR of the signed contract, hex — what
+    /// `fluidos-node contract verify` reads (after hex-decoding) or writes raw.
+    pub cbor_hex: String,
+    /// The contract as a W3C Verifiable Credential, when asked with `?vc=true`
+    /// and the daemon is built with the `vc` feature.
+    pub vc: Option<serde_json::Value>,
+}
+
+/// `POST /v1/buy` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuyRequest {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Storage in bytes.
+    pub storage_bytes: u64,
+    /// Workload slots (0 = let the seller's minimum decide).
+    pub pods: u64,
+    /// Whole GPUs.
+    pub gpus: u64,
+    /// Highest price accepted per period, micro-units.
+    pub max_price_micros: Option<u64>,
+    /// Currency of the price.
+    pub currency: Option<String>,
+    /// Country the capacity must be in.
+    pub country: Option<String>,
+    /// Architecture required.
+    pub architecture: Option<String>,
+    /// Contract length in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One line of the `POST /v1/buy` response stream (NDJSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum BuyEvent {
+    /// A phase started or finished.
+    Progress {
+        /// `discover`, `list`, `reserve`, `purchase`, `countersign`, …
+        phase: String,
+        /// Human-readable detail.
+        detail: String,
+    },
+    /// The purchase succeeded; the last line.
+    Done {
+        /// The new contract.
+        contract: ContractInfo,
+    },
+    /// The purchase failed; the last line.
+    Failed {
+        /// Why.
+        error: ErrorBody,
+    },
+}
+
+/// Whether a row of `GET /v1/nodes` is this machine or capacity bought elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// This machine.
+    Physical,
+    /// Capacity bought from one provider.
+    Virtual,
+}
+
+/// One entry of `GET /v1/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Physical or virtual.
+    pub kind: NodeKind,
+    /// This node's did:key (physical) or the provider's (virtual).
+    pub node_id: String,
+    /// Capacity: sellable total (physical) or the sum of active partitions (virtual).
+    pub capacity: Resources,
+    /// Active contracts backing a virtual node (0 for the physical one).
+    pub contracts: u64,
+}
+
+/// One entry of `GET /v1/workloads`. No workload runtime exists yet, so the list
+/// is always empty; the shape is fixed by the workloads issue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadView {
+    /// Workload name.
+    pub name: String,
+    /// Where it runs (a node id).
+    pub node: String,
+    /// Its status.
+    pub status: String,
+}
+
+/// The JSON body of every error response: `{"error": {"code": …, "message": …}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`unauthorized`, `not_found`, …).
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// The envelope around [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// The detail view of a verified contract, with its summary from the node's list.
+pub fn contract_detail(
+    c: &fluidos_contracts::VerifiedContract,
+    info: ContractInfo,
+) -> ContractDetail {
+    ContractDetail {
+        contract: info,
+        terms: c.terms().clone(),
+        provider_signature: hex::encode(c.signed().provider_signature.0),
+        buyer_signature: c.signed().buyer_signature.map(|s| hex::encode(s.0)),
+    }
+}

@@ -253,7 +253,7 @@ fn bench(c: &mut Criterion) {
     // On the data disk, not a tmpfs: fsync must cost what it costs.
     let dir = tempfile::Builder::new()
         .prefix("fluidos-ledger-bench")
-        .tempdir_in(std::env::var_os("CARGO_TARGET_TMPDIR").unwrap_or_else(|| "target".into()))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap_or_else(|e| panic!("{e}"));
     let (mut store, _) = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let mut batch = Cycle::new(64);

@@ -8,16 +8,33 @@
 //! - [`buyer`]: the buyer's acquisition logic (the FLUIDOS "solver"), I/O-free;
 //! - [`store`]: crash-safe persistence of reservations and contracts;
 //! - [`host`]: measuring the host and turning its sellable capacity into flavors;
-//! - [`Node`]: the builder and driver that runs all of the above over
-//!   `fluidos-discovery` (libp2p) and, later, `fluidos-fabric`.
+//! - [`Node`] (feature `node`, on by default): the builder and driver that runs all
+//!   of the above over `fluidos-discovery` (libp2p) and tokio. Without the feature
+//!   the crate has no networking and no async runtime: only the state machines,
+//!   for simulators and other drivers.
 //!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use fluidos_core::Node;
+//!
+//! let node = Node::builder()
+//!     .data_dir("/var/lib/fluidos")
+//!     .catalog("acme".parse()?, vec!["/ip4/198.18.0.1/tcp/7070/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".parse()?])
+//!     .bind()
+//!     .await?;
+//! println!("{} sells {:?}", node.did_key(), node.flavors().await?);
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 pub mod buyer;
 pub mod host;
 pub mod ledger;
+#[cfg(feature = "node")]
 mod node;
 pub mod store;
 
+#[cfg(feature = "node")]
 pub use node::{
     BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState, LedgerTuning,
     Node, NodeBuilder, NodeError, NodeStatus, Roles,

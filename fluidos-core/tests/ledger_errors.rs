@@ -171,6 +171,7 @@ fn partition_rules_are_enforced() {
 fn unknown_expired_and_rate_limited() {
     let mut cfg = config(cpu_mem(8000, 16));
     cfg.max_reservations_per_buyer = 2;
+    cfg.max_holds = 3;
     let mut expiring = template(FlavorId([2; 16]), "IT");
     expiring.not_after = Some(T0.plus_ms(10));
     cfg.templates.push(expiring);
@@ -194,6 +195,11 @@ fn unknown_expired_and_rate_limited() {
     // Other buyers are not affected.
     l.reserve(key(3).node_id(), FLAVOR, p, Nonce([3; 16]), T0)
         .unwrap();
+    // All buyers together are bounded too.
+    assert_eq!(
+        code(l.reserve(key(4).node_id(), FLAVOR, p, Nonce([5; 16]), T0)),
+        ErrorCode::RateLimited
+    );
     // Buying from oneself is refused.
     assert_eq!(
         code(l.reserve(key(1).node_id(), FLAVOR, p, Nonce([4; 16]), T0)),

@@ -79,6 +79,9 @@ pub enum Command {
     Nodes,
     /// Workloads (none until the workload runtime lands).
     Workloads,
+    /// Run the demo: three nodes on this machine peer through a shared catalog
+    /// address, one buys capacity from another, and the contract is verified.
+    Demo,
 }
 
 /// `fluidos-node peer …`.
@@ -264,7 +267,9 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Init { .. } | Command::Run { .. } => bail!("not a client command"),
+        Command::Init { .. } | Command::Run { .. } | Command::Demo => {
+            bail!("not a client command")
+        }
     }
 }
 

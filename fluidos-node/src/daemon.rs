@@ -44,7 +44,6 @@ pub async fn run(
             )
         })?;
     let bound = tcp.local_addr()?;
-    write_private(&cfg.data_dir.join(CONTROL_ADDR_FILE), &bound.to_string())?;
     let unix = match &cfg.control.socket {
         Some(path) => Some(bind_unix(path)?),
         None => None,
@@ -70,6 +69,8 @@ pub async fn run(
         builder = builder.manual_peer(p.clone());
     }
     let node = builder.bind().await.context("starting the node")?;
+    // Written once the node runs, so its presence means "ready to serve".
+    write_private(&cfg.data_dir.join(CONTROL_ADDR_FILE), &bound.to_string())?;
     tracing::info!(
         node_id = %node.node_id(),
         peer_id = %node.peer_id(),

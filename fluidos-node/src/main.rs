@@ -36,6 +36,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = config::load(&cli.globals, overrides)?;
             runtime(true)?.block_on(daemon::run(cfg, daemon::signal()))
         }
+        Command::Demo => runtime(true)?.block_on(fluidos_node::demo::run()),
         _ => runtime(false)?.block_on(cli::run_client(&cli)),
     }
 }

@@ -10,8 +10,8 @@ use fluidos_node::control::client::{Client, Endpoint, StatusError};
 use fluidos_node::control::server::{router, serve};
 use fluidos_node::control::token::Token;
 use fluidos_node::control::types::{
-    BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, NodeStatus, NodeView, PeerView,
-    StatusView, WorkloadView,
+    BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, NodeStatus, NodeView,
+    PeerView, StatusView, WorkloadView,
 };
 use fluidos_node::control::{ApiError, NodeApi};
 use hyper::{Method, StatusCode};
@@ -36,7 +36,10 @@ impl NodeApi for Fake {
                 peer_id: "12D3KooWfake".into(),
                 listen_addrs: vec![],
                 roles: fluidos_core::Roles::default(),
-                capacity: Resources { cpu_millis: 1000, ..Resources::ZERO },
+                capacity: Resources {
+                    cpu_millis: 1000,
+                    ..Resources::ZERO
+                },
                 committed: Resources::ZERO,
                 flavors: vec![],
                 reservations: 0,
@@ -68,15 +71,24 @@ impl NodeApi for Fake {
         Ok(None)
     }
     async fn terminate(&self, id: ContractId, _reason: String) -> Result<(), ApiError> {
-        Err(ApiError::conflict(format!("contract {id} has already ended")))
+        Err(ApiError::conflict(format!(
+            "contract {id} has already ended"
+        )))
     }
     async fn export(&self, id: ContractId, _vc: bool) -> Result<ContractExport, ApiError> {
         Err(ApiError::not_found(format!("no contract {id}")))
     }
-    async fn buy(&self, req: BuyRequest, progress: mpsc::Sender<BuyEvent>) -> Result<ContractInfo, ApiError> {
+    async fn buy(
+        &self,
+        req: BuyRequest,
+        progress: mpsc::Sender<BuyEvent>,
+    ) -> Result<ContractInfo, ApiError> {
         for phase in ["discover", "reserve"] {
             progress
-                .send(BuyEvent::Progress { phase: phase.into(), detail: format!("{phase} {}", req.cpu_millis) })
+                .send(BuyEvent::Progress {
+                    phase: phase.into(),
+                    detail: format!("{phase} {}", req.cpu_millis),
+                })
                 .await
                 .unwrap();
         }
@@ -113,10 +125,22 @@ async fn start(max_concurrent: usize) -> Server {
     let socket = dir.path().join("control.sock");
     let unix = tokio::net::UnixListener::bind(&socket).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(router(fake.clone(), token.clone(), max_concurrent), tcp, Some(unix), async {
-        let _ = stopped.await;
-    }));
-    Server { client: Client::new(Endpoint::Tcp(addr), token), stop: Some(stop), task, fake, socket, _dir: dir }
+    let task = tokio::spawn(serve(
+        router(fake.clone(), token.clone(), max_concurrent),
+        tcp,
+        Some(unix),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        client: Client::new(Endpoint::Tcp(addr), token),
+        stop: Some(stop),
+        task,
+        fake,
+        socket,
+        _dir: dir,
+    }
 }
 
 impl Server {
@@ -137,18 +161,39 @@ async fn routes_and_typed_error_bodies() {
     let st: StatusView = s.client.get("/v1/status").await.unwrap();
     assert_eq!(st.node.did_key, s.fake.did);
 
-    let e = s.client.get::<ContractDetail>("/v1/contracts/not-hex").await.unwrap_err();
-    assert_eq!(status_of(&e), (StatusCode::BAD_REQUEST, Some("bad_request".into())));
-    let id = "00".repeat(16);
-    let e = s.client.get::<ContractDetail>(&format!("/v1/contracts/{id}")).await.unwrap_err();
-    assert_eq!(status_of(&e), (StatusCode::NOT_FOUND, Some("not_found".into())));
     let e = s
         .client
-        .post::<_, serde_json::Value>(&format!("/v1/contracts/{id}/terminate"), &serde_json::json!({}))
+        .get::<ContractDetail>("/v1/contracts/not-hex")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_of(&e),
+        (StatusCode::BAD_REQUEST, Some("bad_request".into()))
+    );
+    let id = "00".repeat(16);
+    let e = s
+        .client
+        .get::<ContractDetail>(&format!("/v1/contracts/{id}"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_of(&e),
+        (StatusCode::NOT_FOUND, Some("not_found".into()))
+    );
+    let e = s
+        .client
+        .post::<_, serde_json::Value>(
+            &format!("/v1/contracts/{id}/terminate"),
+            &serde_json::json!({}),
+        )
         .await
         .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::CONFLICT);
-    let e = s.client.get::<serde_json::Value>("/v1/nope").await.unwrap_err();
+    let e = s
+        .client
+        .get::<serde_json::Value>("/v1/nope")
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::NOT_FOUND);
 
     let e = s
@@ -157,11 +202,19 @@ async fn routes_and_typed_error_bodies() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
-    let (code, _) = s.client.raw(Method::POST, "/v1/peers", Some(b"{".to_vec())).await.unwrap();
+    let (code, _) = s
+        .client
+        .raw(Method::POST, "/v1/peers", Some(b"{".to_vec()))
+        .await
+        .unwrap();
     assert_eq!(code, StatusCode::BAD_REQUEST);
     // An oversized body is refused before any handler sees it.
     let big = serde_json::to_vec(&serde_json::json!({"addr": "x".repeat(100_000)})).unwrap();
-    let (code, _) = s.client.raw(Method::POST, "/v1/peers", Some(big)).await.unwrap();
+    let (code, _) = s
+        .client
+        .raw(Method::POST, "/v1/peers", Some(big))
+        .await
+        .unwrap();
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
     s.shutdown().await;
 }
@@ -169,7 +222,11 @@ async fn routes_and_typed_error_bodies() {
 #[tokio::test]
 async fn buy_streams_progress_then_the_result() {
     let s = start(8).await;
-    let req = BuyRequest { cpu_millis: 1500, duration_ms: 60_000, ..BuyRequest::default() };
+    let req = BuyRequest {
+        cpu_millis: 1500,
+        duration_ms: 60_000,
+        ..BuyRequest::default()
+    };
     let mut lines = Vec::new();
     s.client
         .post_stream("/v1/buy", &req, |l| {
@@ -179,12 +236,21 @@ async fn buy_streams_progress_then_the_result() {
         .await
         .unwrap();
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(matches!(&lines[0], BuyEvent::Progress { phase, detail } if phase == "discover" && detail == "discover 1500"));
+    assert!(
+        matches!(&lines[0], BuyEvent::Progress { phase, detail } if phase == "discover" && detail == "discover 1500")
+    );
     assert!(matches!(&lines[2], BuyEvent::Failed { error } if error.code == "buy_failed"));
 
     // A request for nothing is refused up front, not streamed.
-    let empty = BuyRequest { duration_ms: 1, ..BuyRequest::default() };
-    let e = s.client.post_stream("/v1/buy", &empty, |_| Ok(())).await.unwrap_err();
+    let empty = BuyRequest {
+        duration_ms: 1,
+        ..BuyRequest::default()
+    };
+    let e = s
+        .client
+        .post_stream("/v1/buy", &empty, |_| Ok(()))
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
     s.shutdown().await;
 }
@@ -195,7 +261,10 @@ async fn the_unix_socket_serves_the_same_api_with_the_same_token() {
     let token = Token::generate();
     let wrong = Client::new(Endpoint::Unix(s.socket.clone()), token);
     let e = wrong.get::<StatusView>("/v1/status").await.unwrap_err();
-    assert_eq!(status_of(&e), (StatusCode::UNAUTHORIZED, Some("unauthorized".into())));
+    assert_eq!(
+        status_of(&e),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized".into()))
+    );
     s.shutdown().await;
 }
 
@@ -205,7 +274,9 @@ async fn requests_beyond_the_bound_wait_for_a_slot() {
     let mut calls = Vec::new();
     for _ in 0..5 {
         let c = s.client.clone();
-        calls.push(tokio::spawn(async move { c.get::<Vec<Flavor>>("/v1/flavors").await }));
+        calls.push(tokio::spawn(async move {
+            c.get::<Vec<Flavor>>("/v1/flavors").await
+        }));
     }
     // Let two requests in, wait until both are inside, then open the gate fully.
     for _ in 0..1000 {
@@ -219,6 +290,10 @@ async fn requests_beyond_the_bound_wait_for_a_slot() {
     for c in calls {
         c.await.unwrap().unwrap();
     }
-    assert_eq!(s.fake.peak.load(Ordering::SeqCst), 2, "never more than the bound inside");
+    assert_eq!(
+        s.fake.peak.load(Ordering::SeqCst),
+        2,
+        "never more than the bound inside"
+    );
     s.shutdown().await;
 }

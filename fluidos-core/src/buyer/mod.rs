@@ -16,6 +16,7 @@
 //! outcome as `BuyerEnded` when the contract ends (which feeds [`Ratings`]).
 
 mod acquisition;
+mod events;
 mod rank;
 
 use std::collections::BTreeMap;
@@ -23,8 +24,9 @@ use std::collections::BTreeMap;
 use fluidos_contracts::{Architecture, PriceModel, Range, Resources, Selector};
 use serde::{Deserialize, Serialize};
 
-pub use acquisition::{
-    Acquisition, AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, CandidateFailure, Phase,
+pub use acquisition::Acquisition;
+pub use events::{
+    AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, CandidateFailure, Phase,
 };
 pub use rank::{
     Outcome, RankedOffer, RatingCounts, Ratings, Unsuitable, evaluate, from_per_hour, per_hour,

@@ -77,6 +77,9 @@ pub struct LedgerConfig {
     /// Live reservations plus pending offers one buyer may hold (default 16);
     /// beyond it `Reserve` answers `RateLimited`.
     pub max_reservations_per_buyer: usize,
+    /// Reservations plus pending offers all buyers together may hold (default
+    /// 10 000): identities are free, so the per-buyer limit alone bounds nothing.
+    pub max_holds: usize,
     /// How many ended deals are remembered to answer `ReservationExpired` or
     /// `Replay` instead of `Unknown…` (default 65 536; lost on restart).
     pub max_tombstones: usize,
@@ -97,6 +100,7 @@ impl LedgerConfig {
             flavor_ttl_ms: 10 * 60_000,
             max_contract_ms: 30 * 24 * 3_600_000,
             max_reservations_per_buyer: 16,
+            max_holds: 10_000,
             max_tombstones: 65_536,
             id_seed: None,
         }

@@ -117,3 +117,37 @@ impl IdGen {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_forget_the_oldest_first() {
+        let buyer = fluidos_contracts::SecretKey::from_seed(&[1; 32]).node_id();
+        let mut t = Tombstones::new(2);
+        for i in 0..3u8 {
+            t.insert(
+                ReservationId([i; 16]),
+                Tomb {
+                    buyer,
+                    contract: Some(ContractId([i; 16])),
+                    kind: TombKind::Ended,
+                },
+            );
+        }
+        assert!(t.reservation(&ReservationId([0; 16])).is_none());
+        assert!(!t.contains_contract(&ContractId([0; 16])));
+        assert!(t.contract(&ContractId([2; 16])).is_some());
+        assert_eq!(t.order.len(), 2);
+    }
+
+    #[test]
+    fn ids_are_repeatable_per_seed_and_distinct() {
+        let (mut a, mut b) = (IdGen::new(Some(5)), IdGen::new(Some(5)));
+        let first = a.next16();
+        assert_eq!(first, b.next16());
+        assert_ne!(first, a.next16());
+        assert_ne!(IdGen::new(Some(6)).next16(), first);
+    }
+}

@@ -237,7 +237,7 @@ pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         discovery: discovery.clone(),
         probe: Some(probe),
         offer: b.offer.clone(),
-        reserve: b.reserve.clone(),
+        reserve: b.reserve,
         flavor_ids,
         revision: 1,
         roles: b.roles,

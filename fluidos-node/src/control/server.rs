@@ -119,8 +119,18 @@ fn contract_id(s: &str) -> Result<ContractId, ApiError> {
 fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+    body.map(|Json(b)| b).map_err(|e| {
+        let status = e.status();
+        ApiError {
+            status: status.as_u16(),
+            code: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "bad_request"
+            },
+            message: e.body_text(),
+        }
+    })
 }
 
 async fn status<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiError> {

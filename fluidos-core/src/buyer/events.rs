@@ -1,0 +1,223 @@
+//! What an [`Acquisition`](super::Acquisition) is configured with and reports.
+
+use std::fmt;
+use std::time::Duration;
+
+use fluidos_contracts::rear::RearError;
+use fluidos_contracts::{ContractId, NodeId, Timestamp, VerifiedContract};
+
+use super::rank::{Ratings, Unsuitable};
+
+/// Tuning of an [`Acquisition`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AcquisitionOptions {
+    /// How long to wait for each answer from each peer (default 5 s).
+    pub request_timeout: Duration,
+    /// How many offers to try before giving up (default 8).
+    pub max_attempts: usize,
+    /// How often to send the countersignature before reporting the contract
+    /// unconfirmed (default 3).
+    pub countersign_attempts: u32,
+    /// The buyer's ratings of providers, for ranking.
+    pub ratings: Ratings,
+    /// Wall-clock time at `now` of [`Acquisition::with_options`], to skip lapsed
+    /// flavors while ranking. Without it the buyer does not check flavor expiry
+    /// itself (providers list only valid flavors and refuse lapsed ones).
+    pub wall_clock: Option<Timestamp>,
+    /// Seed of the reservation nonces; `None` draws one from the operating system.
+    pub nonce_seed: Option<[u8; 16]>,
+}
+
+impl Default for AcquisitionOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            max_attempts: 8,
+            countersign_attempts: 3,
+            ratings: Ratings::new(),
+            wall_clock: None,
+            nonce_seed: None,
+        }
+    }
+}
+
+impl AcquisitionOptions {
+    /// Sets the ratings used for ranking.
+    pub fn with_ratings(mut self, ratings: Ratings) -> Self {
+        self.ratings = ratings;
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the wall-clock time that corresponds to the `now` given at construction.
+    pub fn with_wall_clock(mut self, wall_clock: Timestamp) -> Self {
+        self.wall_clock = Some(wall_clock);
+        self
+    }
+
+    /// Sets the nonce seed (for repeatable tests).
+    pub fn with_nonce_seed(mut self, seed: [u8; 16]) -> Self {
+        self.nonce_seed = Some(seed);
+        self
+    }
+}
+
+/// Where an acquisition is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Asking candidates for flavors; `pending` have not answered yet.
+    Listing {
+        /// Candidates still to answer.
+        pending: usize,
+    },
+    /// Offers ranked; `offers` can serve the request.
+    Ranked {
+        /// Suitable offers.
+        offers: usize,
+    },
+    /// Reserving from a provider.
+    Reserving {
+        /// The provider.
+        provider: NodeId,
+    },
+    /// Asking the provider to sign the terms.
+    Purchasing {
+        /// The provider.
+        provider: NodeId,
+    },
+    /// Waiting for the driver to persist the countersigned contract.
+    Persisting {
+        /// The provider.
+        provider: NodeId,
+    },
+    /// Sending the countersignature.
+    Countersigning {
+        /// The provider.
+        provider: NodeId,
+    },
+}
+
+/// Why one candidate did not end up selling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CandidateFailure {
+    /// The transport failed to reach it.
+    Unreachable {
+        /// Which request.
+        request: &'static str,
+        /// The transport's reason.
+        reason: String,
+    },
+    /// No answer within the request timeout.
+    TimedOut {
+        /// Which request.
+        request: &'static str,
+    },
+    /// It answered with a REAR error.
+    Refused {
+        /// Which request.
+        request: &'static str,
+        /// The error.
+        error: RearError,
+    },
+    /// It answered, but not acceptably (wrong message, bad signature, terms that
+    /// differ from what was agreed).
+    InvalidResponse {
+        /// Which request.
+        request: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// None of its flavors can serve the request.
+    NoSuitableFlavor {
+        /// Why, per flavor (empty when it listed none).
+        reasons: Vec<Unsuitable>,
+    },
+    /// The countersignature was sent but never acknowledged: the contract may or
+    /// may not be active at the provider. The driver keeps it as `PendingAck` and
+    /// re-sends the countersignature later; a `Replay` answer confirms it.
+    Unconfirmed {
+        /// The contract.
+        contract: ContractId,
+    },
+}
+
+impl fmt::Display for CandidateFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CandidateFailure::Unreachable { request, reason } => {
+                write!(f, "{request}: unreachable ({reason})")
+            }
+            CandidateFailure::TimedOut { request } => write!(f, "{request}: no answer in time"),
+            CandidateFailure::Refused { request, error } => {
+                write!(f, "{request}: refused: {error}")
+            }
+            CandidateFailure::InvalidResponse { request, reason } => {
+                write!(f, "{request}: invalid answer: {reason}")
+            }
+            CandidateFailure::NoSuitableFlavor { reasons } if reasons.is_empty() => {
+                write!(f, "no flavor matches")
+            }
+            CandidateFailure::NoSuitableFlavor { reasons } => {
+                let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                write!(f, "no suitable flavor: {}", reasons.join("; "))
+            }
+            CandidateFailure::Unconfirmed { contract } => write!(
+                f,
+                "countersignature of contract {contract} not acknowledged; it may be active"
+            ),
+        }
+    }
+}
+
+/// Why an acquisition failed, per candidate, in the order things went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcquisitionFailure {
+    /// What happened with each candidate (a candidate may appear more than once,
+    /// once per flavor tried).
+    pub reasons: Vec<(NodeId, CandidateFailure)>,
+}
+
+impl fmt::Display for AcquisitionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reasons.is_empty() {
+            return write!(f, "no candidates to ask");
+        }
+        write!(f, "no provider sold the request:")?;
+        for (node, why) in &self.reasons {
+            write!(f, "\n  {}: {why}", node.short())?;
+        }
+        Ok(())
+    }
+}
+
+/// What the driver must know or do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AcquisitionEvent {
+    /// The acquisition moved on.
+    Progress(Phase),
+    /// Persist this countersigned contract (`BuyerContract`, `PendingAck`), then
+    /// call [`Acquisition::handle_persisted`]; the countersignature is only sent
+    /// after that.
+    Persist(Box<VerifiedContract>),
+    /// A contract handed out in `Persist` will not become active (the provider
+    /// refused the countersignature); record it as `BuyerEnded` / `NotConcluded`.
+    Discarded {
+        /// The contract.
+        contract: ContractId,
+        /// Its provider.
+        provider: NodeId,
+    },
+    /// The provider acknowledged the countersignature: the contract is active.
+    Done(Box<VerifiedContract>),
+    /// No contract was made.
+    Failed(AcquisitionFailure),
+}

@@ -1,0 +1,26 @@
+//! The README's first command: `fluidos-node demo` must run every step and succeed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_every_step() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fluidos-node"))
+        .arg("demo")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in 1..=8 {
+        assert!(stdout.contains(&format!("[{step}]")), "step {step} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("provider copy == buyer copy: yes"), "{stdout}");
+    assert!(stdout.contains("provider and buyer signatures valid"), "{stdout}");
+    assert!(stdout.contains("provider committed capacity back to"), "{stdout}");
+    assert_eq!(stdout.matches("advert signature verified").count(), 2, "{stdout}");
+}

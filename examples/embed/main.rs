@@ -23,7 +23,12 @@ async fn main() -> anyhow::Result<()> {
         let p = &flavor.price;
         println!(
             "flavor  : {} {} — {} µ{}/{:?} ({:?})",
-            flavor.id, flavor.characteristics.resources, p.amount_micros, p.currency, p.period, p.model
+            flavor.id,
+            flavor.characteristics.resources,
+            p.amount_micros,
+            p.currency,
+            p.period,
+            p.model
         );
     }
     node.shutdown().await;

@@ -37,9 +37,9 @@ pub mod rear;
 pub mod resources;
 pub mod selector;
 pub mod signed;
+mod time;
 #[cfg(feature = "vc")]
 pub mod vc;
-mod time;
 
 pub use contract::{
     BuyerTerms, ContractError, ContractId, ContractTerms, FabricParams, Nonce, Quote, Reservation,

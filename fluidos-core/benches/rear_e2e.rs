@@ -246,6 +246,7 @@ async fn latency(s: &Settings) {
     let mut totals = Vec::with_capacity(s.n);
     let mut segments: Vec<Vec<Duration>> = vec![Vec::with_capacity(s.n); SEGMENTS.len()];
     let mut ids = BTreeSet::new();
+    let cpu0 = cpu_seconds();
     let wall = Instant::now();
     for _ in 0..s.n {
         let (total, seg, id) = timed_buy(&c, req.clone()).await;
@@ -256,6 +257,7 @@ async fn latency(s: &Settings) {
         ids.insert(id);
     }
     let wall = wall.elapsed();
+    let cpu = cpu_seconds() - cpu0;
     totals.sort();
     println!(
         "latency: {} sequential buys of pods:1 after {WARMUP} warm-up, {:.1} s",
@@ -269,6 +271,10 @@ async fn latency(s: &Settings) {
         ms(pct(&totals, 0.99)),
         ms(*totals.last().unwrap()),
         ms(wall / s.n as u32),
+    );
+    println!(
+        "  process CPU per buy (both nodes): {:.0} µs",
+        cpu * 1e6 / s.n as f64
     );
     for (name, mut all) in SEGMENTS.iter().zip(segments) {
         all.sort();

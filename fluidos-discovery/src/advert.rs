@@ -209,7 +209,9 @@ pub enum PublishError {
     #[error("cannot sign advert: {0}")]
     Sign(#[from] SignError),
     /// The advert is larger than peers accept; announce fewer flavors or labels.
-    #[error("advert of {len} bytes exceeds the limit of {max} bytes; announce fewer flavors or labels")]
+    #[error(
+        "advert of {len} bytes exceeds the limit of {max} bytes; announce fewer flavors or labels"
+    )]
     TooLarge {
         /// Encoded size.
         len: usize,
@@ -510,36 +512,63 @@ mod tests {
         // Expired.
         let (_, bytes) = advert(&key, Some("eu"), now).sign(&key).unwrap();
         let later = now.plus_ms(60_000);
-        assert!(matches!(verify_advert(&bytes, &exp, later), Err(AdvertError::Expired { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, later),
+            Err(AdvertError::Expired { .. })
+        ));
         // Another catalog.
         let (_, bytes) = advert(&key, Some("us"), now).sign(&key).unwrap();
-        assert!(matches!(verify_advert(&bytes, &exp, now), Err(AdvertError::WrongCatalog { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, now),
+            Err(AdvertError::WrongCatalog { .. })
+        ));
         // Another node.
         let (_, bytes) = advert(&other, Some("eu"), now).sign(&other).unwrap();
-        assert!(matches!(verify_advert(&bytes, &exp, now), Err(AdvertError::WrongNode { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, now),
+            Err(AdvertError::WrongNode { .. })
+        ));
         // Forged signature: the payload names `key`, the signature is `other`'s.
         let payload = fluidos_contracts::canonical::to_vec(&advert(&key, Some("eu"), now)).unwrap();
         let sig = other.sign(&signed::signing_input(ADVERT_DOMAIN, &payload));
         let forged = Signed::<Advert>::from_parts(payload, sig);
         let bytes = fluidos_contracts::canonical::to_vec(&forged).unwrap();
-        assert!(matches!(verify_advert(&bytes, &exp, now), Err(AdvertError::BadSignature { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, now),
+            Err(AdvertError::BadSignature { .. })
+        ));
         // Garbage and oversized.
-        assert!(matches!(verify_advert(&[0xff, 0x13], &exp, now), Err(AdvertError::Malformed(_))));
+        assert!(matches!(
+            verify_advert(&[0xff, 0x13], &exp, now),
+            Err(AdvertError::Malformed(_))
+        ));
         let big = vec![0u8; MAX_ADVERT_BYTES + 1];
-        assert!(matches!(verify_advert(&big, &exp, now), Err(AdvertError::TooLarge { .. })));
+        assert!(matches!(
+            verify_advert(&big, &exp, now),
+            Err(AdvertError::TooLarge { .. })
+        ));
         // Too long a validity, or issued in the future.
         let mut a = advert(&key, Some("eu"), now);
         a.expires_at = now.plus_ms(MAX_ADVERT_TTL_MS + 1);
         let (_, bytes) = a.sign(&key).unwrap();
-        assert!(matches!(verify_advert(&bytes, &exp, now), Err(AdvertError::BadValidity { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, now),
+            Err(AdvertError::BadValidity { .. })
+        ));
         let a = advert(&key, Some("eu"), now.plus_ms(MAX_CLOCK_SKEW_MS + 1));
         let (_, bytes) = a.sign(&key).unwrap();
-        assert!(matches!(verify_advert(&bytes, &exp, now), Err(AdvertError::BadValidity { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, now),
+            Err(AdvertError::BadValidity { .. })
+        ));
         // A withdrawal is recognised as such.
         let mut a = advert(&key, Some("eu"), now);
         a.expires_at = a.issued_at;
         let (_, bytes) = a.sign(&key).unwrap();
-        assert!(matches!(verify_advert(&bytes, &exp, now), Err(AdvertError::Withdrawn { .. })));
+        assert!(matches!(
+            verify_advert(&bytes, &exp, now),
+            Err(AdvertError::Withdrawn { .. })
+        ));
     }
 
     #[test]

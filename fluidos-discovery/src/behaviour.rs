@@ -50,12 +50,19 @@ pub enum BuildError {
 }
 
 /// Builds the swarm: TCP (Noise, yamux), QUIC, and the relay-client transport.
-pub(crate) fn build_swarm(kp: Keypair, cfg: &DiscoveryConfig) -> Result<Swarm<Behaviour>, BuildError> {
+pub(crate) fn build_swarm(
+    kp: Keypair,
+    cfg: &DiscoveryConfig,
+) -> Result<Swarm<Behaviour>, BuildError> {
     let transport = |e: &dyn std::fmt::Display| BuildError::Transport(e.to_string());
     let mut mdns_err = None;
     let swarm = SwarmBuilder::with_existing_identity(kp)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| transport(&e))?
         .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -110,7 +117,10 @@ pub(crate) fn build_swarm(kp: Keypair, cfg: &DiscoveryConfig) -> Result<Swarm<Be
     Ok(swarm)
 }
 
-fn kademlia(peer: libp2p::PeerId, cfg: &DiscoveryConfig) -> kad::Behaviour<kad::store::MemoryStore> {
+fn kademlia(
+    peer: libp2p::PeerId,
+    cfg: &DiscoveryConfig,
+) -> kad::Behaviour<kad::store::MemoryStore> {
     let mut kc = kad::Config::new(StreamProtocol::new(crate::catalog::KAD_PROTOCOL));
     kc.set_query_timeout(cfg.query_timeout)
         .set_max_packet_size(MAX_KAD_PACKET)

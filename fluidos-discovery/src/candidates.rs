@@ -135,7 +135,8 @@ impl CandidateTable {
         let mut changed = false;
         self.entries.retain(|_, e| {
             let before = e.sources.len();
-            e.sources.retain(|s, se| policy.admits(&se.advert, s).is_ok());
+            e.sources
+                .retain(|s, se| policy.admits(&se.advert, s).is_ok());
             changed |= e.sources.len() != before;
             !e.sources.is_empty()
         });
@@ -164,8 +165,14 @@ impl CandidateTable {
                 Offer::Refreshed
             }
             _ => {
-                entry.sources.insert(source, SourceEntry { advert, seen: now });
-                if was_empty { Offer::New } else { Offer::Updated }
+                entry
+                    .sources
+                    .insert(source, SourceEntry { advert, seen: now });
+                if was_empty {
+                    Offer::New
+                } else {
+                    Offer::Updated
+                }
             }
         };
         if matches!(result, Offer::New | Offer::Updated) {
@@ -329,10 +336,22 @@ mod tests {
         let mut t = CandidateTable::new(IncomingPolicy::default(), 10_000);
         let k = SecretKey::generate();
         let now = Timestamp(1000);
-        assert_eq!(t.offer(Source::Mdns, signed(&k, "IT", 2, 1000, 5000), now), Ok(Offer::New));
-        assert_eq!(t.offer(Source::Mdns, signed(&k, "IT", 2, 1000, 5000), now), Ok(Offer::Refreshed));
-        assert_eq!(t.offer(Source::Mdns, signed(&k, "IT", 1, 900, 5000), now), Ok(Offer::Stale));
-        assert_eq!(t.offer(Source::Manual, signed(&k, "IT", 2, 1000, 5000), now), Ok(Offer::Updated));
+        assert_eq!(
+            t.offer(Source::Mdns, signed(&k, "IT", 2, 1000, 5000), now),
+            Ok(Offer::New)
+        );
+        assert_eq!(
+            t.offer(Source::Mdns, signed(&k, "IT", 2, 1000, 5000), now),
+            Ok(Offer::Refreshed)
+        );
+        assert_eq!(
+            t.offer(Source::Mdns, signed(&k, "IT", 1, 900, 5000), now),
+            Ok(Offer::Stale)
+        );
+        assert_eq!(
+            t.offer(Source::Manual, signed(&k, "IT", 2, 1000, 5000), now),
+            Ok(Offer::Updated)
+        );
         let list = t.list();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].sources.len(), 2);
@@ -345,7 +364,12 @@ mod tests {
     fn unconfirmed_sources_age_out() {
         let mut t = CandidateTable::new(IncomingPolicy::default(), 100);
         let k = SecretKey::generate();
-        t.offer(Source::Manual, signed(&k, "IT", 1, 0, 1_000_000), Timestamp(0)).unwrap();
+        t.offer(
+            Source::Manual,
+            signed(&k, "IT", 1, 0, 1_000_000),
+            Timestamp(0),
+        )
+        .unwrap();
         assert!(t.sweep(Timestamp(100)));
         assert!(t.is_empty());
     }
@@ -359,8 +383,12 @@ mod tests {
         let mut t = CandidateTable::new(policy, 10_000);
         let it = SecretKey::generate();
         let de = SecretKey::generate();
-        assert!(t.offer(Source::Mdns, signed(&de, "DE", 1, 0, 5000), Timestamp(0)).is_err());
-        t.offer(Source::Mdns, signed(&it, "IT", 1, 0, 5000), Timestamp(0)).unwrap();
+        assert!(
+            t.offer(Source::Mdns, signed(&de, "DE", 1, 0, 5000), Timestamp(0))
+                .is_err()
+        );
+        t.offer(Source::Mdns, signed(&it, "IT", 1, 0, 5000), Timestamp(0))
+            .unwrap();
         assert_eq!(t.len(), 1);
         t.set_policy(IncomingPolicy {
             deny: [it.node_id()].into(),
@@ -373,8 +401,13 @@ mod tests {
     fn ratings_show_in_the_list() {
         let mut t = CandidateTable::new(IncomingPolicy::default(), 10_000);
         let k = SecretKey::generate();
-        t.offer(Source::Mdns, signed(&k, "IT", 1, 0, 5000), Timestamp(0)).unwrap();
-        let r = Rating { delivered: 3, failed: 1, terminated_early: 0 };
+        t.offer(Source::Mdns, signed(&k, "IT", 1, 0, 5000), Timestamp(0))
+            .unwrap();
+        let r = Rating {
+            delivered: 3,
+            failed: 1,
+            terminated_early: 0,
+        };
         t.set_rating(k.node_id(), r);
         assert_eq!(t.list()[0].rating, Some(r));
         assert!(r.score() > Rating::default().score());

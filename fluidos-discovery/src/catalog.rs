@@ -50,7 +50,8 @@ impl FromStr for CatalogName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = !s.is_empty()
             && s.len() <= MAX_CATALOG_NAME
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -152,7 +153,10 @@ mod tests {
             format!("/fluidos/advert/1/eu/{}", node.to_did_key()).as_bytes()
         );
         assert_eq!(parse_advert_key(&key), Some((name, node)));
-        assert_eq!(parse_advert_key(&RecordKey::new(b"/fluidos/advert/1/eu")), None);
+        assert_eq!(
+            parse_advert_key(&RecordKey::new(b"/fluidos/advert/1/eu")),
+            None
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use std::time::Instant;
 use libp2p::kad::store::RecordStore;
 
 use crate::advert::{
-    Advert, AdvertError, Expected, MAX_ADVERT_ADDRESSES, PublishError, verify_advert, verify_signature,
+    Advert, AdvertError, Expected, MAX_ADVERT_ADDRESSES, PublishError, verify_advert,
+    verify_signature,
 };
 use crate::candidates::{Offer, OfferError};
 use crate::catalog::{CatalogName, advert_key, catalog_key, parse_advert_key, parse_catalog_key};
@@ -61,7 +62,11 @@ impl EventLoop {
                 _ => false,
             })
         };
-        for a in self.swarm.external_addresses().chain(self.listen_addrs.iter()) {
+        for a in self
+            .swarm
+            .external_addresses()
+            .chain(self.listen_addrs.iter())
+        {
             if concrete(a) && !out.contains(a) && out.len() < MAX_ADVERT_ADDRESSES {
                 out.push(a.clone());
             }
@@ -69,7 +74,13 @@ impl EventLoop {
         out
     }
 
-    fn sign(&self, catalog: Option<&CatalogName>, now: Timestamp, ttl_ms: u64, seq: u64) -> Result<Vec<u8>, PublishError> {
+    fn sign(
+        &self,
+        catalog: Option<&CatalogName>,
+        now: Timestamp,
+        ttl_ms: u64,
+        seq: u64,
+    ) -> Result<Vec<u8>, PublishError> {
         let advert = Advert::new(
             self.node,
             catalog.map(|c| c.to_string()),
@@ -84,8 +95,14 @@ impl EventLoop {
 
     /// Whether the current body makes a publishable advert.
     pub(crate) fn check_advert(&self) -> Result<(), PublishError> {
-        let longest = self.cfg.catalogs.iter().map(|c| c.name.clone()).max_by_key(|n| n.as_str().len());
-        self.sign(longest.as_ref(), Timestamp::now(), self.ttl_ms(), self.seq).map(|_| ())
+        let longest = self
+            .cfg
+            .catalogs
+            .iter()
+            .map(|c| c.name.clone())
+            .max_by_key(|n| n.as_str().len());
+        self.sign(longest.as_ref(), Timestamp::now(), self.ttl_ms(), self.seq)
+            .map(|_| ())
     }
 
     fn next_seq(&mut self, now: Timestamp) -> u64 {
@@ -122,7 +139,12 @@ impl EventLoop {
             let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
             record.expires = Some(kad_expiry(now.plus_ms(ttl), now));
             self.put(record, &catalog);
-            match self.swarm.behaviour_mut().kad.start_providing(catalog_key(&catalog)) {
+            match self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(catalog_key(&catalog))
+            {
                 Ok(id) => {
                     self.queries.insert(id, Query::Publish);
                 }
@@ -133,7 +155,12 @@ impl EventLoop {
     }
 
     fn put(&mut self, record: Record, catalog: &CatalogName) {
-        match self.swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+        {
             Ok(id) => {
                 self.queries.insert(id, Query::Publish);
             }
@@ -150,7 +177,12 @@ impl EventLoop {
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
             tracing::warn!(error = ?e, "raw advert not stored");
         }
-        if let Ok(id) = self.swarm.behaviour_mut().kad.start_providing(catalog_key(&catalog)) {
+        if let Ok(id) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(catalog_key(&catalog))
+        {
             self.queries.insert(id, Query::Publish);
         }
     }
@@ -166,13 +198,24 @@ impl EventLoop {
             };
             let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
             record.expires = Some(Instant::now() + self.cfg.advert_ttl);
-            if let Ok(id) = self.swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+            if let Ok(id) = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .put_record(record, Quorum::One)
+            {
                 waiting.push(id);
             }
-            self.swarm.behaviour_mut().kad.stop_providing(&catalog_key(&catalog));
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .stop_providing(&catalog_key(&catalog));
         }
         let deadline = Instant::now() + crate::event_loop::WITHDRAW_TIMEOUT;
-        while waiting.iter().any(|id| self.swarm.behaviour().kad.query(id).is_some()) {
+        while waiting
+            .iter()
+            .any(|id| self.swarm.behaviour().kad.query(id).is_some())
+        {
             match tokio::time::timeout_at(deadline.into(), self.swarm.select_next_some()).await {
                 Ok(ev) => self.on_swarm_event(ev),
                 Err(_) => break,
@@ -183,13 +226,23 @@ impl EventLoop {
 
     /// Searches every catalog and asks every direct peer again.
     pub(crate) fn refresh(&mut self) {
-        for catalog in self.cfg.catalogs.iter().map(|c| c.name.clone()).collect::<Vec<_>>() {
+        for catalog in self
+            .cfg
+            .catalogs
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+        {
             let busy = self
                 .queries
                 .values()
                 .any(|q| matches!(q, Query::Providers(c) if *c == catalog));
             if !busy {
-                let id = self.swarm.behaviour_mut().kad.get_providers(catalog_key(&catalog));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(catalog_key(&catalog));
                 self.queries.insert(id, Query::Providers(catalog));
             }
         }
@@ -201,7 +254,10 @@ impl EventLoop {
         for (peer, addrs) in peers {
             if self.swarm.is_connected(&peer) {
                 self.ask_advert(peer);
-            } else if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+            } else if let Err(e) = self
+                .swarm
+                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+            {
                 tracing::debug!(%peer, error = %e, "direct peer dial failed");
             }
         }
@@ -211,6 +267,10 @@ impl EventLoop {
         if node == self.node
             || self.candidates.policy().admits_node(&node).is_err()
             || self.queued.contains(&(catalog.clone(), node))
+            || self
+                .fetched
+                .get(&(catalog.clone(), node))
+                .is_some_and(|t| t.elapsed() < self.cfg.republish_interval)
             || self.fetch_queue.len() >= MAX_FETCH_QUEUE
         {
             return;
@@ -225,14 +285,29 @@ impl EventLoop {
             let Some((catalog, node)) = self.fetch_queue.pop_front() else {
                 break;
             };
-            let id = self.swarm.behaviour_mut().kad.get_record(advert_key(&catalog, &node));
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .get_record(advert_key(&catalog, &node));
             self.fetches_in_flight += 1;
-            self.queries.insert(id, Query::Advert { catalog, node, slot: true });
+            self.queries.insert(
+                id,
+                Query::Advert {
+                    catalog,
+                    node,
+                    slot: true,
+                },
+            );
         }
     }
 
     fn release_slot(&mut self, id: &kad::QueryId) {
-        if let Some(Query::Advert { catalog, node, slot }) = self.queries.get_mut(id)
+        if let Some(Query::Advert {
+            catalog,
+            node,
+            slot,
+        }) = self.queries.get_mut(id)
             && *slot
         {
             *slot = false;
@@ -244,7 +319,11 @@ impl EventLoop {
     }
 
     fn reject(&mut self, err: &AdvertError, source: &Source) {
-        *self.stats.adverts_rejected.entry(err.reason().to_string()).or_default() += 1;
+        *self
+            .stats
+            .adverts_rejected
+            .entry(err.reason().to_string())
+            .or_default() += 1;
         match err {
             AdvertError::Expired { .. } | AdvertError::Withdrawn { .. } => {
                 tracing::debug!(reason = err.reason(), ?source, error = %err, "advert dropped")
@@ -255,7 +334,10 @@ impl EventLoop {
 
     /// Takes a verified advert as a candidate. Returns whether it was usable.
     fn accept(&mut self, source: Source, advert: Verified<Advert>) -> bool {
-        match self.candidates.offer(source.clone(), advert, Timestamp::now()) {
+        match self
+            .candidates
+            .offer(source.clone(), advert, Timestamp::now())
+        {
             Ok(offer) => {
                 self.stats.adverts_accepted += 1;
                 if offer == Offer::New {
@@ -280,7 +362,15 @@ impl EventLoop {
             catalog: Some(catalog.as_str()),
         };
         match verify_advert(bytes, &expected, Timestamp::now()) {
-            Ok(advert) => self.accept(source, advert),
+            Ok(advert) => {
+                // Adverts change only when re-published: a member fetched successfully
+                // is not fetched again before the next re-publication, which keeps a
+                // refresh of an n-member catalog from costing n lookups every time.
+                if self.fetched.len() < MAX_FETCH_QUEUE {
+                    self.fetched.insert((catalog.clone(), node), Instant::now());
+                }
+                self.accept(source, advert)
+            }
             Err(AdvertError::Withdrawn { node, seq }) => {
                 self.candidates.remove_source(&node, &source);
                 self.reject(&AdvertError::Withdrawn { node, seq }, &source);
@@ -295,20 +385,30 @@ impl EventLoop {
 
     pub(crate) fn on_kad(&mut self, ev: kad::Event) {
         match ev {
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => {
                 match result {
-                    QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { key, providers })) => {
+                    QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
+                        key,
+                        providers,
+                    })) => {
                         if let Some(catalog) = parse_catalog_key(&key) {
                             for p in providers {
                                 if let Some(node) = node_id(&p) {
+                                    self.stats.members_listed += 1;
                                     self.enqueue_fetch(catalog.clone(), node);
                                 }
                             }
                         }
                     }
-                    QueryResult::GetProviders(Err(e)) => tracing::debug!(error = ?e, "catalog search failed"),
+                    QueryResult::GetProviders(Err(e)) => {
+                        tracing::debug!(error = ?e, "catalog search failed")
+                    }
                     QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
-                        if let Some(Query::Advert { catalog, node, .. }) = self.queries.get(&id).cloned() {
+                        if let Some(Query::Advert { catalog, node, .. }) =
+                            self.queries.get(&id).cloned()
+                        {
                             let ok = self.catalog_advert(&catalog, node, &found.record.value);
                             // A valid copy from a remote peer is enough; a local copy may
                             // be stale, so the lookup goes on after one.
@@ -320,9 +420,15 @@ impl EventLoop {
                             }
                         }
                     }
-                    QueryResult::GetRecord(Err(e)) => tracing::trace!(error = ?e, "advert lookup found nothing"),
-                    QueryResult::PutRecord(Err(e)) => tracing::debug!(error = ?e, "advert publication incomplete"),
-                    QueryResult::StartProviding(Err(e)) => tracing::debug!(error = ?e, "membership publication incomplete"),
+                    QueryResult::GetRecord(Err(e)) => {
+                        tracing::trace!(error = ?e, "advert lookup found nothing")
+                    }
+                    QueryResult::PutRecord(Err(e)) => {
+                        tracing::debug!(error = ?e, "advert publication incomplete")
+                    }
+                    QueryResult::StartProviding(Err(e)) => {
+                        tracing::debug!(error = ?e, "membership publication incomplete")
+                    }
                     _ => {}
                 }
                 if step.last {
@@ -338,7 +444,11 @@ impl EventLoop {
     /// Stores what peers push only if it is a valid fluidos record (FilterBoth).
     fn on_kad_inbound(&mut self, request: InboundRequest) {
         match request {
-            InboundRequest::PutRecord { source, record: Some(mut record), .. } => {
+            InboundRequest::PutRecord {
+                source,
+                record: Some(mut record),
+                ..
+            } => {
                 let Some((catalog, node)) = parse_advert_key(&record.key) else {
                     self.stats.records_refused += 1;
                     tracing::debug!(%source, "refused a record that is not a fluidos advert");
@@ -348,7 +458,13 @@ impl EventLoop {
                     Ok(a) if a.node == node && a.catalog.as_deref() == Some(catalog.as_str()) => a,
                     Ok(_) => {
                         self.stats.records_refused += 1;
-                        self.reject(&AdvertError::WrongNode { expected: node, found: node }, &Source::Catalog(catalog));
+                        self.reject(
+                            &AdvertError::WrongNode {
+                                expected: node,
+                                found: node,
+                            },
+                            &Source::Catalog(catalog),
+                        );
                         return;
                     }
                     Err(e) => {
@@ -380,7 +496,9 @@ impl EventLoop {
                     self.catalog_advert(&catalog, node, &record.value);
                 }
             }
-            InboundRequest::AddProvider { record: Some(record) } => {
+            InboundRequest::AddProvider {
+                record: Some(record),
+            } => {
                 let member = node_id(&record.provider);
                 match (parse_catalog_key(&record.key), member) {
                     (Some(catalog), Some(node)) => {
@@ -410,7 +528,11 @@ impl EventLoop {
             }
             d.asking = true;
         }
-        let id = self.swarm.behaviour_mut().advert.send_request(&peer, AdvertQuery);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .advert
+            .send_request(&peer, AdvertQuery);
         self.advert_requests.insert(id, peer);
     }
 
@@ -419,11 +541,20 @@ impl EventLoop {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { channel, .. } => {
                     let reply = AdvertReply(self.direct_advert.clone());
-                    if self.swarm.behaviour_mut().advert.send_response(channel, reply).is_err() {
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .advert
+                        .send_response(channel, reply)
+                        .is_err()
+                    {
                         tracing::debug!(%peer, "advert reply not sent");
                     }
                 }
-                request_response::Message::Response { request_id, response } => {
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
                     self.advert_requests.remove(&request_id);
                     let sources = match self.direct_peers.get_mut(&peer) {
                         Some(d) => {
@@ -436,13 +567,20 @@ impl EventLoop {
                         tracing::debug!(%peer, "direct peer has no advert for us");
                         return;
                     };
-                    let expected = Expected { node: Some(node), catalog: None };
+                    let expected = Expected {
+                        node: Some(node),
+                        catalog: None,
+                    };
                     match verify_advert(&bytes, &expected, Timestamp::now()) {
                         Ok(advert) => {
                             for s in sources {
                                 self.accept(s, advert.clone());
                             }
-                            let addrs = self.direct_peers.get(&peer).map(|d| d.addrs.clone()).unwrap_or_default();
+                            let addrs = self
+                                .direct_peers
+                                .get(&peer)
+                                .map(|d| d.addrs.clone())
+                                .unwrap_or_default();
                             for a in addrs {
                                 self.candidates.observe_address(&node, a);
                             }
@@ -455,7 +593,12 @@ impl EventLoop {
                     }
                 }
             },
-            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 self.advert_requests.remove(&request_id);
                 if let Some(d) = self.direct_peers.get_mut(&peer) {
                     d.asking = false;
@@ -484,7 +627,10 @@ impl EventLoop {
         for (peer, addrs) in due {
             if self.swarm.is_connected(&peer) {
                 self.ask_advert(peer);
-            } else if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+            } else if let Err(e) = self
+                .swarm
+                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+            {
                 tracing::debug!(%peer, error = %e, "direct peer dial failed");
             }
         }
@@ -495,7 +641,8 @@ impl EventLoop {
             libp2p::mdns::Event::Discovered(found) => {
                 for (peer, addr) in found {
                     if peer == *self.swarm.local_peer_id()
-                        || (!self.direct_peers.contains_key(&peer) && self.direct_peers.len() >= MAX_DIRECT_PEERS)
+                        || (!self.direct_peers.contains_key(&peer)
+                            && self.direct_peers.len() >= MAX_DIRECT_PEERS)
                     {
                         continue;
                     }
@@ -508,14 +655,22 @@ impl EventLoop {
                     let addrs = d.addrs.clone();
                     if self.swarm.is_connected(&peer) {
                         self.ask_advert(peer);
-                    } else if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+                    } else if let Err(e) = self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+                    {
                         tracing::debug!(%peer, error = %e, "mDNS peer dial failed");
                     }
                 }
             }
             libp2p::mdns::Event::Expired(gone) => {
                 for (peer, _) in gone {
-                    let still_there = self.swarm.behaviour().mdns.as_ref().is_some_and(|m| m.discovered_nodes().any(|p| *p == peer));
+                    let still_there = self
+                        .swarm
+                        .behaviour()
+                        .mdns
+                        .as_ref()
+                        .is_some_and(|m| m.discovered_nodes().any(|p| *p == peer));
                     if still_there {
                         continue;
                     }

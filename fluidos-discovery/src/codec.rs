@@ -51,7 +51,10 @@ async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io
     Ok(buf)
 }
 
-async fn write_all_and_close<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+async fn write_all_and_close<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.close().await
 }
@@ -80,7 +83,10 @@ pub fn encode_response(resp: &Response) -> io::Result<Vec<u8>> {
     }
     let err = Response::Error(RearError::new(
         ErrorCode::TooLarge,
-        format!("response of {} bytes exceeds {MAX_RESPONSE_BYTES} bytes", bytes.len()),
+        format!(
+            "response of {} bytes exceeds {MAX_RESPONSE_BYTES} bytes",
+            bytes.len()
+        ),
     ));
     canonical::to_vec(&err).map_err(|e| invalid(e.to_string()))
 }
@@ -134,7 +140,10 @@ impl request_response::Codec for RearCodec {
             Inbound::Bad(_) => return Err(invalid("refusing to send a Bad request")),
         };
         if bytes.len() > MAX_REQUEST_BYTES {
-            return Err(invalid(format!("request of {} bytes is too large", bytes.len())));
+            return Err(invalid(format!(
+                "request of {} bytes is too large",
+                bytes.len()
+            )));
         }
         write_all_and_close(io, &bytes).await
     }
@@ -260,10 +269,19 @@ mod tests {
 
     #[test]
     fn oversized_responses_become_typed_errors() {
-        let huge = Response::Error(RearError::new(ErrorCode::Malformed, "x".repeat(MAX_RESPONSE_BYTES)));
+        let huge = Response::Error(RearError::new(
+            ErrorCode::Malformed,
+            "x".repeat(MAX_RESPONSE_BYTES),
+        ));
         let bytes = encode_response(&huge).unwrap();
         let back: Response = canonical::from_slice(&bytes).unwrap();
-        assert!(matches!(back, Response::Error(RearError { code: ErrorCode::TooLarge, .. })));
+        assert!(matches!(
+            back,
+            Response::Error(RearError {
+                code: ErrorCode::TooLarge,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -288,11 +306,23 @@ mod tests {
             .await
             .unwrap();
         let mut read = futures::io::Cursor::new(wire.into_inner());
-        let got = RearCodec.read_request(&REAR_PROTOCOL, &mut read).await.unwrap();
+        let got = RearCodec
+            .read_request(&REAR_PROTOCOL, &mut read)
+            .await
+            .unwrap();
         assert_eq!(got, Inbound::Ok(req));
         // Oversized input is read, drained and answered, not an I/O error.
         let mut big = futures::io::Cursor::new(vec![0u8; MAX_REQUEST_BYTES + 10]);
-        let got = RearCodec.read_request(&REAR_PROTOCOL, &mut big).await.unwrap();
-        assert!(matches!(got, Inbound::Bad(RearError { code: ErrorCode::TooLarge, .. })));
+        let got = RearCodec
+            .read_request(&REAR_PROTOCOL, &mut big)
+            .await
+            .unwrap();
+        assert!(matches!(
+            got,
+            Inbound::Bad(RearError {
+                code: ErrorCode::TooLarge,
+                ..
+            })
+        ));
     }
 }

@@ -154,7 +154,9 @@ impl DiscoveryConfig {
         if self.listen.is_empty() {
             return Err("no listen address: give at least one".into());
         }
-        if ms(self.advert_ttl) == 0 || self.advert_ttl.as_millis() > u128::from(crate::advert::MAX_ADVERT_TTL_MS) {
+        if ms(self.advert_ttl) == 0
+            || self.advert_ttl.as_millis() > u128::from(crate::advert::MAX_ADVERT_TTL_MS)
+        {
             return Err("advert_ttl must be between 1 ms and 24 h".into());
         }
         if self.republish_interval >= self.advert_ttl || ms(self.republish_interval) == 0 {
@@ -214,7 +216,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let c = DiscoveryConfig::default().with_advert_ttl(Duration::from_secs(10), Duration::from_secs(10));
+        let c = DiscoveryConfig::default()
+            .with_advert_ttl(Duration::from_secs(10), Duration::from_secs(10));
         assert!(c.validate().is_err());
         let c = DiscoveryConfig::default().with_catalog(CatalogConfig::new(
             "eu".parse().unwrap(),

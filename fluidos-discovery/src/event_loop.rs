@@ -22,15 +22,17 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::DiscoveryConfig;
 use crate::advert::AdvertBody;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::candidates::CandidateTable;
 use crate::catalog::{CatalogName, split_peer};
 use crate::codec::Inbound;
-use crate::handle::{AddPeerError, Command, DiscoveryStats, InboundRequest, RequestError, StartError};
+use crate::handle::{
+    AddPeerError, Command, DiscoveryStats, InboundRequest, RequestError, StartError,
+};
 use crate::identity::node_id;
 use crate::policy::Source;
-use crate::DiscoveryConfig;
 
 /// Outbound REAR requests in flight at most.
 const MAX_PENDING_OUTBOUND: usize = 1024;
@@ -41,7 +43,14 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for withdrawals to reach the catalog.
 pub(crate) const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
 
-type ReplyFuture = BoxFuture<'static, (PeerId, ResponseChannel<Response>, Result<Response, oneshot::error::RecvError>)>;
+type ReplyFuture = BoxFuture<
+    'static,
+    (
+        PeerId,
+        ResponseChannel<Response>,
+        Result<Response, oneshot::error::RecvError>,
+    ),
+>;
 
 /// What a Kademlia query is for.
 #[derive(Debug, Clone)]
@@ -87,6 +96,8 @@ pub(crate) struct EventLoop {
     pub(crate) fetch_queue: VecDeque<(CatalogName, NodeId)>,
     pub(crate) queued: BTreeSet<(CatalogName, NodeId)>,
     pub(crate) fetches_in_flight: usize,
+    /// When each catalog member's advert was last fetched successfully.
+    pub(crate) fetched: HashMap<(CatalogName, NodeId), std::time::Instant>,
     outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     pub(crate) advert_requests: HashMap<OutboundRequestId, PeerId>,
     pub(crate) direct_peers: BTreeMap<PeerId, DirectPeer>,
@@ -127,6 +138,7 @@ impl EventLoop {
             fetch_queue: VecDeque::new(),
             queued: BTreeSet::new(),
             fetches_in_flight: 0,
+            fetched: HashMap::new(),
             outbound: HashMap::new(),
             advert_requests: HashMap::new(),
             direct_peers: BTreeMap::new(),
@@ -143,10 +155,13 @@ impl EventLoop {
     /// Binds every listen address and waits until each reports one address.
     pub(crate) async fn bind(&mut self) -> Result<(), StartError> {
         for addr in self.cfg.listen.clone() {
-            let id = self.swarm.listen_on(addr.clone()).map_err(|e| StartError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| StartError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
             self.pending_listeners.insert(id, addr);
         }
         let deadline = Instant::now() + BIND_TIMEOUT;
@@ -155,7 +170,11 @@ impl EventLoop {
             match event {
                 Ok(ev) => self.on_swarm_event(ev),
                 Err(_) => {
-                    let addrs: Vec<String> = self.pending_listeners.values().map(|a| a.to_string()).collect();
+                    let addrs: Vec<String> = self
+                        .pending_listeners
+                        .values()
+                        .map(|a| a.to_string())
+                        .collect();
                     return Err(StartError::Listen {
                         addr: self.cfg.listen[0].clone(),
                         reason: format!("no address reported in time for {}", addrs.join(", ")),
@@ -182,7 +201,10 @@ impl EventLoop {
         for catalog in self.cfg.catalogs.clone() {
             for addr in &catalog.bootstrap {
                 if let Some((peer, base)) = split_peer(addr) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, base.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, base.clone());
                     let opts = DialOpts::peer_id(peer).addresses(vec![base]).build();
                     if let Err(e) = self.swarm.dial(opts) {
                         tracing::debug!(catalog = %catalog.name, error = %e, "catalog bootstrap dial failed");
@@ -208,7 +230,8 @@ impl EventLoop {
             Instant::now() + self.cfg.refresh_interval,
             self.cfg.refresh_interval,
         );
-        let sweep_every = (self.cfg.advert_ttl / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let sweep_every =
+            (self.cfg.advert_ttl / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut sweep = tokio::time::interval(sweep_every);
         for t in [&mut republish, &mut refresh, &mut sweep] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -240,6 +263,8 @@ impl EventLoop {
                 _ = refresh.tick() => self.refresh(),
                 _ = sweep.tick() => {
                     self.candidates.sweep(Timestamp::now());
+                    let keep = self.cfg.republish_interval;
+                    self.fetched.retain(|_, t| t.elapsed() < keep);
                     self.retry_direct();
                     if self.addresses_dirty {
                         self.publish();
@@ -284,11 +309,19 @@ impl EventLoop {
                 self.refresh();
                 let _ = tx.send(());
             }
-            Command::Request { node, request, reply } => self.send_request(node, request, reply),
+            Command::Request {
+                node,
+                request,
+                reply,
+            } => self.send_request(node, request, reply),
             Command::SetRating(node, rating) => self.candidates.set_rating(node, rating),
             Command::SetIncoming(policy) => self.candidates.set_policy(policy),
             Command::Stats(tx) => {
-                let _ = tx.send(self.stats.clone());
+                let mut stats = self.stats.clone();
+                stats.lookups_in_flight = self.fetches_in_flight;
+                stats.lookups_queued = self.fetch_queue.len();
+                stats.queries = self.queries.len();
+                let _ = tx.send(stats);
             }
             Command::DangerRawAdvert(catalog, bytes, tx) => {
                 self.danger_raw_advert(catalog, bytes);
@@ -300,14 +333,23 @@ impl EventLoop {
 
     pub(crate) fn add_peer(&mut self, addr: Multiaddr) -> Result<(), AddPeerError> {
         let (opts, peer) = match split_peer(&addr) {
-            Some((peer, base)) => (DialOpts::peer_id(peer).addresses(vec![base.clone()]).build(), Some((peer, base))),
-            None => (DialOpts::unknown_peer_id().address(addr.clone()).build(), None),
+            Some((peer, base)) => (
+                DialOpts::peer_id(peer)
+                    .addresses(vec![base.clone()])
+                    .build(),
+                Some((peer, base)),
+            ),
+            None => (
+                DialOpts::unknown_peer_id().address(addr.clone()).build(),
+                None,
+            ),
         };
         if let Some((peer, base)) = &peer {
             if *peer == *self.swarm.local_peer_id() {
                 return Ok(());
             }
-            if !self.direct_peers.contains_key(peer) && self.direct_peers.len() >= MAX_DIRECT_PEERS {
+            if !self.direct_peers.contains_key(peer) && self.direct_peers.len() >= MAX_DIRECT_PEERS
+            {
                 return Err(AddPeerError::TooMany);
             }
             let entry = self.direct_peers.entry(*peer).or_default();
@@ -340,7 +382,9 @@ impl EventLoop {
         reply: oneshot::Sender<Result<Response, RequestError>>,
     ) {
         if node == self.node {
-            let _ = reply.send(Err(RequestError::Unreachable("cannot send a request to this node itself".into())));
+            let _ = reply.send(Err(RequestError::Unreachable(
+                "cannot send a request to this node itself".into(),
+            )));
             return;
         }
         if self.outbound.len() >= MAX_PENDING_OUTBOUND {
@@ -352,11 +396,11 @@ impl EventLoop {
         if let Some(d) = self.direct_peers.get(&peer) {
             addrs.extend(d.addrs.iter().cloned());
         }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .rear
-            .send_request_with_addresses(&peer, Inbound::Ok(request), addrs);
+        let id = self.swarm.behaviour_mut().rear.send_request_with_addresses(
+            &peer,
+            Inbound::Ok(request),
+            addrs,
+        );
         self.outbound.insert(id, reply);
     }
 
@@ -366,7 +410,9 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Advert(ev)) => self.on_advert(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.on_mdns(ev),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                libp2p::identify::Event::Received { peer_id, info, .. },
+            )) => {
                 let kad_proto = libp2p::StreamProtocol::new(crate::catalog::KAD_PROTOCOL);
                 if info.protocols.contains(&kad_proto) {
                     for addr in info.listen_addrs.into_iter().take(8) {
@@ -375,7 +421,10 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(_) => {}
-            SwarmEvent::NewListenAddr { listener_id, address } => {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
                 tracing::debug!(%address, "listening");
                 self.pending_listeners.remove(&listener_id);
                 if !self.listen_addrs.contains(&address) {
@@ -387,7 +436,11 @@ impl EventLoop {
                 self.listen_addrs.retain(|a| *a != address);
                 self.addresses_dirty = true;
             }
-            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
                 if let Some(addr) = self.pending_listeners.remove(&listener_id) {
                     let reason = match reason {
                         Ok(()) => "listener closed".to_string(),
@@ -407,9 +460,15 @@ impl EventLoop {
             SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
                 self.addresses_dirty = true;
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
                 if let Some(addr) = self.manual_dials.remove(&connection_id)
-                    && (self.direct_peers.contains_key(&peer_id) || self.direct_peers.len() < MAX_DIRECT_PEERS)
+                    && (self.direct_peers.contains_key(&peer_id)
+                        || self.direct_peers.len() < MAX_DIRECT_PEERS)
                 {
                     let entry = self.direct_peers.entry(peer_id).or_default();
                     entry.sources.insert(Source::Manual);
@@ -423,12 +482,17 @@ impl EventLoop {
                     if endpoint.is_dialer()
                         && let Some(node) = node_id(&peer_id)
                     {
-                        self.candidates.observe_address(&node, endpoint.get_remote_address().clone());
+                        self.candidates
+                            .observe_address(&node, endpoint.get_remote_address().clone());
                     }
                     self.ask_advert(peer_id);
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                peer_id,
+            } => {
                 if let Some(addr) = self.manual_dials.remove(&connection_id) {
                     tracing::debug!(%addr, %error, "manual peer unreachable");
                 }
@@ -444,19 +508,26 @@ impl EventLoop {
     fn on_rear(&mut self, ev: request_response::Event<Inbound, Response>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    self.on_inbound_request(peer, request, channel)
-                }
-                request_response::Message::Response { request_id, response } => {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_inbound_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
                     if let Some(tx) = self.outbound.remove(&request_id) {
                         let _ = tx.send(Ok(response));
                     }
                 }
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
                 if let Some(tx) = self.outbound.remove(&request_id) {
                     let err = match error {
-                        OutboundFailure::DialFailure => RequestError::Unreachable("dial failed".into()),
+                        OutboundFailure::DialFailure => {
+                            RequestError::Unreachable("dial failed".into())
+                        }
                         OutboundFailure::Timeout => RequestError::Timeout,
                         OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
                         OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
@@ -472,7 +543,12 @@ impl EventLoop {
         }
     }
 
-    fn on_inbound_request(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Response>) {
+    fn on_inbound_request(
+        &mut self,
+        peer: PeerId,
+        request: Inbound,
+        channel: ResponseChannel<Response>,
+    ) {
         let error = |code, msg: &str| Response::Error(RearError::new(code, msg));
         let request = match request {
             Inbound::Bad(e) => {
@@ -484,30 +560,53 @@ impl EventLoop {
             Inbound::Ok(r) => r,
         };
         let Some(from) = node_id(&peer) else {
-            self.respond(channel, error(ErrorCode::NotAuthorised, "only ed25519 peers are fluidos nodes"));
+            self.respond(
+                channel,
+                error(
+                    ErrorCode::NotAuthorised,
+                    "only ed25519 peers are fluidos nodes",
+                ),
+            );
             return;
         };
         let inflight = self.inflight_inbound.get(&peer).copied().unwrap_or(0);
         if inflight >= self.cfg.max_inbound_per_peer {
             self.stats.rear_rate_limited += 1;
-            self.respond(channel, error(ErrorCode::RateLimited, "too many requests in flight; retry later"));
+            self.respond(
+                channel,
+                error(
+                    ErrorCode::RateLimited,
+                    "too many requests in flight; retry later",
+                ),
+            );
             return;
         }
         let (tx, rx) = oneshot::channel();
         let kind = request.kind();
-        match self.inbound_tx.try_send(InboundRequest { from, request, reply: tx }) {
+        match self.inbound_tx.try_send(InboundRequest {
+            from,
+            request,
+            reply: tx,
+        }) {
             Ok(()) => {
                 self.stats.rear_inbound += 1;
                 tracing::trace!(node = %from.short(), kind, "REAR request");
                 *self.inflight_inbound.entry(peer).or_default() += 1;
-                self.replies.push(Box::pin(async move { (peer, channel, rx.await) }));
+                self.replies
+                    .push(Box::pin(async move { (peer, channel, rx.await) }));
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats.rear_rate_limited += 1;
-                self.respond(channel, error(ErrorCode::RateLimited, "provider busy; retry later"));
+                self.respond(
+                    channel,
+                    error(ErrorCode::RateLimited, "provider busy; retry later"),
+                );
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.respond(channel, error(ErrorCode::Unavailable, "provider is not serving requests"));
+                self.respond(
+                    channel,
+                    error(ErrorCode::Unavailable, "provider is not serving requests"),
+                );
             }
         }
     }
@@ -525,13 +624,22 @@ impl EventLoop {
             }
         }
         let response = result.unwrap_or_else(|_| {
-            Response::Error(RearError::new(ErrorCode::Unavailable, "the request was dropped unanswered"))
+            Response::Error(RearError::new(
+                ErrorCode::Unavailable,
+                "the request was dropped unanswered",
+            ))
         });
         self.respond(channel, response);
     }
 
     fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
-        if self.swarm.behaviour_mut().rear.send_response(channel, response).is_err() {
+        if self
+            .swarm
+            .behaviour_mut()
+            .rear
+            .send_response(channel, response)
+            .is_err()
+        {
             tracing::debug!("REAR response not sent: the stream is gone");
         }
     }

@@ -47,6 +47,16 @@ pub struct DiscoveryStats {
     pub rear_bad: u64,
     /// REAR requests answered `rate_limited`.
     pub rear_rate_limited: u64,
+    /// Advert lookups that ended without any record.
+    pub lookups_not_found: u64,
+    /// Catalog members seen in provider lists (cumulative, with repeats).
+    pub members_listed: u64,
+    /// Advert lookups running now.
+    pub lookups_in_flight: usize,
+    /// Advert lookups waiting for a slot.
+    pub lookups_queued: usize,
+    /// Kademlia queries this node is waiting on.
+    pub queries: usize,
 }
 
 /// Why a discovery node could not start.
@@ -60,7 +70,9 @@ pub enum StartError {
     #[error(transparent)]
     Build(#[from] behaviour::BuildError),
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {reason}; check that the address is local and the port is free")]
+    #[error(
+        "cannot listen on {addr}: {reason}; check that the address is local and the port is free"
+    )]
     Listen {
         /// The address.
         addr: Multiaddr,
@@ -174,7 +186,8 @@ impl Discovery {
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue);
         let (updates_tx, updates_rx) = watch::channel(0u64);
-        let mut event_loop = EventLoop::new(swarm, key.clone(), config, cmd_rx, inbound_tx, updates_tx);
+        let mut event_loop =
+            EventLoop::new(swarm, key.clone(), config, cmd_rx, inbound_tx, updates_tx);
         event_loop.bind().await?;
         event_loop.start();
         tokio::spawn(event_loop.run());
@@ -299,8 +312,13 @@ impl DiscoveryHandle {
     /// Publishes `bytes` as this node's advert record in `catalog`, unchecked, and
     /// stops regular publishing there. Only for testing how peers treat bad adverts.
     #[doc(hidden)]
-    pub async fn danger_publish_raw_advert(&self, catalog: CatalogName, bytes: Vec<u8>) -> Result<(), Stopped> {
-        self.ask(|tx| Command::DangerRawAdvert(catalog, bytes, tx)).await
+    pub async fn danger_publish_raw_advert(
+        &self,
+        catalog: CatalogName,
+        bytes: Vec<u8>,
+    ) -> Result<(), Stopped> {
+        self.ask(|tx| Command::DangerRawAdvert(catalog, bytes, tx))
+            .await
     }
 
     /// Stops the node at once, without withdrawing its adverts: what peers see when

@@ -70,7 +70,9 @@ impl Default for OutgoingPolicy {
 impl OutgoingPolicy {
     /// Whether to publish in `catalog`.
     pub fn announces_in(&self, catalog: &CatalogName) -> bool {
-        self.announce_in.as_ref().is_none_or(|s| s.contains(catalog))
+        self.announce_in
+            .as_ref()
+            .is_none_or(|s| s.contains(catalog))
     }
 }
 
@@ -152,13 +154,19 @@ impl IncomingPolicy {
             return Err(Refusal::Label);
         }
         if let Some(countries) = &self.countries {
-            let country = advert.location.as_ref().map(|l| l.country.to_ascii_uppercase());
+            let country = advert
+                .location
+                .as_ref()
+                .map(|l| l.country.to_ascii_uppercase());
             if !country.is_some_and(|c| countries.iter().any(|a| a.eq_ignore_ascii_case(&c))) {
                 return Err(Refusal::Country);
             }
         }
         if let Some(archs) = &self.architectures
-            && !advert.architecture.as_ref().is_some_and(|a| archs.contains(a))
+            && !advert
+                .architecture
+                .as_ref()
+                .is_some_and(|a| archs.contains(a))
         {
             return Err(Refusal::Architecture);
         }

@@ -15,7 +15,15 @@ fn two_namespaces_find_each_other_over_mdns() {
     }
     let pair = netns::NetnsPair::create("t").unwrap();
     let bin = env!("CARGO_BIN_EXE_fluidos-discovery-probe");
-    let args = ["--mdns", "--expect", "1", "--timeout-ms", "20000", "--linger-ms", "3000"];
+    let args = [
+        "--mdns",
+        "--expect",
+        "1",
+        "--timeout-ms",
+        "20000",
+        "--linger-ms",
+        "3000",
+    ];
     let a = pair.spawn(&pair.a, bin, &args);
     let b = pair.spawn(&pair.b, bin, &args);
     let out_a = netns::collect(a, Duration::from_secs(30));
@@ -23,7 +31,13 @@ fn two_namespaces_find_each_other_over_mdns() {
     let (me_a, seen_a) = netns::parse_probe(&out_a);
     let (me_b, seen_b) = netns::parse_probe(&out_b);
     let (me_a, me_b) = (me_a.expect(&out_a), me_b.expect(&out_b));
-    assert!(seen_a.iter().any(|(id, _)| *id == me_b), "A did not see B:\n{out_a}");
-    assert!(seen_b.iter().any(|(id, _)| *id == me_a), "B did not see A:\n{out_b}");
+    assert!(
+        seen_a.iter().any(|(id, _)| *id == me_b),
+        "A did not see B:\n{out_a}"
+    );
+    assert!(
+        seen_b.iter().any(|(id, _)| *id == me_a),
+        "B did not see A:\n{out_b}"
+    );
     drop(pair);
 }

@@ -12,33 +12,53 @@ use fluidos_contracts::rear::{ErrorCode, MAX_REQUEST_BYTES, RearError, Request, 
 use fluidos_contracts::{Selector, canonical};
 use fluidos_discovery::libp2p::request_response::{self, ProtocolSupport};
 use fluidos_discovery::libp2p::swarm::SwarmEvent;
-use fluidos_discovery::libp2p::{Multiaddr, PeerId, StreamProtocol, SwarmBuilder, noise, tcp, yamux};
+use fluidos_discovery::libp2p::{
+    Multiaddr, PeerId, StreamProtocol, SwarmBuilder, noise, tcp, yamux,
+};
 use fluidos_discovery::{DiscoveryConfig, RequestError, Source};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 
 fn list() -> Request {
-    Request::ListFlavors { selector: Selector::default() }
+    Request::ListFlavors {
+        selector: Selector::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rear_round_trip_through_a_manual_peer() {
     init_tracing();
-    let Node { key: pkey, handle: provider, mut inbound } = spawn(fast_config()).await;
+    let Node {
+        key: pkey,
+        handle: provider,
+        mut inbound,
+    } = spawn(fast_config()).await;
     let buyer = spawn(fast_config()).await;
     let buyer_id = buyer.id();
     let responder = tokio::spawn(async move {
         let req = inbound.recv().await.unwrap();
         assert_eq!(req.from, buyer_id, "the sender is authenticated");
         assert_eq!(req.request, list());
-        req.reply.send(Response::Flavors { flavors: vec![] }).unwrap();
+        req.reply
+            .send(Response::Flavors { flavors: vec![] })
+            .unwrap();
         inbound
     });
     let addr = provider.listen_addrs().await.unwrap()[0].clone();
     buyer.handle.add_peer(addr).await.unwrap(); // without /p2p/: learnt on connect
     // The manual peer becomes a candidate through its direct advert.
-    let seen = wait_for(&buyer.handle, "the manual peer", |_| {}, |c| ids(c) == vec![pkey.node_id()]).await;
+    let seen = wait_for(
+        &buyer.handle,
+        "the manual peer",
+        |_| {},
+        |c| ids(c) == vec![pkey.node_id()],
+    )
+    .await;
     assert!(seen[0].sources.contains(&Source::Manual));
-    let answer = buyer.handle.request(pkey.node_id(), list(), Duration::from_secs(10)).await.unwrap();
+    let answer = buyer
+        .handle
+        .request(pkey.node_id(), list(), Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(answer, Response::Flavors { flavors: vec![] });
     let mut inbound = responder.await.unwrap();
 
@@ -48,34 +68,90 @@ async fn rear_round_trip_through_a_manual_peer() {
         drop(req.reply);
         inbound
     });
-    let answer = buyer.handle.request(pkey.node_id(), list(), Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(answer, Response::Error(RearError { code: ErrorCode::Unavailable, .. })), "{answer:?}");
+    let answer = buyer
+        .handle
+        .request(pkey.node_id(), list(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            answer,
+            Response::Error(RearError {
+                code: ErrorCode::Unavailable,
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
     let inbound = dropper.await.unwrap();
 
     // Nobody consuming: once the provider's queue is closed, requests get `unavailable`.
     drop(inbound);
-    let answer = buyer.handle.request(pkey.node_id(), list(), Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(answer, Response::Error(RearError { code: ErrorCode::Unavailable, .. })), "{answer:?}");
+    let answer = buyer
+        .handle
+        .request(pkey.node_id(), list(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            answer,
+            Response::Error(RearError {
+                code: ErrorCode::Unavailable,
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_per_peer_limit_are_rate_limited() {
     init_tracing();
-    let cfg = DiscoveryConfig { max_inbound_per_peer: 1, ..fast_config() };
-    let Node { key: pkey, handle: provider, mut inbound } = spawn(cfg).await;
+    let cfg = DiscoveryConfig {
+        max_inbound_per_peer: 1,
+        ..fast_config()
+    };
+    let Node {
+        key: pkey,
+        handle: provider,
+        mut inbound,
+    } = spawn(cfg).await;
     let buyer = spawn(fast_config()).await;
-    let p = provider.listen_addrs().await.unwrap()[0].clone().with(fluidos_discovery::libp2p::multiaddr::Protocol::P2p(provider.peer_id()));
+    let p = provider.listen_addrs().await.unwrap()[0].clone().with(
+        fluidos_discovery::libp2p::multiaddr::Protocol::P2p(provider.peer_id()),
+    );
     buyer.handle.add_peer(p).await.unwrap();
     wait_for(&buyer.handle, "the provider", |_| {}, |c| !c.is_empty()).await;
     // The first request is held unanswered; the second finds the limit reached.
     let h = buyer.handle.clone();
     let node = pkey.node_id();
     let first = tokio::spawn(async move { h.request(node, list(), Duration::from_secs(15)).await });
-    let held = tokio::time::timeout(WAIT, inbound.recv()).await.unwrap().unwrap();
-    let second = buyer.handle.request(node, list(), Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(second, Response::Error(RearError { code: ErrorCode::RateLimited, .. })), "{second:?}");
-    held.reply.send(Response::Flavors { flavors: vec![] }).unwrap();
-    assert_eq!(first.await.unwrap().unwrap(), Response::Flavors { flavors: vec![] });
+    let held = tokio::time::timeout(WAIT, inbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = buyer
+        .handle
+        .request(node, list(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            second,
+            Response::Error(RearError {
+                code: ErrorCode::RateLimited,
+                ..
+            })
+        ),
+        "{second:?}"
+    );
+    held.reply
+        .send(Response::Flavors { flavors: vec![] })
+        .unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        Response::Flavors { flavors: vec![] }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,13 +160,24 @@ async fn local_errors_are_typed() {
     let a = spawn(fast_config()).await;
     // A node nobody knows an address for.
     let stranger = fluidos_contracts::SecretKey::generate().node_id();
-    let err = a.handle.request(stranger, list(), Duration::from_secs(10)).await.unwrap_err();
+    let err = a
+        .handle
+        .request(stranger, list(), Duration::from_secs(10))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RequestError::Unreachable(_)), "{err:?}");
     // A request larger than peers accept never leaves.
     let big = Request::ListFlavors {
-        selector: Selector { gpu_model: Some("x".repeat(MAX_REQUEST_BYTES)), ..Default::default() },
+        selector: Selector {
+            gpu_model: Some("x".repeat(MAX_REQUEST_BYTES)),
+            ..Default::default()
+        },
     };
-    let err = a.handle.request(stranger, big, Duration::from_secs(10)).await.unwrap_err();
+    let err = a
+        .handle
+        .request(stranger, big, Duration::from_secs(10))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RequestError::TooLarge { .. }), "{err:?}");
 }
 
@@ -102,19 +189,37 @@ impl request_response::Codec for RawCodec {
     type Protocol = StreamProtocol;
     type Request = Vec<u8>;
     type Response = Vec<u8>;
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+    ) -> io::Result<Vec<u8>> {
         Err(io::Error::other("the raw client serves nothing"))
     }
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         io.take(2 * 1024 * 1024).read_to_end(&mut buf).await?;
         Ok(buf)
     }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&req).await?;
         io.close().await
     }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T, _: Vec<u8>) -> io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> io::Result<()> {
         Err(io::Error::other("the raw client serves nothing"))
     }
 }
@@ -122,18 +227,27 @@ impl request_response::Codec for RawCodec {
 async fn raw_request(peer: PeerId, addr: Multiaddr, bytes: Vec<u8>) -> Response {
     let mut swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .unwrap()
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
                 RawCodec,
-                [(StreamProtocol::new("/fluidos/rear/1"), ProtocolSupport::Outbound)],
+                [(
+                    StreamProtocol::new("/fluidos/rear/1"),
+                    ProtocolSupport::Outbound,
+                )],
                 request_response::Config::default(),
             )
         })
         .unwrap()
         .build();
-    swarm.behaviour_mut().send_request_with_addresses(&peer, bytes, vec![addr]);
+    swarm
+        .behaviour_mut()
+        .send_request_with_addresses(&peer, bytes, vec![addr]);
     let answer = tokio::time::timeout(WAIT, async {
         loop {
             match swarm.select_next_some().await {
@@ -141,7 +255,9 @@ async fn raw_request(peer: PeerId, addr: Multiaddr, bytes: Vec<u8>) -> Response 
                     message: request_response::Message::Response { response, .. },
                     ..
                 }) => return response,
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => {
                     panic!("the stream failed instead of carrying a typed error: {error}")
                 }
                 _ => {}
@@ -161,13 +277,48 @@ async fn malformed_and_oversized_requests_get_typed_errors() {
     let peer = provider.handle.peer_id();
 
     let garbage = raw_request(peer, addr.clone(), vec![0xff, 0x00, 0x13, 0x37]).await;
-    assert!(matches!(garbage, Response::Error(RearError { code: ErrorCode::Malformed, .. })), "{garbage:?}");
+    assert!(
+        matches!(
+            garbage,
+            Response::Error(RearError {
+                code: ErrorCode::Malformed,
+                ..
+            })
+        ),
+        "{garbage:?}"
+    );
     // Well-formed CBOR of the wrong shape.
-    let wrong = raw_request(peer, addr.clone(), canonical::to_vec(&"list_flavors").unwrap()).await;
-    assert!(matches!(wrong, Response::Error(RearError { code: ErrorCode::Malformed, .. })), "{wrong:?}");
+    let wrong = raw_request(
+        peer,
+        addr.clone(),
+        canonical::to_vec(&"list_flavors").unwrap(),
+    )
+    .await;
+    assert!(
+        matches!(
+            wrong,
+            Response::Error(RearError {
+                code: ErrorCode::Malformed,
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
     let big = raw_request(peer, addr.clone(), vec![0x40; MAX_REQUEST_BYTES + 100]).await;
-    assert!(matches!(big, Response::Error(RearError { code: ErrorCode::TooLarge, .. })), "{big:?}");
+    assert!(
+        matches!(
+            big,
+            Response::Error(RearError {
+                code: ErrorCode::TooLarge,
+                ..
+            })
+        ),
+        "{big:?}"
+    );
     let stats = provider.handle.stats().await.unwrap();
     assert_eq!(stats.rear_bad, 3);
-    assert_eq!(stats.rear_inbound, 0, "bad requests never reach the embedder");
+    assert_eq!(
+        stats.rear_inbound, 0,
+        "bad requests never reach the embedder"
+    );
 }

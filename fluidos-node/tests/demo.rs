@@ -17,10 +17,26 @@ fn demo_runs_every_step() {
         String::from_utf8_lossy(&out.stderr)
     );
     for step in 1..=8 {
-        assert!(stdout.contains(&format!("[{step}]")), "step {step} missing:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("[{step}]")),
+            "step {step} missing:\n{stdout}"
+        );
     }
-    assert!(stdout.contains("provider copy == buyer copy: yes"), "{stdout}");
-    assert!(stdout.contains("provider and buyer signatures valid"), "{stdout}");
-    assert!(stdout.contains("provider committed capacity back to"), "{stdout}");
-    assert_eq!(stdout.matches("advert signature verified").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("provider copy == buyer copy: yes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("provider and buyer signatures valid"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("provider committed capacity back to"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("advert signature verified").count(),
+        2,
+        "{stdout}"
+    );
 }

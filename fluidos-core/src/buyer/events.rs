@@ -1,4 +1,4 @@
-//! What an [`Acquisition`](super::Acquisition) is configured with and reports.
+//! What an [`Acquisition`](super::Acquisition)(super::Acquisition) is configured with and reports.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use fluidos_contracts::{ContractId, NodeId, Timestamp, VerifiedContract};
 
 use super::rank::{Ratings, Unsuitable};
 
-/// Tuning of an [`Acquisition`].
+/// Tuning of an [`Acquisition`](super::Acquisition).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct AcquisitionOptions {
@@ -21,7 +21,7 @@ pub struct AcquisitionOptions {
     pub countersign_attempts: u32,
     /// The buyer's ratings of providers, for ranking.
     pub ratings: Ratings,
-    /// Wall-clock time at `now` of [`Acquisition::with_options`], to skip lapsed
+    /// Wall-clock time at `now` of [`Acquisition::with_options`](super::Acquisition::with_options), to skip lapsed
     /// flavors while ranking. Without it the buyer does not check flavor expiry
     /// itself (providers list only valid flavors and refuse lapsed ones).
     pub wall_clock: Option<Timestamp>,
@@ -205,7 +205,7 @@ pub enum AcquisitionEvent {
     /// The acquisition moved on.
     Progress(Phase),
     /// Persist this countersigned contract (`BuyerContract`, `PendingAck`), then
-    /// call [`Acquisition::handle_persisted`]; the countersignature is only sent
+    /// call [`Acquisition::handle_persisted`](super::Acquisition::handle_persisted); the countersignature is only sent
     /// after that.
     Persist(Box<VerifiedContract>),
     /// A contract handed out in `Persist` will not become active (the provider

@@ -35,7 +35,11 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let ms = |v: String| v.parse::<u64>().map(Duration::from_millis).map_err(|e| e.to_string());
+        let ms = |v: String| {
+            v.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| e.to_string())
+        };
         match flag.as_str() {
             "--mdns" => args.mdns = true,
             "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
@@ -98,5 +102,9 @@ async fn main() -> ExitCode {
     tokio::time::sleep(args.linger).await;
     println!("{outcome}");
     let _ = handle.shutdown().await;
-    if outcome == "DONE" { ExitCode::SUCCESS } else { ExitCode::from(2) }
+    if outcome == "DONE" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }

@@ -53,7 +53,10 @@ pub fn catalog(name: &str, bootstrap: Vec<Multiaddr>) -> CatalogConfig {
 
 pub fn body_in(country: &str) -> AdvertBody {
     AdvertBody {
-        location: Some(Location { country: country.into(), ..Default::default() }),
+        location: Some(Location {
+            country: country.into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -64,7 +67,11 @@ pub async fn spawn(cfg: DiscoveryConfig) -> Node {
 
 pub async fn spawn_with_key(key: SecretKey, cfg: DiscoveryConfig) -> Node {
     let (handle, inbound) = Discovery::spawn(&key, cfg).await.unwrap();
-    Node { key, handle, inbound }
+    Node {
+        key,
+        handle,
+        inbound,
+    }
 }
 
 pub fn ids(c: &[Candidate]) -> Vec<NodeId> {

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 pub fn unavailable() -> Option<String> {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
     if uid.as_deref() != Some("0") {
         return Some("not running as root (effective uid is not 0)".into());
@@ -33,11 +37,18 @@ pub fn skip_unless_available(test: &str) -> bool {
 }
 
 fn ip(args: &[&str]) -> Result<Output, String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(out)
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -50,14 +61,20 @@ impl NetnsPair {
     /// Creates the pair; names carry the process id and `tag` so runs never collide.
     pub fn create(tag: &str) -> Result<Self, String> {
         let id = format!("{}{tag}", std::process::id() % 1_000_000);
-        let pair = NetnsPair { a: format!("fdm{id}a"), b: format!("fdm{id}b") };
+        let pair = NetnsPair {
+            a: format!("fdm{id}a"),
+            b: format!("fdm{id}b"),
+        };
         let (va, vb) = (format!("fv{id}a"), format!("fv{id}b"));
         ip(&["netns", "add", &pair.a])?;
         ip(&["netns", "add", &pair.b])?;
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
         ip(&["link", "set", &va, "netns", &pair.a])?;
         ip(&["link", "set", &vb, "netns", &pair.b])?;
-        for (ns, dev, addr) in [(&pair.a, &va, "198.18.0.1/24"), (&pair.b, &vb, "198.18.0.2/24")] {
+        for (ns, dev, addr) in [
+            (&pair.a, &va, "198.18.0.1/24"),
+            (&pair.b, &vb, "198.18.0.2/24"),
+        ] {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up", "multicast", "on"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;

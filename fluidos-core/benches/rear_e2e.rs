@@ -295,6 +295,13 @@ async fn latency(s: &Settings) {
         .collect();
     assert!(ids.is_subset(&sold), "the provider holds every contract");
     assert_eq!(sold.len(), s.n + WARMUP);
+    // The buyer writes "acknowledged" behind; a clean shutdown still makes every
+    // contract durable as active.
+    c.shutdown().await;
+    let c = consumer(&dir.path().join("c"), &p).await;
+    let bought = c.contracts().await.unwrap();
+    assert_eq!(bought.len(), s.n + WARMUP);
+    assert!(bought.iter().all(|i| i.state == ContractState::Active));
     c.shutdown().await;
     p.shutdown().await;
 }

@@ -166,7 +166,12 @@ pub(super) async fn run(
                             .await;
                     }
                     AcquisitionEvent::Done(contract) => {
-                        persist(node, (*contract).clone(), BuyerContractState::Active).await?;
+                        // The countersigned contract is durable already (`PendingAck`);
+                        // that the provider acknowledged it is written behind, with no
+                        // fsync on this path: after a crash before that write, the
+                        // restart sends the countersignature again and the provider's
+                        // `Replay` answer confirms it.
+                        acknowledged(node, contract.id()).await?;
                         info!(contract_id = %contract.id(), provider = %contract.terms().provider.short(), "contract active (buyer)");
                         return Ok(*contract);
                     }
@@ -186,6 +191,18 @@ pub(super) async fn run(
             _ = tokio::time::sleep(wait) => acq.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// Marks a `PendingAck` contract active (written behind by the engine).
+async fn acknowledged(
+    node: &Node,
+    contract: fluidos_contracts::ContractId,
+) -> Result<(), NodeError> {
+    node.inner
+        .engine
+        .send(Command::BoughtAcknowledged { contract })
+        .await
+        .map_err(|_| NodeError::ShutDown)
 }
 
 async fn persist(
@@ -222,12 +239,12 @@ pub(super) async fn resend_countersign(node: &Node, contract: VerifiedContract) 
             .await
         {
             Ok(Response::Countersigned { .. }) => {
-                let _ = persist(node, contract.clone(), BuyerContractState::Active).await;
+                let _ = acknowledged(node, contract.id()).await;
                 info!(contract_id = %contract.id(), "provider acknowledged a countersignature after restart");
                 return;
             }
             Ok(Response::Error(e)) if e.code == ErrorCode::Replay => {
-                let _ = persist(node, contract.clone(), BuyerContractState::Active).await;
+                let _ = acknowledged(node, contract.id()).await;
                 return;
             }
             Ok(Response::Error(e))

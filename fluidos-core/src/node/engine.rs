@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 128;
 const COMMAND_QUEUE: usize = 64;
 /// Adverts are re-signed at most this often when flavors change.
 const ADVERT_MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// Write-behind records wait at most this long for a commit to ride along with.
+const DEFERRED_MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// What a [`Node`] handle asks of the engine.
 pub(super) enum Command {
@@ -48,6 +50,11 @@ pub(super) enum Command {
         contract: Box<VerifiedContract>,
         state: BuyerContractState,
         reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// The provider acknowledged the countersignature of a contract stored as
+    /// `PendingAck`: it is active. Written behind (no fsync of its own, no reply).
+    BoughtAcknowledged {
+        contract: ContractId,
     },
     /// End a contract; replies with the request to send to the other party.
     Terminate {
@@ -81,6 +88,11 @@ struct Engine {
     advert_dirty: bool,
     advert: AdvertBody,
     max_sellable: Option<fluidos_contracts::Resources>,
+    /// Write-behind records: nothing was acknowledged on their strength, so they
+    /// need no fsync of their own. They go first into the next commit, or on their
+    /// own once `deferred_until` passes.
+    deferred: Vec<Record>,
+    deferred_until: Option<tokio::time::Instant>,
 }
 
 /// `sellable`, limited per resource by the operator's `limit`.
@@ -244,6 +256,8 @@ pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         advert_dirty: false,
         advert,
         max_sellable: b.max_sellable,
+        deferred: Vec::new(),
+        deferred_until: None,
     };
     let pending_acks: Vec<VerifiedContract> = engine
         .bought
@@ -308,6 +322,15 @@ fn advert_body(
     }
 }
 
+/// Sleeps until `at`; never completes without a deadline (the branch using it is
+/// disabled then anyway).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 type Measured =
     Result<(HostProbe, Result<HostMeasurement, host::HostError>), tokio::task::JoinError>;
 
@@ -366,6 +389,9 @@ impl Engine {
                 _ = advert_timer.tick(), if self.advert_dirty => {
                     self.publish_advert().await;
                 }
+                _ = sleep_until(self.deferred_until), if self.deferred_until.is_some() => {
+                    let _ = self.persist(Vec::new()).await;
+                }
             }
         }
         // Shutting down: answer what is queued, then make everything durable.
@@ -414,11 +440,32 @@ impl Engine {
         self.drain_ledger_events().await;
     }
 
+    /// Makes `records` durable with one fsync, after any write-behind records
+    /// (which go first, so that a later record of the same key wins on replay).
     async fn persist(&mut self, records: Vec<Record>) -> Result<(), NodeError> {
+        let records = if self.deferred.is_empty() {
+            records
+        } else {
+            self.deferred_until = None;
+            let mut all = std::mem::take(&mut self.deferred);
+            all.extend(records);
+            all
+        };
         self.store.commit(records).await.map_err(|e| {
+            // Write-behind records in a failed batch are dropped: each was a state
+            // the node can rebuild after a restart (a `PendingAck` contract is
+            // confirmed again with the provider).
             error!(error = %e, "store commit failed");
             NodeError::Store(e)
         })
+    }
+
+    /// Queues a record that needs no fsync before anything is answered.
+    fn write_behind(&mut self, record: Record) {
+        self.deferred.push(record);
+        if self.deferred_until.is_none() {
+            self.deferred_until = Some(tokio::time::Instant::now() + DEFERRED_MAX_WAIT);
+        }
     }
 
     async fn flush_ledger(&mut self) {
@@ -631,6 +678,19 @@ impl Engine {
                     );
                 }
                 let _ = reply.send(result);
+            }
+            Command::BoughtAcknowledged { contract } => {
+                if let Some(b) = self.bought.get_mut(&contract)
+                    && b.state == ContractState::PendingAck
+                {
+                    b.state = ContractState::Active;
+                    let record = Record::BuyerContract {
+                        id: contract,
+                        contract: b.contract.signed().clone(),
+                        state: BuyerContractState::Active,
+                    };
+                    self.write_behind(record);
+                }
             }
             Command::BoughtEnded {
                 contract,

@@ -306,3 +306,63 @@ async fn sixty_four_buyers_race_and_exactly_the_capacity_is_sold() {
     }
     p.shutdown().await;
 }
+
+/// A contract that runs to its end frees the provider's capacity, and the buyer
+/// records it as delivered: the candidate list shows the provider's rating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_that_runs_out_is_delivered_and_rated() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = Resources {
+        cpu_millis: 2000,
+        memory_bytes: 4 * GIB,
+        storage_bytes: GIB,
+        pods: 10,
+        gpus: 0,
+    };
+    let p = provider(&dir.path().join("p"), limit).await;
+    let c = consumer(&dir.path().join("c"), p.listen_addrs().await).await;
+    wait_for(
+        "the consumer to find the provider",
+        Duration::from_secs(20),
+        || sees(&c, p.node_id()),
+    )
+    .await;
+
+    let short = AcquisitionRequest {
+        duration_ms: 1_500,
+        ..want(500, GIB)
+    };
+    let contract = c.buy(short, None).await.expect("purchase");
+    let id = contract.id();
+    assert!(!p.status().await.unwrap().committed.is_zero());
+
+    wait_for(
+        "the contract to end on both sides",
+        Duration::from_secs(15),
+        || async {
+            let ended_here = c
+                .contracts()
+                .await
+                .unwrap()
+                .iter()
+                .any(|i| i.id == id && i.state == ContractState::Ended);
+            ended_here && p.status().await.unwrap().committed.is_zero()
+        },
+    )
+    .await;
+    wait_for(
+        "the rating to show in the candidate list",
+        Duration::from_secs(5),
+        || async {
+            c.peers().await.unwrap().iter().any(|cand| {
+                cand.node == p.node_id()
+                    && cand
+                        .rating
+                        .is_some_and(|r| r.delivered == 1 && r.failed == 0)
+            })
+        },
+    )
+    .await;
+    p.shutdown().await;
+    c.shutdown().await;
+}

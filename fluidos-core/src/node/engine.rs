@@ -349,9 +349,17 @@ impl Engine {
         advert_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = Timestamp::now();
-            let sleep = self
-                .ledger
-                .poll_timeout()
+            // The ledger's deadlines, and the end of the next contract this node bought.
+            let next_bought_end = self
+                .bought
+                .values()
+                .filter(|b| b.state != ContractState::Ended)
+                .map(|b| b.contract.terms().valid_until)
+                .min();
+            let sleep = [self.ledger.poll_timeout(), next_bought_end]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|t| Duration::from_millis(now.until(t)))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
@@ -371,8 +379,10 @@ impl Engine {
                     self.inbound(batch).await;
                 }
                 _ = tokio::time::sleep(sleep) => {
-                    self.ledger.handle_timeout(Timestamp::now());
+                    let now = Timestamp::now();
+                    self.ledger.handle_timeout(now);
                     self.flush_ledger().await;
+                    self.end_bought(now).await;
                 }
                 _ = remeasure.tick(), if measuring.is_none() => {
                     if let Some(mut probe) = self.probe.take() {
@@ -490,6 +500,43 @@ impl Engine {
                 }
                 other => debug!(?other, "ledger event"),
             }
+        }
+    }
+
+    /// Contracts this node bought that reached `valid_until` were delivered: record
+    /// the outcome (it feeds the provider's rating) and tell discovery.
+    async fn end_bought(&mut self, now: Timestamp) {
+        let ended: Vec<(ContractId, NodeId)> = self
+            .bought
+            .iter()
+            .filter(|(_, b)| {
+                b.state != ContractState::Ended && b.contract.terms().valid_until <= now
+            })
+            .map(|(id, b)| (*id, b.contract.terms().provider))
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        let records = ended
+            .iter()
+            .map(|(contract, provider)| Record::BuyerEnded {
+                contract: *contract,
+                provider: *provider,
+                outcome: Outcome::Delivered,
+                at: now,
+            })
+            .collect();
+        if self.persist(records).await.is_err() {
+            return; // retried at the next timer
+        }
+        for (contract, provider) in ended {
+            if let Some(b) = self.bought.get_mut(&contract) {
+                b.state = ContractState::Ended;
+            }
+            self.ratings.record(provider, Outcome::Delivered);
+            info!(contract_id = %contract, provider = %provider.short(), "bought contract ended: delivered");
+            let rating = super::buy::to_rating(self.ratings.get(&provider));
+            let _ = self.discovery.set_rating(provider, rating).await;
         }
     }
 

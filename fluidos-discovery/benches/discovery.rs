@@ -26,7 +26,7 @@ use fluidos_discovery::{CatalogConfig, Discovery, DiscoveryConfig, DiscoveryHand
 fn config() -> DiscoveryConfig {
     DiscoveryConfig::default()
         .with_advert_ttl(Duration::from_secs(30), Duration::from_secs(10))
-        .with_refresh_interval(Duration::from_millis(500))
+        .with_refresh_interval(Duration::from_secs(2))
 }
 
 fn lab(bootstrap: Vec<fluidos_discovery::libp2p::Multiaddr>) -> CatalogConfig {
@@ -143,7 +143,10 @@ fn bench_mdns() {
         ] {
             match netns::parse_probe(&out).1.first() {
                 Some((_, ms)) => samples.push(*ms as f64),
-                None => failures += 1,
+                None => {
+                    failures += 1;
+                    eprintln!("mdns: a probe found nothing:\n{out}");
+                }
             }
         }
     }
@@ -179,22 +182,6 @@ async fn bench_fifty() {
                 for n in &nodes {
                     counts.push(n.candidates().await.unwrap().len());
                 }
-                for n in nodes.iter().take(5) {
-                    let have: Vec<_> = n
-                        .candidates()
-                        .await
-                        .unwrap()
-                        .iter()
-                        .map(|c| c.node)
-                        .collect();
-                    let missing: Vec<usize> = nodes
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, m)| m.node_id() != n.node_id() && !have.contains(&m.node_id()))
-                        .map(|(i, _)| i)
-                        .collect();
-                    eprintln!("{:?} missing {missing:?}", n.stats().await.unwrap());
-                }
                 panic!("run {run}: not everyone saw everyone in 120 s: {counts:?}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -213,6 +200,10 @@ async fn bench_fifty() {
 }
 
 fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))

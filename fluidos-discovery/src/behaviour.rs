@@ -148,6 +148,15 @@ fn kademlia(
     let mut kad = kad::Behaviour::with_config(peer, store, kc);
     // Catalog members answer queries even before an external address is confirmed:
     // on a LAN or loopback there is never one, and the catalog would stay empty.
-    kad.set_mode(Some(kad::Mode::Server));
+    // A node in no catalog stays a client: as a server it would enter the routing
+    // table of every provider it buys from, and Kademlia's automatic bootstrap would
+    // then introduce all such buyers to each other (64 buyers of one provider built a
+    // mesh of ~2,400 connections before this).
+    let mode = if cfg.catalogs.is_empty() {
+        kad::Mode::Client
+    } else {
+        kad::Mode::Server
+    };
+    kad.set_mode(Some(mode));
     kad
 }

@@ -263,7 +263,7 @@ impl CandidateTable {
     pub fn addresses(&self, node: &NodeId) -> Vec<Multiaddr> {
         self.entries
             .get(node)
-            .map(|e| Self::merged_addresses(e))
+            .map(Self::merged_addresses)
             .unwrap_or_default()
     }
 

@@ -4,7 +4,10 @@
 //! name inside it. Two kinds of DHT entries make a catalog:
 //!
 //! - **membership**: every member is a *provider* of the key
-//!   `/fluidos/catalog/1/<name>` ([`catalog_key`]);
+//!   `/fluidos/catalog/1/<name>/<shard>` ([`catalog_key`]), where `shard` is its
+//!   [`shard_of`] in decimal. Kademlia answers a provider lookup with at most K (20)
+//!   providers per peer, so one key could list only 20 members; [`CATALOG_SHARDS`]
+//!   keys raise that to about 20 × 16 (a few hundred members, evenly spread);
 //! - **adverts**: every member stores its signed advert as a *record* under
 //!   `/fluidos/advert/1/<name>/<did:key>` ([`advert_key`]), with the record's
 //!   expiry set to the advert's.
@@ -25,6 +28,14 @@ use serde::{Deserialize, Serialize};
 pub const KAD_PROTOCOL: &str = "/fluidos/kad/1";
 const CATALOG_PREFIX: &str = "/fluidos/catalog/1/";
 const ADVERT_PREFIX: &str = "/fluidos/advert/1/";
+/// How many provider keys a catalog's membership is spread over.
+pub const CATALOG_SHARDS: u8 = 16;
+
+/// The shard of a node: the first byte of its public key, modulo [`CATALOG_SHARDS`].
+pub fn shard_of(node: &NodeId) -> u8 {
+    node.as_bytes()[0] % CATALOG_SHARDS
+}
+
 /// The longest catalog name.
 pub const MAX_CATALOG_NAME: usize = 64;
 
@@ -96,9 +107,9 @@ impl CatalogConfig {
     }
 }
 
-/// The provider key whose providers are the members of `catalog`.
-pub fn catalog_key(catalog: &CatalogName) -> RecordKey {
-    RecordKey::new(&format!("{CATALOG_PREFIX}{catalog}"))
+/// The provider key whose providers are the members of `catalog` in `shard`.
+pub fn catalog_key(catalog: &CatalogName, shard: u8) -> RecordKey {
+    RecordKey::new(&format!("{CATALOG_PREFIX}{catalog}/{shard}"))
 }
 
 /// The record key of `node`'s advert in `catalog`.
@@ -106,10 +117,16 @@ pub fn advert_key(catalog: &CatalogName, node: &NodeId) -> RecordKey {
     RecordKey::new(&format!("{ADVERT_PREFIX}{catalog}/{node}"))
 }
 
-/// The catalog named by a provider key, if it is one.
-pub(crate) fn parse_catalog_key(key: &RecordKey) -> Option<CatalogName> {
+/// The catalog and shard named by a provider key, if it is one.
+pub(crate) fn parse_catalog_key(key: &RecordKey) -> Option<(CatalogName, u8)> {
     let s = std::str::from_utf8(key.as_ref()).ok()?;
-    s.strip_prefix(CATALOG_PREFIX)?.parse().ok()
+    let (name, text) = s.strip_prefix(CATALOG_PREFIX)?.rsplit_once('/')?;
+    let shard: u8 = text.parse().ok()?;
+    // Only the canonical decimal form, so one shard has exactly one key.
+    if shard >= CATALOG_SHARDS || shard.to_string() != text {
+        return None;
+    }
+    Some((name.parse().ok()?, shard))
 }
 
 /// The catalog and node named by an advert record key, if it is one.
@@ -144,8 +161,23 @@ mod tests {
     #[test]
     fn keys_are_the_documented_bytes_and_parse_back() {
         let name: CatalogName = "eu".parse().unwrap();
-        assert_eq!(catalog_key(&name).as_ref(), b"/fluidos/catalog/1/eu");
-        assert_eq!(parse_catalog_key(&catalog_key(&name)), Some(name.clone()));
+        assert_eq!(catalog_key(&name, 7).as_ref(), b"/fluidos/catalog/1/eu/7");
+        assert_eq!(
+            parse_catalog_key(&catalog_key(&name, 7)),
+            Some((name.clone(), 7))
+        );
+        assert_eq!(
+            parse_catalog_key(&RecordKey::new(b"/fluidos/catalog/1/eu/07")),
+            None
+        );
+        assert_eq!(
+            parse_catalog_key(&RecordKey::new(b"/fluidos/catalog/1/eu/16")),
+            None
+        );
+        assert_eq!(
+            parse_catalog_key(&RecordKey::new(b"/fluidos/catalog/1/eu")),
+            None
+        );
         let node = SecretKey::generate().node_id();
         let key = advert_key(&name, &node);
         assert_eq!(

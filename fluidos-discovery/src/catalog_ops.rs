@@ -20,14 +20,20 @@ use crate::advert::{
     verify_signature,
 };
 use crate::candidates::{Offer, OfferError};
-use crate::catalog::{CatalogName, advert_key, catalog_key, parse_advert_key, parse_catalog_key};
+use crate::catalog::{
+    CATALOG_SHARDS, CatalogName, advert_key, catalog_key, parse_advert_key, parse_catalog_key,
+    shard_of,
+};
 use crate::codec::{AdvertQuery, AdvertReply};
-use crate::event_loop::{EventLoop, MAX_DIRECT_PEERS, Query};
+use crate::event_loop::{EventLoop, Lookup, MAX_DIRECT_PEERS, Query};
 use crate::identity::node_id;
 use crate::policy::Source;
 
 /// Delay before asking a direct peer again after a failed advert request.
 const DIRECT_RETRY: Duration = Duration::from_secs(1);
+
+/// How long the larger of two peers that found each other waits before dialling.
+const DIRECT_TIE_BREAK: Duration = Duration::from_millis(500);
 
 /// Queued advert lookups at most; beyond it the next refresh catches up.
 const MAX_FETCH_QUEUE: usize = 4096;
@@ -143,7 +149,7 @@ impl EventLoop {
                 .swarm
                 .behaviour_mut()
                 .kad
-                .start_providing(catalog_key(&catalog))
+                .start_providing(catalog_key(&catalog, shard_of(&self.node)))
             {
                 Ok(id) => {
                     self.queries.insert(id, Query::Publish);
@@ -181,7 +187,7 @@ impl EventLoop {
             .swarm
             .behaviour_mut()
             .kad
-            .start_providing(catalog_key(&catalog))
+            .start_providing(catalog_key(&catalog, shard_of(&self.node)))
         {
             self.queries.insert(id, Query::Publish);
         }
@@ -209,7 +215,7 @@ impl EventLoop {
             self.swarm
                 .behaviour_mut()
                 .kad
-                .stop_providing(&catalog_key(&catalog));
+                .stop_providing(&catalog_key(&catalog, shard_of(&self.node)));
         }
         let deadline = Instant::now() + crate::event_loop::WITHDRAW_TIMEOUT;
         while waiting
@@ -226,24 +232,10 @@ impl EventLoop {
 
     /// Searches every catalog and asks every direct peer again.
     pub(crate) fn refresh(&mut self) {
-        for catalog in self
-            .cfg
-            .catalogs
-            .iter()
-            .map(|c| c.name.clone())
-            .collect::<Vec<_>>()
-        {
-            let busy = self
-                .queries
-                .values()
-                .any(|q| matches!(q, Query::Providers(c) if *c == catalog));
-            if !busy {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_providers(catalog_key(&catalog));
-                self.queries.insert(id, Query::Providers(catalog));
+        let catalogs: Vec<CatalogName> = self.cfg.catalogs.iter().map(|c| c.name.clone()).collect();
+        for catalog in catalogs {
+            for shard in 0..CATALOG_SHARDS {
+                self.enqueue(Lookup::Members(catalog.clone(), shard));
             }
         }
         let peers: Vec<(PeerId, Vec<Multiaddr>)> = self
@@ -264,55 +256,51 @@ impl EventLoop {
     }
 
     fn enqueue_fetch(&mut self, catalog: CatalogName, node: NodeId) {
-        if node == self.node
-            || self.candidates.policy().admits_node(&node).is_err()
-            || self.queued.contains(&(catalog.clone(), node))
-            || self
-                .fetched
-                .get(&(catalog.clone(), node))
-                .is_some_and(|t| t.elapsed() < self.cfg.republish_interval)
-            || self.fetch_queue.len() >= MAX_FETCH_QUEUE
-        {
+        let recently = self
+            .fetched
+            .get(&(catalog.clone(), node))
+            .is_some_and(|t| t.elapsed() < self.cfg.republish_interval);
+        if node == self.node || recently || self.candidates.policy().admits_node(&node).is_err() {
             return;
         }
-        self.queued.insert((catalog.clone(), node));
-        self.fetch_queue.push_back((catalog, node));
+        self.enqueue(Lookup::Advert(catalog, node));
+    }
+
+    /// Queues a lookup unless the same one is queued or running. Lookups run at most
+    /// `max_concurrent_fetches` at a time: Kademlia allows 32 streams per connection,
+    /// and a burst of parallel queries to the same few peers would exceed it.
+    fn enqueue(&mut self, lookup: Lookup) {
+        if self.queued.contains(&lookup) || self.fetch_queue.len() >= MAX_FETCH_QUEUE {
+            return;
+        }
+        self.queued.insert(lookup.clone());
+        self.fetch_queue.push_back(lookup);
         self.pump_fetches();
     }
 
     fn pump_fetches(&mut self) {
         while self.fetches_in_flight < self.cfg.max_concurrent_fetches {
-            let Some((catalog, node)) = self.fetch_queue.pop_front() else {
+            let Some(lookup) = self.fetch_queue.pop_front() else {
                 break;
             };
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .get_record(advert_key(&catalog, &node));
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let id = match &lookup {
+                Lookup::Members(catalog, shard) => kad.get_providers(catalog_key(catalog, *shard)),
+                Lookup::Advert(catalog, node) => kad.get_record(advert_key(catalog, node)),
+            };
             self.fetches_in_flight += 1;
-            self.queries.insert(
-                id,
-                Query::Advert {
-                    catalog,
-                    node,
-                    slot: true,
-                },
-            );
+            self.queries
+                .insert(id, Query::Lookup { lookup, slot: true });
         }
     }
 
     fn release_slot(&mut self, id: &kad::QueryId) {
-        if let Some(Query::Advert {
-            catalog,
-            node,
-            slot,
-        }) = self.queries.get_mut(id)
+        if let Some(Query::Lookup { lookup, slot }) = self.queries.get_mut(id)
             && *slot
         {
             *slot = false;
-            let key = (catalog.clone(), *node);
-            self.queued.remove(&key);
+            let lookup = lookup.clone();
+            self.queued.remove(&lookup);
             self.fetches_in_flight = self.fetches_in_flight.saturating_sub(1);
             self.pump_fetches();
         }
@@ -393,7 +381,8 @@ impl EventLoop {
                         key,
                         providers,
                     })) => {
-                        if let Some(catalog) = parse_catalog_key(&key) {
+                        if let Some((catalog, _)) = parse_catalog_key(&key) {
+                            tracing::trace!(n = providers.len(), ?id, "providers found");
                             for p in providers {
                                 if let Some(node) = node_id(&p) {
                                     self.stats.members_listed += 1;
@@ -406,8 +395,10 @@ impl EventLoop {
                         tracing::debug!(error = ?e, "catalog search failed")
                     }
                     QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
-                        if let Some(Query::Advert { catalog, node, .. }) =
-                            self.queries.get(&id).cloned()
+                        if let Some(Query::Lookup {
+                            lookup: Lookup::Advert(catalog, node),
+                            ..
+                        }) = self.queries.get(&id).cloned()
                         {
                             let ok = self.catalog_advert(&catalog, node, &found.record.value);
                             // A valid copy from a remote peer is enough; a local copy may
@@ -421,6 +412,7 @@ impl EventLoop {
                         }
                     }
                     QueryResult::GetRecord(Err(e)) => {
+                        self.stats.lookups_not_found += 1;
                         tracing::trace!(error = ?e, "advert lookup found nothing")
                     }
                     QueryResult::PutRecord(Err(e)) => {
@@ -501,7 +493,8 @@ impl EventLoop {
             } => {
                 let member = node_id(&record.provider);
                 match (parse_catalog_key(&record.key), member) {
-                    (Some(catalog), Some(node)) => {
+                    // A member provides only its own shard, so it cannot crowd others out.
+                    (Some((catalog, shard)), Some(node)) if shard == shard_of(&node) => {
                         let store = self.swarm.behaviour_mut().kad.store_mut();
                         if let Err(e) = RecordStore::add_provider(store, record) {
                             tracing::debug!(error = ?e, "catalog member not stored");
@@ -655,6 +648,12 @@ impl EventLoop {
                     let addrs = d.addrs.clone();
                     if self.swarm.is_connected(&peer) {
                         self.ask_advert(peer);
+                    } else if *self.swarm.local_peer_id() > peer {
+                        // Both sides hear each other at the same moment; if both dial,
+                        // TCP simultaneous open can merge the two dials into one
+                        // connection that Noise then rejects. The larger id waits and
+                        // dials only if the smaller one has not connected by then.
+                        d.retry_at = Some(std::time::Instant::now() + DIRECT_TIE_BREAK);
                     } else if let Err(e) = self
                         .swarm
                         .dial(DialOpts::peer_id(peer).addresses(addrs).build())

@@ -33,6 +33,9 @@ const MAX_ADVERT_REPLY_BYTES: usize = MAX_ADVERT_BYTES + 64;
 /// A REAR request as the codec reads it: either a request, or the typed error its
 /// bytes deserve. The event loop answers `Bad` ones itself, so a malformed or
 /// oversized request gets a `Response::Error` instead of a dropped stream.
+// One value per request, moved once into the event loop: boxing would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     /// A well-formed request.

@@ -40,7 +40,8 @@ pub struct DiscoveryConfig {
     pub candidate_expiry: Duration,
     /// Timeout of each Kademlia query. Default 10 s.
     pub query_timeout: Duration,
-    /// Advert lookups run at most this many at a time. Default 8.
+    /// Catalog lookups (member lists and adverts) run at most this many at a time.
+    /// Default 4.
     pub max_concurrent_fetches: usize,
     /// Which discovered nodes may become candidates.
     pub incoming: IncomingPolicy,
@@ -75,7 +76,7 @@ impl Default for DiscoveryConfig {
             refresh_interval: Duration::from_secs(30),
             candidate_expiry: Duration::from_secs(300),
             query_timeout: Duration::from_secs(10),
-            max_concurrent_fetches: 8,
+            max_concurrent_fetches: 4,
             incoming: IncomingPolicy::default(),
             outgoing: OutgoingPolicy::default(),
             inbound_queue: 64,

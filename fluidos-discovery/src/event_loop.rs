@@ -52,17 +52,20 @@ type ReplyFuture = BoxFuture<
     ),
 >;
 
+/// A Kademlia lookup that counts against the lookup limit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Lookup {
+    /// Listing one shard of a catalog's members.
+    Members(CatalogName, u8),
+    /// Fetching one member's advert.
+    Advert(CatalogName, NodeId),
+}
+
 /// What a Kademlia query is for.
 #[derive(Debug, Clone)]
 pub(crate) enum Query {
-    /// Listing a catalog's members.
-    Providers(CatalogName),
-    /// Fetching one member's advert; `slot` while it counts against the fetch limit.
-    Advert {
-        catalog: CatalogName,
-        node: NodeId,
-        slot: bool,
-    },
+    /// A lookup; `slot` while it counts against the limit.
+    Lookup { lookup: Lookup, slot: bool },
     /// Publishing our advert or membership (or withdrawing it).
     Publish,
 }
@@ -93,8 +96,8 @@ pub(crate) struct EventLoop {
     pub(crate) raw_catalogs: BTreeSet<CatalogName>,
     pub(crate) addresses_dirty: bool,
     pub(crate) queries: HashMap<QueryId, Query>,
-    pub(crate) fetch_queue: VecDeque<(CatalogName, NodeId)>,
-    pub(crate) queued: BTreeSet<(CatalogName, NodeId)>,
+    pub(crate) fetch_queue: VecDeque<Lookup>,
+    pub(crate) queued: BTreeSet<Lookup>,
     pub(crate) fetches_in_flight: usize,
     /// When each catalog member's advert was last fetched successfully.
     pub(crate) fetched: HashMap<(CatalogName, NodeId), std::time::Instant>,
@@ -496,8 +499,17 @@ impl EventLoop {
                 if let Some(addr) = self.manual_dials.remove(&connection_id) {
                     tracing::debug!(%addr, %error, "manual peer unreachable");
                 }
-                if let Some(peer) = peer_id.filter(|p| self.direct_peers.contains_key(p)) {
-                    // Dialled again at the next refresh.
+                if let Some((peer, d)) =
+                    peer_id.and_then(|p| self.direct_peers.get_mut(&p).map(|d| (p, d)))
+                {
+                    // Retried soon, with jitter so that two peers dialling each other
+                    // at once (TCP simultaneous open) do not collide again.
+                    let jitter = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|t| u64::from(t.subsec_nanos()) % 700)
+                        .unwrap_or(0);
+                    d.retry_at =
+                        Some(std::time::Instant::now() + Duration::from_millis(300 + jitter));
                     tracing::debug!(%peer, %error, "direct peer dial failed");
                 }
             }

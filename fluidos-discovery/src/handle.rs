@@ -190,7 +190,8 @@ impl Discovery {
             EventLoop::new(swarm, key.clone(), config, cmd_rx, inbound_tx, updates_tx);
         event_loop.bind().await?;
         event_loop.start();
-        tokio::spawn(event_loop.run());
+        let span = tracing::info_span!("discovery", node = %key.node_id().short());
+        tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
         let handle = DiscoveryHandle {
             node: key.node_id(),
             commands: cmd_tx,

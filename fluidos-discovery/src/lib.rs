@@ -64,7 +64,7 @@ mod policy;
 pub use advert::{Advert, AdvertBody, AdvertError, FlavorSummary, Role};
 pub use behaviour::{AGENT, BuildError, IDENTIFY_PROTOCOL, MAX_PROVIDERS_PER_KEY};
 pub use candidates::{Candidate, CandidateTable, MAX_CANDIDATES, Offer, OfferError, Rating};
-pub use catalog::{CatalogConfig, CatalogName};
+pub use catalog::{CATALOG_SHARDS, CatalogConfig, CatalogName};
 pub use config::DiscoveryConfig;
 pub use handle::{
     AddPeerError, Discovery, DiscoveryHandle, DiscoveryStats, InboundRequest, RequestError,

@@ -61,6 +61,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let key = SecretKey::generate();
     let started = Instant::now();
     let cfg = DiscoveryConfig {

@@ -141,7 +141,8 @@ pub fn format_millis(m: u64) -> String {
     }
 }
 
-/// Formats bytes with a binary unit, e.g. `4GiB` or `1536MiB`.
+/// Formats bytes with the largest binary unit that fits: whole when exact, else one
+/// decimal (`4GiB`, `21.2GiB`, `512B`).
 pub fn format_bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
         ("TiB", 1 << 40),
@@ -150,15 +151,13 @@ pub fn format_bytes(b: u64) -> String {
         ("KiB", 1 << 10),
     ];
     for (name, size) in UNITS {
-        if b >= size && b.is_multiple_of(size) {
-            return format!("{}{name}", b / size);
+        if b >= size {
+            return if b.is_multiple_of(size) {
+                format!("{}{name}", b / size)
+            } else {
+                format!("{:.1}{name}", b as f64 / size as f64)
+            };
         }
-    }
-    if b >= 1 << 30 {
-        return format!("{:.1}GiB", b as f64 / (1u64 << 30) as f64);
-    }
-    if b >= 1 << 20 {
-        return format!("{:.1}MiB", b as f64 / (1u64 << 20) as f64);
     }
     format!("{b}B")
 }
@@ -323,7 +322,8 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(format_bytes(4 << 30), "4GiB");
-        assert_eq!(format_bytes(1536 << 20), "1536MiB");
+        assert_eq!(format_bytes(1536 << 20), "1.5GiB");
+        assert_eq!(format_bytes(512), "512B");
         assert_eq!(format_millis(1500), "1.5");
         assert_eq!(format_millis(2000), "2");
     }

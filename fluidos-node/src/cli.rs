@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use fluidos_contracts::resources::{format_millis, parse_bytes, parse_cpu_millis};
+use fluidos_contracts::resources::{format_bytes, format_millis, parse_bytes, parse_cpu_millis};
 use fluidos_contracts::{Flavor, Resources, SignedContract, Timestamp};
 use serde::de::DeserializeOwned;
 
@@ -527,31 +527,11 @@ fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
 fn resources_cells(r: &Resources) -> Vec<String> {
     vec![
         format_millis(r.cpu_millis),
-        human_bytes(r.memory_bytes),
-        human_bytes(r.storage_bytes),
+        format_bytes(r.memory_bytes),
+        format_bytes(r.storage_bytes),
         r.pods.to_string(),
         r.gpus.to_string(),
     ]
-}
-
-/// Bytes for tables: whole units when exact, else one decimal (`21.2GiB`).
-fn human_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (name, size) in UNITS {
-        if b >= size {
-            return if b.is_multiple_of(size) {
-                format!("{}{name}", b / size)
-            } else {
-                format!("{:.1}{name}", b as f64 / size as f64)
-            };
-        }
-    }
-    format!("{b}B")
 }
 
 /// A wall-clock time relative to now, for tables: `in 9m59s`, `3m ago`.

@@ -581,6 +581,21 @@ impl EventLoop {
             );
             return;
         };
+        // The incoming policy's identity lists bind negotiation too, not only the
+        // candidate list: a deny-listed node cannot buy from this one either.
+        let policy = self.candidates.policy();
+        if policy.deny.contains(&from) || policy.allow.as_ref().is_some_and(|a| !a.contains(&from))
+        {
+            self.stats.rear_bad += 1;
+            self.respond(
+                channel,
+                error(
+                    ErrorCode::NotAuthorised,
+                    "this node's incoming policy does not accept you",
+                ),
+            );
+            return;
+        }
         let inflight = self.inflight_inbound.get(&peer).copied().unwrap_or(0);
         if inflight >= self.cfg.max_inbound_per_peer {
             self.stats.rear_rate_limited += 1;

@@ -322,3 +322,37 @@ async fn malformed_and_oversized_requests_get_typed_errors() {
         "bad requests never reach the embedder"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_listed_node_cannot_negotiate() {
+    init_tracing();
+    let buyer_key = fluidos_contracts::SecretKey::generate();
+    let policy = fluidos_discovery::IncomingPolicy {
+        deny: [buyer_key.node_id()].into(),
+        ..Default::default()
+    };
+    let Node {
+        key: pkey,
+        handle: provider,
+        inbound: _inbound,
+    } = spawn(fast_config().with_incoming(policy)).await;
+    let buyer = spawn_with_key(buyer_key, fast_config()).await;
+    let addr = provider.listen_addrs().await.unwrap()[0].clone();
+    buyer.handle.add_peer(addr).await.unwrap();
+    wait_for(
+        &buyer.handle,
+        "the provider",
+        |_| {},
+        |c| ids(c) == vec![pkey.node_id()],
+    )
+    .await;
+    let answer = buyer
+        .handle
+        .request(pkey.node_id(), list(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let Response::Error(e) = answer else {
+        panic!("expected a refusal, got {answer:?}")
+    };
+    assert_eq!(e.code, ErrorCode::NotAuthorised);
+}

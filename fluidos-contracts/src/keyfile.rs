@@ -1,8 +1,9 @@
 //! The node's key file: a PKCS#8 PEM ed25519 key, created on first start with mode 0600.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::private_file::{ReadPrivateError, read_private, write_private};
 
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
@@ -62,37 +63,36 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
     }
 }
 
+/// The largest key file read (a PKCS#8 PEM ed25519 key is about 120 bytes).
+const MAX_FILE_BYTES: u64 = 4096;
+
 /// Loads an existing key file, refusing one that group or others can access.
 pub fn load(path: &Path) -> Result<SecretKey, KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    let pem = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(io)?);
-    let signing = SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyFileError::Corrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
+    let bytes = read_private(path, MAX_FILE_BYTES).map_err(|e| match e {
+        ReadPrivateError::Permissions { mode } => KeyFileError::Permissions {
+            path: path.to_owned(),
+            mode,
+        },
+        ReadPrivateError::Io(source) => KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        other => KeyFileError::Corrupt {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
     })?;
+    let corrupt = |reason: String| KeyFileError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::str::from_utf8(&bytes).map_err(|_| corrupt("not UTF-8 text".into()))?;
+    let signing = SigningKey::from_pkcs8_pem(pem).map_err(|e| corrupt(e.to_string()))?;
     Ok(SecretKey::from_seed(&signing.to_bytes()))
 }
 
 /// Writes `key` to `path` crash-safely (temporary file, fsync, rename), mode 0600.
 pub fn store(path: &Path, key: &SecretKey) -> Result<(), KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
     let signing = SigningKey::from_bytes(&key.to_seed());
     let pem = signing
         .to_pkcs8_pem(LineEnding::LF)
@@ -100,25 +100,10 @@ pub fn store(path: &Path, key: &SecretKey) -> Result<(), KeyFileError> {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("key.tmp");
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(io)?;
-    file.write_all(pem.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
+    write_private(path, pem.as_bytes()).map_err(|source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub mod contract;
 pub mod flavor;
 mod identity;
 pub mod keyfile;
+pub mod private_file;
 pub mod rear;
 pub mod resources;
 pub mod selector;

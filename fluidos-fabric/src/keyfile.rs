@@ -6,8 +6,9 @@
 //! when it does not hold a key.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+use fluidos_contracts::private_file::{ReadPrivateError, read_private, write_private};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -74,89 +75,42 @@ pub fn load_or_create(path: &Path) -> Result<(WireGuardSecret, bool), KeyFileErr
 
 /// Loads an existing key file, refusing one that group or others can access.
 pub fn load(path: &Path) -> Result<WireGuardSecret, KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
     let corrupt = |reason: String| KeyFileError::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let metadata = fs::metadata(path).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    if !metadata.is_file() {
-        return Err(corrupt("not a regular file".into()));
-    }
-    let mut text = Zeroizing::new(String::new());
-    fs::File::open(path)
-        .map_err(io)?
-        // One byte over the limit tells an oversized file from one at the limit.
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => corrupt("not UTF-8 text".into()),
-            _ => io(e),
-        })?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(corrupt(format!("longer than {MAX_FILE_BYTES} bytes")));
-    }
-    let bytes = Zeroizing::new(
+    let bytes = read_private(path, MAX_FILE_BYTES).map_err(|e| match e {
+        ReadPrivateError::Permissions { mode } => KeyFileError::Permissions {
+            path: path.to_owned(),
+            mode,
+        },
+        ReadPrivateError::Io(source) => KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        other => corrupt(other.to_string()),
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| corrupt("not UTF-8 text".into()))?;
+    let key = Zeroizing::new(
         STANDARD
             .decode(text.trim())
             .map_err(|e| corrupt(format!("not base64: {e}")))?,
     );
-    let key: &[u8; 32] = bytes
+    let key: &[u8; 32] = key
         .as_slice()
         .try_into()
-        .map_err(|_| corrupt(format!("{} bytes instead of 32", bytes.len())))?;
+        .map_err(|_| corrupt(format!("{} bytes instead of 32", key.len())))?;
     Ok(WireGuardSecret::from_bytes(key))
 }
 
 /// Writes `key` to `path` crash-safely (temporary file, fsync, rename), mode 0600.
 pub fn store(path: &Path, key: &WireGuardSecret) -> Result<(), KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
     let mut line = Zeroizing::new(STANDARD.encode(key.to_bytes().as_slice()));
     line.push('\n');
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("key.tmp");
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(io)?;
-    // A temporary file left by an earlier crash keeps its old mode: tighten it before
-    // the key goes in.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-    }
-    file.write_all(line.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
+    write_private(path, line.as_bytes()).map_err(|source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -101,18 +101,20 @@ impl Token {
                 }
             }
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(TokenError::Permissions {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-        }
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+        use fluidos_contracts::private_file::{ReadPrivateError, read_private};
+        let bytes = read_private(path, 1024).map_err(|e| match e {
+            ReadPrivateError::Permissions { mode } => TokenError::Permissions {
+                path: path.to_owned(),
+                mode,
+            },
+            ReadPrivateError::Io(source) => io(source),
+            _ => TokenError::Malformed {
+                path: path.to_owned(),
+            },
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Malformed {
+            path: path.to_owned(),
+        })?;
         let t = text.trim();
         if t.len() != TOKEN_HEX_LEN || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TokenError::Malformed {

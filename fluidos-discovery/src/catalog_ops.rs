@@ -244,14 +244,19 @@ impl EventLoop {
             .map(|(p, d)| (*p, d.addrs.clone()))
             .collect();
         for (peer, addrs) in peers {
-            if self.swarm.is_connected(&peer) {
-                self.ask_advert(peer);
-            } else if let Err(e) = self
-                .swarm
-                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
-            {
-                tracing::debug!(%peer, error = %e, "direct peer dial failed");
-            }
+            self.reach_direct_peer(peer, addrs);
+        }
+    }
+
+    /// Asks a connected direct peer for its advert, or dials it first.
+    fn reach_direct_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.swarm.is_connected(&peer) {
+            self.ask_advert(peer);
+        } else if let Err(e) = self
+            .swarm
+            .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+        {
+            tracing::debug!(%peer, error = %e, "direct peer dial failed");
         }
     }
 
@@ -618,14 +623,7 @@ impl EventLoop {
             })
             .collect();
         for (peer, addrs) in due {
-            if self.swarm.is_connected(&peer) {
-                self.ask_advert(peer);
-            } else if let Err(e) = self
-                .swarm
-                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
-            {
-                tracing::debug!(%peer, error = %e, "direct peer dial failed");
-            }
+            self.reach_direct_peer(peer, addrs);
         }
     }
 

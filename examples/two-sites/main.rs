@@ -69,6 +69,11 @@ fn flavor(owner: &SecretKey) -> Flavor {
             period: PricePeriod::Hour,
             model: PriceModel::Reserved,
         },
+        price_basis: Resources {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            ..Default::default()
+        },
         valid_until: Timestamp::now().plus_ms(3_600_000),
         revision: 1,
     }

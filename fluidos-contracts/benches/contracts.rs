@@ -54,6 +54,7 @@ fn flavor(owner: NodeId) -> Flavor {
             period: PricePeriod::Hour,
             model: PriceModel::Reserved,
         },
+        price_basis: resources(8000, 16 << 30),
         valid_until: Timestamp(1_767_229_200_000),
         revision: 1,
     }

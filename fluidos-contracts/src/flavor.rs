@@ -26,8 +26,13 @@ pub struct Flavor {
     pub properties: Properties,
     /// How it may be split.
     pub policy: Partitionability,
-    /// What it costs.
+    /// What it costs: `price.amount_micros` buys `price_basis`.
     pub price: Price,
+    /// The quantities the price is for. A partition costs the price times its
+    /// dominant share of these ([`Flavor::quote`]). Providers keep it fixed while
+    /// a flavor sells out (it is the flavor's full size, not what is left), so the
+    /// same partition costs the same in every revision.
+    pub price_basis: Resources,
     /// The offer is valid until this time; after it, it must not be reserved.
     pub valid_until: Timestamp,
     /// Grows each time the provider re-issues the flavor (for example with the
@@ -104,11 +109,12 @@ pub enum PricePeriod {
     Month,
 }
 
-/// The price of a whole flavor. A partition costs its dominant share of it (see
-/// [`Flavor::quote`]).
+/// The price of a flavor's [`Flavor::price_basis`]. A partition costs its
+/// dominant share of it (see [`Flavor::quote`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
-    /// Amount in millionths of the currency unit, per period, for the whole flavor.
+    /// Amount in millionths of the currency unit, per period, for the flavor's
+    /// `price_basis`.
     pub amount_micros: u64,
     /// ISO 4217 currency code (`EUR`).
     pub currency: String,
@@ -251,12 +257,17 @@ impl Flavor {
         (part.fits_within(&whole) && !part.is_zero()).then_some(part)
     }
 
-    /// The price of `partition` per period, in micro-units: the flavor's price
-    /// times the partition's dominant share, rounded up.
+    /// The price of `partition` per period, in micro-units: the price times the
+    /// partition's dominant share of [`Flavor::price_basis`], rounded up.
     pub fn quote(&self, partition: &Resources) -> u64 {
-        let share = partition.dominant_share_ppm(&self.characteristics.resources) as u128;
+        let share = partition.dominant_share_ppm(&self.price_basis) as u128;
         let amount = (self.price.amount_micros as u128 * share).div_ceil(1_000_000);
         amount.min(u64::MAX as u128) as u64
+    }
+
+    /// The price of everything the flavor offers now, per period.
+    pub fn whole_price(&self) -> u64 {
+        self.quote(&self.characteristics.resources)
     }
 
     /// Whether the offer is still valid at `now`.
@@ -317,6 +328,13 @@ pub(crate) mod tests {
                 currency: "EUR".into(),
                 period: PricePeriod::Hour,
                 model: PriceModel::Reserved,
+            },
+            price_basis: Resources {
+                cpu_millis: 8000,
+                memory_bytes: 16 << 30,
+                storage_bytes: 100 << 30,
+                pods: 110,
+                gpus: 0,
             },
             valid_until: Timestamp(10_000),
             revision: 1,

@@ -1,5 +1,5 @@
-//! The REAR messages (`/fluidos/rear/1`): list, reserve, purchase, countersign,
-//! terminate. FLUIDOS D2.1 §6.4.3, with signatures from both parties.
+//! The REAR messages (`/fluidos/rear/1`): list, reserve, purchase (or both in one
+//! request), countersign, terminate. FLUIDOS D2.1 §6.4.3, with signatures from both parties.
 //!
 //! These are plain data so that the wire (`fluidos-discovery`), the provider ledger
 //! and the buyer logic (`fluidos-core`) and any simulator share one definition. Every
@@ -42,6 +42,19 @@ pub enum Request {
         /// Chosen by the buyer; repeating a request with the same nonce returns the same reservation.
         nonce: Nonce,
     },
+    /// Reserve and purchase in one round trip: hold this partition and answer
+    /// with contract terms signed by you, or hold nothing at all. Idempotent per
+    /// `nonce`, like `Reserve`: repeating it returns the same offer.
+    ReserveAndPurchase {
+        /// The flavor.
+        flavor: FlavorId,
+        /// The quantities to buy; must respect the flavor's min and step.
+        partition: Resources,
+        /// Chosen by the buyer, as for `Reserve`.
+        nonce: Nonce,
+        /// The buyer's fabric parameters and price acceptance, as for `Purchase`.
+        terms: BuyerTerms,
+    },
     /// Turn my reservation into contract terms signed by you.
     Purchase {
         /// The reservation.
@@ -69,6 +82,7 @@ impl Request {
         match self {
             Request::ListFlavors { .. } => "list_flavors",
             Request::Reserve { .. } => "reserve",
+            Request::ReserveAndPurchase { .. } => "reserve_and_purchase",
             Request::Purchase { .. } => "purchase",
             Request::Countersign { .. } => "countersign",
             Request::Terminate { .. } => "terminate",

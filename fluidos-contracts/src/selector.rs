@@ -116,7 +116,7 @@ impl Selector {
                 .all(|(k, v)| flavor.properties.labels.get(k) == Some(v))
             && self
                 .max_price_micros
-                .is_none_or(|p| flavor.price.amount_micros <= p)
+                .is_none_or(|p| flavor.whole_price() <= p)
             && eq_ci(&self.currency, Some(flavor.price.currency.as_str()))
             && self.price_model.is_none_or(|m| m == flavor.price.model)
             && self

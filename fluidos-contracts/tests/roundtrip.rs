@@ -94,6 +94,7 @@ fn flavor() -> impl Strategy<Value = Flavor> {
                     },
                 },
                 valid_until: Timestamp(until),
+                price_basis: min,
                 revision: rev,
             },
         )

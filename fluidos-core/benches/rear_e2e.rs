@@ -107,9 +107,15 @@ async fn provider(dir: &Path, tuning: LedgerTuning) -> Node {
 }
 
 async fn consumer(dir: &Path, provider: &Node) -> Node {
+    consumer_listing(dir, provider, fluidos_core::DEFAULT_OFFER_CACHE_TTL).await
+}
+
+/// A consumer that reuses a provider's listing for `listing_ttl`.
+async fn consumer_listing(dir: &Path, provider: &Node, listing_ttl: Duration) -> Node {
     let addr = provider.listen_addrs().await;
     Node::builder()
         .data_dir(dir)
+        .offer_cache_ttl(listing_ttl)
         .roles(Roles {
             provider: false,
             consumer: true,
@@ -185,17 +191,16 @@ fn fsync_baseline(rounds: usize) -> Duration {
 // ----- latency ---------------------------------------------------------------------
 
 /// Segments of one buy, from the buyer's progress reports.
-const SEGMENTS: [&str; 6] = [
+const SEGMENTS: [&str; 5] = [
     "start -> candidates (peers query)",
-    "candidates -> ranked (ratings + ListFlavors RTT)",
-    "reserving -> purchasing (Reserve RTT, provider fsync)",
-    "purchasing -> persisting (Purchase RTT, provider fsync, verify)",
+    "candidates -> ranked (ratings, + ListFlavors RTT when listing)",
+    "buying -> persisting (ReserveAndPurchase RTT, provider fsync, verify)",
     "persisting -> persisted (buyer PendingAck fsync)",
     "countersigning -> returned (Countersign RTT, provider fsync, Active)",
 ];
 
 /// Buys once, timing each segment between progress reports.
-async fn timed_buy(c: &Node, req: AcquisitionRequest) -> (Duration, [Duration; 6], ContractId) {
+async fn timed_buy(c: &Node, req: AcquisitionRequest) -> (Duration, [Duration; 5], ContractId) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BuyProgress>(32);
     let stamps = tokio::spawn(async move {
         let mut out = Vec::new();
@@ -217,26 +222,25 @@ async fn timed_buy(c: &Node, req: AcquisitionRequest) -> (Duration, [Duration; 6
     };
     let candidates = at(&|p| matches!(p, BuyProgress::Candidates(_)));
     let ranked = at(&|p| matches!(p, BuyProgress::Phase(Phase::Ranked { .. })));
-    let reserving = at(&|p| matches!(p, BuyProgress::Phase(Phase::Reserving { .. })));
-    let purchasing = at(&|p| matches!(p, BuyProgress::Phase(Phase::Purchasing { .. })));
+    let buying = at(&|p| matches!(p, BuyProgress::Phase(Phase::Buying { .. })));
     let persisting = at(&|p| matches!(p, BuyProgress::Phase(Phase::Persisting { .. })));
     let persisted = at(&|p| matches!(p, BuyProgress::Persisted(_)));
     let countersigning = at(&|p| matches!(p, BuyProgress::Phase(Phase::Countersigning { .. })));
     let seg = [
         candidates - start,
         ranked - candidates,
-        purchasing - reserving,
-        persisting - purchasing,
+        persisting - buying,
         persisted - persisting,
         end.saturating_duration_since(countersigning),
     ];
     (end - start, seg, contract.id())
 }
 
-async fn latency(s: &Settings) {
+/// Sequential buys; `listing_ttl` zero lists the provider before every buy.
+async fn latency(s: &Settings, listing_ttl: Duration) {
     let dir = bench_dir("rear-e2e-latency");
     let p = provider(&dir.path().join("p"), LedgerTuning::default()).await;
-    let c = consumer(&dir.path().join("c"), &p).await;
+    let c = consumer_listing(&dir.path().join("c"), &p, listing_ttl).await;
     wait_to_see(&c, p.node_id()).await;
     // Contracts outlive the run so both sides can be compared afterwards.
     let req = one_pod(600_000);
@@ -260,7 +264,12 @@ async fn latency(s: &Settings) {
     let cpu = cpu_seconds() - cpu0;
     totals.sort();
     println!(
-        "latency: {} sequential buys of pods:1 after {WARMUP} warm-up, {:.1} s",
+        "latency ({}): {} sequential buys of pods:1 after {WARMUP} warm-up, {:.1} s",
+        if listing_ttl.is_zero() {
+            "listing before every buy"
+        } else {
+            "listing reused"
+        },
         s.n,
         wall.as_secs_f64()
     );
@@ -380,7 +389,21 @@ async fn throughput(s: &Settings) {
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(s.secs);
-    let tasks: Vec<_> = buyers
+    // The first buyer times each segment of its buys: where the time goes under load.
+    let sampler = buyers[0].clone();
+    let sampled = tokio::spawn(async move {
+        let mut segments: Vec<Vec<Duration>> = vec![Vec::new(); SEGMENTS.len()];
+        let mut ids = Vec::new();
+        while Instant::now() < deadline {
+            let (_, seg, id) = timed_buy(&sampler, one_pod(600_000)).await;
+            for (all, d) in segments.iter_mut().zip(seg) {
+                all.push(d);
+            }
+            ids.push(id);
+        }
+        (segments, ids)
+    });
+    let tasks: Vec<_> = buyers[1..]
         .iter()
         .map(|b| {
             let b = b.clone();
@@ -412,21 +435,38 @@ async fn throughput(s: &Settings) {
         }
         latencies.extend(l);
     }
+    let (segments, sampled_ids) = sampled.await.unwrap();
+    let sampled_buys = sampled_ids.len();
+    let pod = Resources {
+        pods: 1,
+        ..Resources::ZERO
+    };
+    won.extend(sampled_ids.into_iter().map(|id| (id, pod)));
     let elapsed = start.elapsed();
     let cpu = cpu_seconds() - cpu0;
     latencies.sort();
+    let contracts = won.len();
     println!(
         "  {} contracts in {:.2} s = {:.0} contracts/s; per buy p50 {} p99 {}; process CPU {:.1} s ({:.0} % of 2 cores)",
-        won.len(),
+        contracts,
         elapsed.as_secs_f64(),
-        won.len() as f64 / elapsed.as_secs_f64(),
+        contracts as f64 / elapsed.as_secs_f64(),
         ms(pct(&latencies, 0.5)),
         ms(pct(&latencies, 0.99)),
         cpu,
         cpu / elapsed.as_secs_f64() / 2.0 * 100.0,
     );
     if !won.is_empty() {
-        println!("  CPU per contract: {:.0} µs", cpu * 1e6 / won.len() as f64);
+        println!("  CPU per contract: {:.0} µs", cpu * 1e6 / contracts as f64);
+    }
+    println!("  where one buyer's time goes ({sampled_buys} buys):");
+    for (name, mut all) in SEGMENTS.iter().zip(segments) {
+        all.sort();
+        println!(
+            "    {name:<70} p50 {:>9}  p90 {:>9}",
+            ms(pct(&all, 0.5)),
+            ms(pct(&all, 0.9))
+        );
     }
     let rate_limited: usize = lost
         .iter()
@@ -560,7 +600,8 @@ fn main() {
     );
     rt.block_on(async {
         if s.latency {
-            latency(&s).await;
+            latency(&s, fluidos_core::DEFAULT_OFFER_CACHE_TTL).await;
+            latency(&s, Duration::ZERO).await;
         }
         if s.throughput {
             throughput(&s).await;

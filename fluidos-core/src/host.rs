@@ -239,6 +239,7 @@ pub fn build_flavors(
                 step: mask(&cfg.step, &resources),
             },
             price,
+            price_basis: resources,
             valid_until,
             revision,
         };

@@ -59,17 +59,29 @@ impl Net {
         id
     }
 
+    fn options(&self, ratings: Ratings) -> AcquisitionOptions {
+        AcquisitionOptions::default()
+            .with_request_timeout(TIMEOUT)
+            .with_ratings(ratings)
+            .with_wall_clock(self.wall())
+            .with_nonce_seed([3; 16])
+    }
+
     fn start(
         &self,
         request: AcquisitionRequest,
         candidates: Vec<NodeId>,
         ratings: Ratings,
     ) -> Acquisition {
-        let options = AcquisitionOptions::default()
-            .with_request_timeout(TIMEOUT)
-            .with_ratings(ratings)
-            .with_wall_clock(self.wall())
-            .with_nonce_seed([3; 16]);
+        self.start_with(request, candidates, self.options(ratings))
+    }
+
+    fn start_with(
+        &self,
+        request: AcquisitionRequest,
+        candidates: Vec<NodeId>,
+        options: AcquisitionOptions,
+    ) -> Acquisition {
         Acquisition::with_options(key(50), request, candidates, fabric(50), options, self.now)
     }
 
@@ -188,7 +200,12 @@ fn falls_back_when_the_best_provider_refuses() {
     let mut acq = net.start(want(1000, 1), vec![best, next], Ratings::new());
     // Between listing and reserving, someone else buys all of `best`.
     let mut hook = |to: NodeId, request: &Request, ledger: &mut Ledger, wall: Timestamp| {
-        if to == best && matches!(request, Request::Reserve { .. }) {
+        if to == best
+            && matches!(
+                request,
+                Request::Reserve { .. } | Request::ReserveAndPurchase { .. }
+            )
+        {
             ledger
                 .reserve(
                     key(77).node_id(),
@@ -203,6 +220,151 @@ fn falls_back_when_the_best_provider_refuses() {
     };
     let c = done(net.drive(&mut acq, &mut hook));
     assert_eq!(c.terms().provider, next);
+}
+
+/// Records the kind of every request that reaches a provider, then answers it.
+fn logging<'a>(
+    from: NodeId,
+    log: &'a mut Vec<(NodeId, &'static str)>,
+) -> impl FnMut(NodeId, &Request, &mut Ledger, Timestamp) -> Option<Response> + 'a {
+    move |to, request, ledger, wall| {
+        log.push((to, request.kind()));
+        Some(ledger.handle(from, request.clone(), wall).0)
+    }
+}
+
+#[test]
+fn one_request_reserves_and_purchases_and_two_step_still_works() {
+    let mut net = Net::new();
+    let p = net.provider(1, 1_000_000, "IT");
+    let mut log = Vec::new();
+    let mut acq = net.start(want(1000, 1), vec![p], Ratings::new());
+    let c = done(net.drive(&mut acq, &mut logging(buyer(), &mut log)));
+    let kinds: Vec<&str> = log.iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        kinds,
+        ["list_flavors", "reserve_and_purchase", "countersign"]
+    );
+    assert_eq!(net.ledgers[&p].contract(&c.id()), Some(&c));
+
+    // The FLUIDOS order, reserve then purchase, on request.
+    let mut log = Vec::new();
+    let options = net
+        .options(Ratings::new())
+        .with_reserve_first(true)
+        .with_nonce_seed([4; 16]);
+    let mut acq = net.start_with(want(1000, 1), vec![p], options);
+    let c = done(net.drive(&mut acq, &mut logging(buyer(), &mut log)));
+    let kinds: Vec<&str> = log.iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        kinds,
+        ["list_flavors", "reserve", "purchase", "countersign"]
+    );
+    assert_eq!(net.ledgers[&p].contract(&c.id()), Some(&c));
+}
+
+/// Drives an acquisition and returns what it listed, by provider.
+fn listed_by(
+    net: &mut Net,
+    acq: &mut Acquisition,
+) -> BTreeMap<NodeId, Vec<fluidos_contracts::Verified<fluidos_contracts::Flavor>>> {
+    let mut listed = BTreeMap::new();
+    let mut hook = answer(buyer());
+    // Drain Listed events as the driver would, then let `drive` finish.
+    while let Some((to, request)) = acq.poll_transmit() {
+        let wall = net.wall();
+        let response = hook(to, &request, net.ledgers.get_mut(&to).unwrap(), wall).unwrap();
+        acq.handle_response(to, response, net.now);
+        while let Some(event) = acq.poll_event() {
+            if let AcquisitionEvent::Listed { provider, flavors } = event {
+                listed.insert(provider, flavors);
+            }
+        }
+        if !listed.is_empty() {
+            break;
+        }
+    }
+    listed
+}
+
+#[test]
+fn known_offers_skip_listing_and_stale_ones_are_listed_afresh() {
+    let mut net = Net::new();
+    let p = net.provider(1, 1_000_000, "IT");
+    let q = net.provider(2, 2_000_000, "IT");
+    // A first acquisition lists both and reports what each listed.
+    let mut first = net.start(want(1000, 1), vec![p, q], Ratings::new());
+    let mut known = BTreeMap::new();
+    for _ in 0..2 {
+        known.append(&mut listed_by(&mut net, &mut first));
+    }
+    assert_eq!(
+        known.keys().copied().collect::<BTreeSet<_>>(),
+        [p, q].into()
+    );
+    assert_eq!(known[&p][0].owner, p);
+
+    // Known offers: nobody is listed, the cheapest sells at once.
+    let mut log = Vec::new();
+    let options = net.options(Ratings::new()).with_known_offers(known.clone());
+    let mut acq = net.start_with(want(1000, 1), vec![p, q], options);
+    let c = done(net.drive(&mut acq, &mut logging(buyer(), &mut log)));
+    assert_eq!(c.terms().provider, p);
+    assert_eq!(
+        log,
+        [(p, "reserve_and_purchase"), (p, "countersign")],
+        "no listing"
+    );
+
+    // Stale knowledge: meanwhile `p` sold out and `q` withdrew its flavor. Both
+    // refuse; both are listed afresh once; `p` has nothing, `q` has nothing:
+    // the acquisition fails after exactly one fresh listing round.
+    let rest = net.ledgers[&p].remaining();
+    let wall = net.wall();
+    net.ledgers
+        .get_mut(&p)
+        .unwrap()
+        .reserve(
+            key(77).node_id(),
+            FlavorId([1; 16]),
+            rest,
+            Nonce([9; 16]),
+            wall,
+        )
+        .unwrap();
+    net.ledgers
+        .get_mut(&q)
+        .unwrap()
+        .remove_template(&FlavorId([2; 16]));
+    let mut log = Vec::new();
+    let options = net
+        .options(Ratings::new())
+        .with_known_offers(known.clone())
+        .with_nonce_seed([5; 16]);
+    let mut acq = net.start_with(want(1000, 1), vec![p, q], options);
+    let AcquisitionEvent::Failed(_) = net.drive(&mut acq, &mut logging(buyer(), &mut log)) else {
+        panic!("nothing is left to sell")
+    };
+    let lists = log.iter().filter(|(_, k)| *k == "list_flavors").count();
+    assert_eq!(
+        lists, 2,
+        "each known provider listed afresh exactly once: {log:?}"
+    );
+
+    // Stale but recoverable: `q` is back with a new flavor id; its fresh listing
+    // sells.
+    let mut t = template(FlavorId([3; 16]), "IT");
+    t.price.amount_micros = 2_000_000;
+    net.ledgers.get_mut(&q).unwrap().set_template(t);
+    let mut log = Vec::new();
+    let options = net
+        .options(Ratings::new())
+        .with_known_offers(known)
+        .with_nonce_seed([6; 16]);
+    let mut acq = net.start_with(want(1000, 1), vec![p, q], options);
+    let c = done(net.drive(&mut acq, &mut logging(buyer(), &mut log)));
+    assert_eq!(c.terms().provider, q);
+    assert_eq!(c.terms().flavor.id, FlavorId([3; 16]));
 }
 
 #[test]

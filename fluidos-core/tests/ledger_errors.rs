@@ -90,11 +90,15 @@ fn full_cycle_and_capacity_accounting() {
     assert_eq!(l.contracts().count(), 1);
     assert_eq!(l.committed(), part);
 
-    // Re-listed with the remainder, at a higher revision and a scaled price.
+    // Re-listed with the remainder, at a higher revision; the price stays that of
+    // the full size, so the remainder costs 3/4 of it and the same partition
+    // costs exactly what it cost before.
     let listed = l.list(&Selector::default(), T0.plus_ms(3));
     assert_eq!(listed[0].characteristics.resources, cpu_mem(6000, 12));
     assert!(listed[0].revision > rev0);
-    assert_eq!(listed[0].price.amount_micros, 750_000);
+    assert_eq!(listed[0].price_basis, cpu_mem(8000, 16));
+    assert_eq!(listed[0].whole_price(), 750_000);
+    assert_eq!(listed[0].quote(&part), 250_000);
     // Unchanged remainder: the cached signature is reused (same revision).
     let again = l.list(&Selector::default(), T0.plus_ms(4));
     assert_eq!(again[0].revision, listed[0].revision);
@@ -612,4 +616,129 @@ fn signed_contracts_round_trip_through_records() {
     let bytes = offer.signed().to_bytes().unwrap();
     let back = SignedContract::from_bytes(&bytes).unwrap();
     assert_eq!(&back, offer.signed());
+}
+
+#[test]
+fn reserve_and_purchase_is_all_or_nothing_and_idempotent() {
+    let mut l = ledger(1, cpu_mem(8000, 16));
+    let b = key(2);
+    let part = cpu_mem(2000, 4);
+    let request = |nonce: u8, max_price: u64| Request::ReserveAndPurchase {
+        flavor: FLAVOR,
+        partition: part,
+        nonce: Nonce([nonce; 16]),
+        terms: fluidos_contracts::BuyerTerms {
+            max_price_micros: max_price,
+            ..buyer_terms(2)
+        },
+    };
+
+    // Refused price: nothing is held and nothing is written.
+    let (response, records) = l.handle(b.node_id(), request(1, 1), T0);
+    assert!(
+        matches!(&response, Response::Error(e) if e.code == ErrorCode::PriceNotAccepted),
+        "{response:?}"
+    );
+    assert!(records.is_empty());
+    assert_eq!(l.committed(), Resources::ZERO);
+    assert_eq!(l.reservations().count(), 0);
+
+    // Accepted: one `Offered` record (it carries the reservation), no `Reserved`.
+    let (response, records) = l.handle(b.node_id(), request(2, 10_000_000), T0);
+    let Response::Offer { contract } = response else {
+        panic!("expected an offer, got {response:?}")
+    };
+    assert!(
+        matches!(records.as_slice(), [Record::Offered { .. }]),
+        "{records:?}"
+    );
+    assert_eq!(l.committed(), part);
+    let offer = contract.verify_offer().unwrap();
+    assert_eq!(offer.terms().partition, part);
+    assert_eq!(offer.terms().buyer, b.node_id());
+
+    // The same nonce again: the same offer, nothing new to write.
+    let (again, records) = l.handle(b.node_id(), request(2, 10_000_000), T0.plus_ms(5));
+    assert_eq!(
+        again,
+        Response::Offer {
+            contract: contract.clone()
+        }
+    );
+    assert!(records.is_empty());
+    assert_eq!(l.committed(), part);
+
+    // The same nonce for another partition: replay.
+    let other = Request::ReserveAndPurchase {
+        flavor: FLAVOR,
+        partition: cpu_mem(1000, 1),
+        nonce: Nonce([2; 16]),
+        terms: buyer_terms(2),
+    };
+    let (response, _) = l.handle(b.node_id(), other, T0.plus_ms(6));
+    assert!(matches!(&response, Response::Error(e) if e.code == ErrorCode::Replay));
+
+    // Countersigned, then asked again: replay, as for a purchase.
+    let sig = b.sign(&signing_input(CONTRACT_DOMAIN, &contract.terms));
+    l.countersign(b.node_id(), offer.terms().id, sig, T0.plus_ms(7))
+        .unwrap();
+    let (response, _) = l.handle(b.node_id(), request(2, 10_000_000), T0.plus_ms(8));
+    assert!(matches!(&response, Response::Error(e) if e.code == ErrorCode::Replay));
+
+    // Reserve-side refusals come first: too big, off step, unknown flavor.
+    let too_big = Request::ReserveAndPurchase {
+        flavor: FLAVOR,
+        partition: cpu_mem(8000, 16),
+        nonce: Nonce([3; 16]),
+        terms: buyer_terms(2),
+    };
+    let (response, records) = l.handle(b.node_id(), too_big, T0.plus_ms(9));
+    assert!(matches!(&response, Response::Error(e) if e.code == ErrorCode::InsufficientCapacity));
+    assert!(records.is_empty());
+    let unknown = Request::ReserveAndPurchase {
+        flavor: FlavorId([99; 16]),
+        partition: part,
+        nonce: Nonce([4; 16]),
+        terms: buyer_terms(2),
+    };
+    let (response, _) = l.handle(b.node_id(), unknown, T0.plus_ms(10));
+    assert!(matches!(&response, Response::Error(e) if e.code == ErrorCode::UnknownFlavor));
+    assert_eq!(l.committed(), part);
+}
+
+#[test]
+fn a_partition_costs_the_same_in_every_revision() {
+    // Memory is the dominant resource of the first sales; CPU of the later ones.
+    let mut l = ledger(1, cpu_mem(8000, 16));
+    let part = cpu_mem(1000, 1);
+    let quote0 = l.list(&Selector::default(), T0)[0].quote(&part);
+    for (i, sale) in [cpu_mem(1000, 8), cpu_mem(3000, 1), cpu_mem(1000, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let b = key(10 + i as u8);
+        let r = l
+            .reserve(b.node_id(), FLAVOR, sale, Nonce([i as u8; 16]), T0)
+            .unwrap();
+        l.purchase(b.node_id(), r.id, buyer_terms(10 + i as u8), T0)
+            .unwrap();
+        let listed = l.list(&Selector::default(), T0.plus_ms(1 + i as u64));
+        assert_eq!(listed[0].quote(&part), quote0, "after sale {i}");
+        // And the provider charges what the listing quoted.
+        let b = key(20 + i as u8);
+        let offer = l
+            .reserve_and_purchase(
+                b.node_id(),
+                FLAVOR,
+                part,
+                Nonce([i as u8; 16]),
+                fluidos_contracts::BuyerTerms {
+                    max_price_micros: quote0,
+                    ..buyer_terms(20 + i as u8)
+                },
+                T0.plus_ms(2 + i as u64),
+            )
+            .unwrap();
+        assert_eq!(offer.terms().price.amount_micros, quote0);
+    }
 }

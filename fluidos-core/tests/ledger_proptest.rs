@@ -63,6 +63,13 @@ enum Op {
         recent: bool,
         cheap: bool,
     },
+    /// Reserve and purchase in one request.
+    ReserveAndPurchase {
+        buyer: usize,
+        size: usize,
+        nonce: u8,
+        cheap: bool,
+    },
     Countersign {
         buyer: Option<usize>,
         pick: usize,
@@ -87,6 +94,8 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0..BUYERS, 0..8usize, 0..4u8).prop_map(|(buyer, size, nonce)| Op::Reserve { buyer, size, nonce }),
         8 => (prop::option::weighted(0.15, 0..BUYERS), any::<usize>(), prop::bool::weighted(0.8), prop::bool::weighted(0.1))
             .prop_map(|(buyer, pick, recent, cheap)| Op::Purchase { buyer, pick, recent, cheap }),
+        6 => (0..BUYERS, 0..8usize, 0..4u8, prop::bool::weighted(0.1))
+            .prop_map(|(buyer, size, nonce, cheap)| Op::ReserveAndPurchase { buyer, size, nonce, cheap }),
         8 => (prop::option::weighted(0.15, 0..BUYERS), any::<usize>(), prop::bool::weighted(0.8), prop::bool::weighted(0.1))
             .prop_map(|(buyer, pick, recent, forge)| Op::Countersign { buyer, pick, recent, forge }),
         4 => (0..40_000u64).prop_map(|ms| Op::Advance { ms }),
@@ -463,6 +472,74 @@ impl World {
                     }
                     (Err(code), Err(e)) => assert_eq!(e.code, code, "{}", e.message),
                     (e, g) => panic!("purchase: model {e:?}, ledger {g:?}"),
+                }
+            }
+            Op::ReserveAndPurchase {
+                buyer,
+                size,
+                nonce,
+                cheap,
+            } => {
+                let p = sizes()[size];
+                self.model.advance(now);
+                let held = self.model.reserve(buyer, p, nonce);
+                let got = self.ledger.reserve_and_purchase(
+                    self.buyers[buyer].node_id(),
+                    FLAVOR,
+                    p,
+                    Nonce([nonce; 16]),
+                    self.terms(buyer, cheap),
+                    now,
+                );
+                match (held, got) {
+                    (Err(code), Err(e)) => assert_eq!(e.code, code, "{}", e.message),
+                    // The nonce names a live deal: the request is a purchase of it.
+                    (Ok(Some(id)), got) => match (self.model.purchase(buyer, &id, cheap), got) {
+                        (Ok(Some(c)), Ok(o)) => assert_eq!(o.terms().id, c, "idempotent"),
+                        (Ok(None), Ok(o)) => {
+                            assert_eq!(o.terms().reservation, id);
+                            self.model.deals.get_mut(&id).unwrap().stage = Stage::Offered {
+                                contract: o.terms().id,
+                                expires: now.plus_ms(TTL_MS),
+                            };
+                            self.offers.push(o);
+                        }
+                        (Err(code), Err(e)) => assert_eq!(e.code, code, "{}", e.message),
+                        (e, g) => {
+                            panic!("reserve_and_purchase of a held deal: model {e:?}, ledger {g:?}")
+                        }
+                    },
+                    // A fresh deal: all or nothing.
+                    (Ok(None), Err(e)) => {
+                        assert!(cheap, "fresh reserve_and_purchase refused: {e:?}");
+                        assert_eq!(e.code, ErrorCode::PriceNotAccepted);
+                    }
+                    (Ok(None), Ok(o)) => {
+                        assert!(!cheap, "sold below the price");
+                        let t = o.terms();
+                        assert_eq!(
+                            (t.partition, t.buyer, t.valid_until),
+                            (p, self.buyers[buyer].node_id(), now.plus_ms(DURATION_MS))
+                        );
+                        let id = t.reservation;
+                        self.model.deals.insert(
+                            id,
+                            Deal {
+                                buyer,
+                                partition: p,
+                                nonce,
+                                stage: Stage::Offered {
+                                    contract: t.id,
+                                    expires: now.plus_ms(TTL_MS),
+                                },
+                            },
+                        );
+                        self.reservations.push(id);
+                        self.owner.insert(id, buyer);
+                        self.offers.push(o);
+                        sold = true;
+                    }
+                    (e, g) => panic!("reserve_and_purchase: model {e:?}, ledger {g:?}"),
                 }
             }
             Op::Countersign {

@@ -98,14 +98,17 @@ async fn consumer_buys_from_provider_and_both_hold_the_signed_contract() {
     while let Ok(p) = rx.try_recv() {
         phases.push(p.to_string());
     }
-    assert!(
-        phases.iter().any(|p| p.starts_with("reserving")),
-        "{phases:?}"
-    );
-    assert!(
-        phases.iter().any(|p| p.starts_with("purchasing")),
-        "{phases:?}"
-    );
+    for step in [
+        "listing",
+        "reserving and purchasing",
+        "offer from",
+        "sending the countersignature",
+    ] {
+        assert!(
+            phases.iter().any(|p| p.starts_with(step)),
+            "no {step:?} in {phases:?}"
+        );
+    }
 
     let t = contract.terms();
     assert_eq!(t.provider, p.node_id());

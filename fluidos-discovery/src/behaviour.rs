@@ -11,6 +11,7 @@ use libp2p::{
 
 use crate::DiscoveryConfig;
 use crate::codec::{ADVERT_PROTOCOL, AdvertCodec, REAR_PROTOCOL, RearCodec};
+use crate::keep_alive::KeepAlive;
 
 /// The identify agent string.
 pub const AGENT: &str = concat!("fluidos/", env!("CARGO_PKG_VERSION"));
@@ -35,6 +36,8 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) rear: request_response::Behaviour<RearCodec>,
     pub(crate) advert: request_response::Behaviour<AdvertCodec>,
+    /// Holds connections open while they carry REAR traffic (see `keep_alive`).
+    pub(crate) keep_alive: KeepAlive,
 }
 
 /// Why the swarm could not be built.
@@ -106,6 +109,7 @@ pub(crate) fn build_swarm(
                     [(ADVERT_PROTOCOL, request_response::ProtocolSupport::Full)],
                     rr_cfg,
                 ),
+                keep_alive: KeepAlive::new(cfg.idle_connection_timeout),
             }
         })
         .map_err(|e| transport(&e))?

@@ -269,6 +269,11 @@ impl EventLoop {
                     let keep = self.cfg.republish_interval;
                     self.fetched.retain(|_, t| t.elapsed() < keep);
                     self.retry_direct();
+                    // The one periodic release of peers no longer in use (see `keep_alive`).
+                    self.swarm
+                        .behaviour_mut()
+                        .keep_alive
+                        .sweep(std::time::Instant::now());
                     if self.addresses_dirty {
                         self.publish();
                     }
@@ -324,6 +329,12 @@ impl EventLoop {
                 stats.lookups_in_flight = self.fetches_in_flight;
                 stats.lookups_queued = self.fetch_queue.len();
                 stats.queries = self.queries.len();
+                stats.connections = self
+                    .swarm
+                    .network_info()
+                    .connection_counters()
+                    .num_established() as usize;
+                stats.peers_kept_alive = self.swarm.behaviour().keep_alive.in_use();
                 let _ = tx.send(stats);
             }
             Command::DangerRawAdvert(catalog, bytes, tx) => {
@@ -399,11 +410,11 @@ impl EventLoop {
         if let Some(d) = self.direct_peers.get(&peer) {
             addrs.extend(d.addrs.iter().cloned());
         }
-        let id = self.swarm.behaviour_mut().rear.send_request_with_addresses(
-            &peer,
-            Inbound::Ok(request),
-            addrs,
-        );
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.keep_alive.touch(peer, std::time::Instant::now());
+        let id = behaviour
+            .rear
+            .send_request_with_addresses(&peer, Inbound::Ok(request), addrs);
         self.outbound.insert(id, reply);
     }
 
@@ -469,6 +480,7 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
+                self.stats.connections_established += 1;
                 if let Some(addr) = self.manual_dials.remove(&connection_id)
                     && (self.direct_peers.contains_key(&peer_id)
                         || self.direct_peers.len() < MAX_DIRECT_PEERS)
@@ -519,19 +531,26 @@ impl EventLoop {
 
     fn on_rear(&mut self, ev: request_response::Event<Inbound, Response>) {
         match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_inbound_request(peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(tx) = self.outbound.remove(&request_id) {
-                        let _ = tx.send(Ok(response));
+            request_response::Event::Message { peer, message, .. } => {
+                // Every REAR message keeps the peer's connections open a while longer.
+                self.swarm
+                    .behaviour_mut()
+                    .keep_alive
+                    .touch(peer, std::time::Instant::now());
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => self.on_inbound_request(peer, request, channel),
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(tx) = self.outbound.remove(&request_id) {
+                            let _ = tx.send(Ok(response));
+                        }
                     }
                 }
-            },
+            }
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
@@ -650,6 +669,10 @@ impl EventLoop {
                 self.inflight_inbound.remove(&peer);
             }
         }
+        self.swarm
+            .behaviour_mut()
+            .keep_alive
+            .touch(peer, std::time::Instant::now());
         let response = result.unwrap_or_else(|_| {
             Response::Error(RearError::new(
                 ErrorCode::Unavailable,

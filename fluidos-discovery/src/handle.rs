@@ -57,6 +57,13 @@ pub struct DiscoveryStats {
     pub lookups_queued: usize,
     /// Kademlia queries this node is waiting on.
     pub queries: usize,
+    /// Connections established now (all peers, all protocols).
+    pub connections: usize,
+    /// Connections established since start (cumulative).
+    pub connections_established: u64,
+    /// Peers whose connections are held open because they carried REAR traffic
+    /// within the idle connection timeout.
+    pub peers_kept_alive: usize,
 }
 
 /// Why a discovery node could not start.

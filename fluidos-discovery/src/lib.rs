@@ -59,6 +59,7 @@ mod config;
 mod event_loop;
 mod handle;
 mod identity;
+mod keep_alive;
 mod policy;
 
 pub use advert::{Advert, AdvertBody, AdvertError, FlavorSummary, Role};

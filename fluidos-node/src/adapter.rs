@@ -119,6 +119,7 @@ pub fn describe(p: &BuyProgress) -> (String, String) {
         BuyProgress::Candidates(_) => "discover",
         BuyProgress::Phase(Phase::Listing { .. }) => "list",
         BuyProgress::Phase(Phase::Ranked { .. }) => "rank",
+        BuyProgress::Phase(Phase::Buying { .. }) => "reserve_and_purchase",
         BuyProgress::Phase(Phase::Reserving { .. }) => "reserve",
         BuyProgress::Phase(Phase::Purchasing { .. }) => "purchase",
         BuyProgress::Phase(Phase::Persisting { .. }) => "persist",

@@ -186,6 +186,7 @@ fn template(rng: &mut Rng, i: usize, cpu: u64) -> (FlavorTemplate, Resources) {
             period: PricePeriod::Hour,
             model: PriceModel::Reserved,
         },
+        price_basis: capacity,
         valid_until: Timestamp(u64::MAX),
         revision: 1,
     };

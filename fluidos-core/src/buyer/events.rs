@@ -3,8 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use fluidos_contracts::rear::RearError;
-use fluidos_contracts::{ContractId, NodeId, Timestamp, VerifiedContract};
+use fluidos_contracts::{ContractId, Flavor, NodeId, Timestamp, Verified, VerifiedContract};
 
 use super::rank::{Ratings, Unsuitable};
 
@@ -29,6 +31,13 @@ pub struct AcquisitionOptions {
     pub wall_clock: Option<Timestamp>,
     /// Seed of the reservation nonces; `None` draws one from the operating system.
     pub nonce_seed: Option<[u8; 16]>,
+    /// Reserve, then purchase in a second request, as FLUIDOS does. By default
+    /// (`false`) one `ReserveAndPurchase` request does both, which saves a round
+    /// trip and a commit on the provider.
+    pub reserve_first: bool,
+    /// Flavors the driver already holds, by provider (from a recent listing):
+    /// these candidates are not listed again unless all offers fail.
+    pub known_offers: BTreeMap<NodeId, Vec<Verified<Flavor>>>,
 }
 
 impl Default for AcquisitionOptions {
@@ -40,6 +49,8 @@ impl Default for AcquisitionOptions {
             ratings: Ratings::new(),
             wall_clock: None,
             nonce_seed: None,
+            reserve_first: false,
+            known_offers: BTreeMap::new(),
         }
     }
 }
@@ -68,6 +79,19 @@ impl AcquisitionOptions {
         self.nonce_seed = Some(seed);
         self
     }
+
+    /// Reserves and purchases in two requests instead of one.
+    pub fn with_reserve_first(mut self, reserve_first: bool) -> Self {
+        self.reserve_first = reserve_first;
+        self
+    }
+
+    /// Sets the flavors already known per provider; see
+    /// [`AcquisitionOptions::known_offers`].
+    pub fn with_known_offers(mut self, known: BTreeMap<NodeId, Vec<Verified<Flavor>>>) -> Self {
+        self.known_offers = known;
+        self
+    }
 }
 
 /// Where an acquisition is.
@@ -84,7 +108,12 @@ pub enum Phase {
         /// Suitable offers.
         offers: usize,
     },
-    /// Reserving from a provider.
+    /// Reserving and purchasing from a provider in one request.
+    Buying {
+        /// The provider.
+        provider: NodeId,
+    },
+    /// Reserving from a provider (two-step negotiation).
     Reserving {
         /// The provider.
         provider: NodeId,
@@ -206,6 +235,14 @@ impl fmt::Display for AcquisitionFailure {
 pub enum AcquisitionEvent {
     /// The acquisition moved on.
     Progress(Phase),
+    /// A provider listed these flavors (signatures verified), for the driver to
+    /// remember and pass as [`AcquisitionOptions::known_offers`] next time.
+    Listed {
+        /// The provider.
+        provider: NodeId,
+        /// What it listed; may be empty.
+        flavors: Vec<Verified<Flavor>>,
+    },
     /// Persist this countersigned contract (`BuyerContract`, `PendingAck`), then
     /// call [`Acquisition::handle_persisted`](super::Acquisition::handle_persisted); the countersignature is only sent
     /// after that.

@@ -17,6 +17,7 @@
 
 mod acquisition;
 mod events;
+mod offer_cache;
 mod rank;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use acquisition::Acquisition;
 pub use events::{
     AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, CandidateFailure, Phase,
 };
+pub use offer_cache::{MAX_PROVIDERS as OFFER_CACHE_MAX_PROVIDERS, OfferCache};
 pub use rank::{
     Outcome, RankedOffer, RatingCounts, Ratings, Unsuitable, evaluate, from_per_hour, per_hour,
     rank,

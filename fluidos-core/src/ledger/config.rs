@@ -22,9 +22,9 @@ pub struct FlavorTemplate {
     /// Partitionability, minimum and step.
     pub policy: Partitionability,
     /// Price of the flavor at its full size (`max`, or the whole sellable capacity
-    /// when `max` is `None`). An issued flavor smaller than that costs its dominant
-    /// share of this price, so a partition's price does not rise as the provider
-    /// sells out.
+    /// when `max` is `None`). Every issued revision carries it unchanged, with that
+    /// full size as `price_basis`, so a partition's price does not rise as the
+    /// provider sells out.
     pub price: Price,
     /// The most this flavor offers of each resource; a zero excludes the resource
     /// (a CPU flavor sets `gpus: 0`). `None` offers the whole remaining capacity.

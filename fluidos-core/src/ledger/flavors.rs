@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use fluidos_contracts::{
-    Characteristics, Flavor, FlavorId, NodeId, Price, Resources, SecretKey, Signed, Timestamp,
-    Verified,
+    Characteristics, Flavor, FlavorId, NodeId, Resources, SecretKey, Signed, Timestamp, Verified,
 };
 
 use super::FlavorTemplate;
@@ -53,17 +52,20 @@ impl FlavorCache {
         now: Timestamp,
     ) -> &Flavor {
         let offered = offered(template, remaining);
+        // The price is for the template's full size, not for what is left, so a
+        // partition costs the same whatever was sold before.
+        let reference = template.max.unwrap_or(*capacity);
         let stale = match self.issued.get(&template.id) {
             None => true,
             Some(i) => {
                 i.flavor.characteristics.resources != offered
+                    || i.flavor.price_basis != reference
                     || i.flavor.valid_until <= now.plus_ms(flavor_ttl_ms / 2)
             }
         };
         if stale {
             let revision = self.next_revision;
             self.next_revision += 1;
-            let reference = template.max.unwrap_or(*capacity);
             let mut valid_until = now.plus_ms(flavor_ttl_ms.max(1));
             if let Some(end) = template.not_after {
                 valid_until = valid_until.min(end);
@@ -78,10 +80,8 @@ impl FlavorCache {
                 },
                 properties: template.properties.clone(),
                 policy: template.policy.clone(),
-                price: Price {
-                    amount_micros: scaled_price(template.price.amount_micros, &offered, &reference),
-                    ..template.price.clone()
-                },
+                price: template.price.clone(),
+                price_basis: reference,
                 valid_until,
                 revision,
             };
@@ -124,12 +124,4 @@ pub(super) fn offered(template: &FlavorTemplate, remaining: &Resources) -> Resou
             Resources::from_array(std::array::from_fn(|i| m[i].min(r[i])))
         }
     }
-}
-
-/// The price of `offered` when `reference` costs `amount`: the dominant share,
-/// rounded up.
-fn scaled_price(amount: u64, offered: &Resources, reference: &Resources) -> u64 {
-    let share = offered.dominant_share_ppm(reference).min(1_000_000) as u128;
-    let scaled = (amount as u128 * share).div_ceil(1_000_000);
-    scaled.min(u64::MAX as u128) as u64
 }

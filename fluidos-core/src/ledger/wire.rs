@@ -36,6 +36,16 @@ impl Ledger {
             } => self
                 .reserve(from, flavor, partition, nonce, now)
                 .map(|reservation| Response::Reserved { reservation }),
+            Request::ReserveAndPurchase {
+                flavor,
+                partition,
+                nonce,
+                terms,
+            } => self
+                .reserve_and_purchase(from, flavor, partition, nonce, terms, now)
+                .map(|offer| Response::Offer {
+                    contract: offer.signed().clone(),
+                }),
             Request::Purchase { reservation, terms } => self
                 .purchase(from, reservation, terms, now)
                 .map(|offer| Response::Offer {

@@ -16,7 +16,7 @@ use super::engine::Command;
 use super::types::NodeError;
 use crate::buyer::{
     Acquisition, AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, AcquisitionRequest,
-    Outcome, Phase, RatingCounts,
+    CandidateFailure, Outcome, Phase, RatingCounts,
 };
 use crate::store::BuyerContractState;
 
@@ -41,6 +41,13 @@ impl fmt::Display for BuyProgress {
             }
             BuyProgress::Phase(Phase::Ranked { offers }) => {
                 write!(f, "ranked {offers} suitable offer(s)")
+            }
+            BuyProgress::Phase(Phase::Buying { provider }) => {
+                write!(
+                    f,
+                    "reserving and purchasing from {} (provider signs the terms)",
+                    provider.short()
+                )
             }
             BuyProgress::Phase(Phase::Reserving { provider }) => {
                 write!(f, "reserving from {}", provider.short())
@@ -121,10 +128,13 @@ pub(super) async fn run(
     report(BuyProgress::Candidates(candidates.len())).await;
     let ratings = node.ask(Command::Ratings).await?;
     let timeout = node.inner.request_timeout;
+    let wall = fluidos_contracts::Timestamp::now();
+    let known = node.offer_cache().fresh(&candidates, Instant::now(), wall);
     let options = AcquisitionOptions::default()
         .with_ratings(ratings)
         .with_request_timeout(timeout)
-        .with_wall_clock(fluidos_contracts::Timestamp::now());
+        .with_wall_clock(wall)
+        .with_known_offers(known);
     let mut acq = Acquisition::with_options(
         node.inner.key.clone(),
         request,
@@ -148,6 +158,9 @@ pub(super) async fn run(
                 progressed = true;
                 match event {
                     AcquisitionEvent::Progress(phase) => report(BuyProgress::Phase(phase)).await,
+                    AcquisitionEvent::Listed { provider, flavors } => {
+                        node.offer_cache().record(provider, flavors, Instant::now());
+                    }
                     AcquisitionEvent::Persist(contract) => {
                         let id = contract.id();
                         persist(node, *contract, BuyerContractState::PendingAck).await?;
@@ -175,7 +188,20 @@ pub(super) async fn run(
                         info!(contract_id = %contract.id(), provider = %contract.terms().provider.short(), "contract active (buyer)");
                         return Ok(*contract);
                     }
-                    AcquisitionEvent::Failed(failure) => return Err(BuyError::Failed(failure)),
+                    AcquisitionEvent::Failed(failure) => {
+                        let mut cache = node.offer_cache();
+                        for (provider, why) in &failure.reasons {
+                            if matches!(
+                                why,
+                                CandidateFailure::Unreachable { .. }
+                                    | CandidateFailure::TimedOut { .. }
+                            ) {
+                                cache.forget(provider);
+                            }
+                        }
+                        drop(cache);
+                        return Err(BuyError::Failed(failure));
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The engine task: owns the ledger, the store and the buyer's book; answers
 //! inbound REAR requests with group commit; keeps flavors and adverts current.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
@@ -24,6 +24,10 @@ use super::writer::Writer;
 
 /// Inbound requests handled in one batch, and so covered by one fsync.
 const MAX_BATCH: usize = 128;
+/// Batches applied to the ledger whose records are still being synced, at most.
+/// While they are, the engine goes on applying the next requests; their answers
+/// wait (in order) until their batch is durable.
+const MAX_UNSYNCED_BATCHES: usize = 8;
 /// The engine's command queue.
 const COMMAND_QUEUE: usize = 64;
 /// Adverts are re-signed at most this often when flavors change.
@@ -276,6 +280,7 @@ pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
             engine_task: tokio::sync::Mutex::new(Some(task)),
             fabric: fabric_for_node,
             request_timeout: Duration::from_secs(10),
+            offers: std::sync::Mutex::new(crate::buyer::OfferCache::new(b.offer_cache_ttl)),
         }),
     };
     // A countersignature stored before a crash but never acknowledged: send it again.
@@ -347,6 +352,7 @@ impl Engine {
         let mut measuring: Option<tokio::task::JoinHandle<_>> = None;
         let mut advert_timer = tokio::time::interval(ADVERT_MIN_INTERVAL);
         advert_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unsynced: VecDeque<Answers> = VecDeque::new();
         loop {
             let now = Timestamp::now();
             // The ledger's deadlines, and the end of the next contract this node bought.
@@ -368,7 +374,12 @@ impl Engine {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.command(cmd).await,
                 },
-                Some(first) = inbound.recv() => {
+                synced = next_synced(&mut unsynced), if !unsynced.is_empty() => {
+                    if let Some(answers) = unsynced.pop_front() {
+                        answers.send(synced);
+                    }
+                }
+                Some(first) = inbound.recv(), if unsynced.len() < MAX_UNSYNCED_BATCHES => {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match inbound.try_recv() {
@@ -376,7 +387,7 @@ impl Engine {
                             Err(_) => break,
                         }
                     }
-                    self.inbound(batch).await;
+                    unsynced.push_back(self.inbound(batch).await);
                 }
                 _ = tokio::time::sleep(sleep) => {
                     let now = Timestamp::now();
@@ -411,16 +422,23 @@ impl Engine {
             rest.push(req);
         }
         if !rest.is_empty() {
-            self.inbound(rest).await;
+            unsynced.push_back(self.inbound(rest).await);
         }
-        // Every batch was committed before its answers went out; nothing is pending.
+        while !unsynced.is_empty() {
+            let synced = next_synced(&mut unsynced).await;
+            if let Some(answers) = unsynced.pop_front() {
+                answers.send(synced);
+            }
+        }
         self.flush_ledger().await;
         info!(node_id = %self.node_id, "engine stopped");
     }
 
-    /// Applies a batch of inbound requests, persists their records with one fsync,
-    /// and only then answers.
-    async fn inbound(&mut self, batch: Vec<InboundRequest>) {
+    /// Applies a batch of inbound requests and hands their records to the writer.
+    /// The answers go out once the batch is durable ([`Answers::send`]), and
+    /// after the answers of every earlier batch: an answer may depend on state an
+    /// earlier batch created (a repeated purchase returns an offer made before).
+    async fn inbound(&mut self, batch: Vec<InboundRequest>) -> Answers {
         let now = Timestamp::now();
         let mut answers = Vec::with_capacity(batch.len());
         let mut records = Vec::new();
@@ -436,31 +454,26 @@ impl Engine {
             answers.push((req.reply, response, durable));
         }
         records.extend(self.ledger.take_records());
-        let synced = self.persist(records).await;
-        for (reply, response, durable) in answers {
-            let response = match (&synced, durable) {
-                (Err(_), true) => Response::Error(RearError::new(
-                    ErrorCode::Unavailable,
-                    "the provider could not make the change durable",
-                )),
-                _ => response,
-            };
-            let _ = reply.send(response);
-        }
+        let records = self.with_deferred(records);
+        let synced = if records.is_empty() {
+            Synced::Already
+        } else {
+            match self.store.submit(records).await {
+                Ok(durable) => Synced::Waiting(durable),
+                Err(e) => {
+                    error!(error = %e, "store commit failed");
+                    Synced::Failed
+                }
+            }
+        };
         self.drain_ledger_events().await;
+        Answers { synced, answers }
     }
 
     /// Makes `records` durable with one fsync, after any write-behind records
     /// (which go first, so that a later record of the same key wins on replay).
     async fn persist(&mut self, records: Vec<Record>) -> Result<(), NodeError> {
-        let records = if self.deferred.is_empty() {
-            records
-        } else {
-            self.deferred_until = None;
-            let mut all = std::mem::take(&mut self.deferred);
-            all.extend(records);
-            all
-        };
+        let records = self.with_deferred(records);
         self.store.commit(records).await.map_err(|e| {
             // Write-behind records in a failed batch are dropped: each was a state
             // the node can rebuild after a restart (a `PendingAck` contract is
@@ -468,6 +481,18 @@ impl Engine {
             error!(error = %e, "store commit failed");
             NodeError::Store(e)
         })
+    }
+
+    /// `records`, after the write-behind records, which go first so that a later
+    /// record of the same key wins on replay.
+    fn with_deferred(&mut self, records: Vec<Record>) -> Vec<Record> {
+        if self.deferred.is_empty() {
+            return records;
+        }
+        self.deferred_until = None;
+        let mut all = std::mem::take(&mut self.deferred);
+        all.extend(records);
+        all
     }
 
     /// Queues a record that needs no fsync before anything is answered.
@@ -864,5 +889,61 @@ impl Engine {
                 termination: signed,
             },
         )))
+    }
+}
+
+/// Whether a batch's records are durable.
+#[derive(Debug)]
+enum Synced {
+    /// The batch wrote nothing.
+    Already,
+    /// Handed to the writer.
+    Waiting(super::writer::Durable),
+    /// The writer could not take it.
+    Failed,
+}
+
+/// The answers of one batch, waiting for its records to be durable.
+#[derive(Debug)]
+struct Answers {
+    synced: Synced,
+    /// Reply channel, response, and whether the response depends on the batch's records.
+    answers: Vec<(tokio::sync::oneshot::Sender<Response>, Response, bool)>,
+}
+
+impl Answers {
+    /// Sends the answers; those that depend on the batch's records become
+    /// `Unavailable` if they are not durable.
+    fn send(self, synced: bool) {
+        for (reply, response, durable) in self.answers {
+            let response = if durable && !synced {
+                Response::Error(RearError::new(
+                    ErrorCode::Unavailable,
+                    "the provider could not make the change durable",
+                ))
+            } else {
+                response
+            };
+            let _ = reply.send(response);
+        }
+    }
+}
+
+/// Waits until the oldest unsynced batch is durable (`true`) or failed.
+async fn next_synced(unsynced: &mut VecDeque<Answers>) -> bool {
+    let Some(oldest) = unsynced.front_mut() else {
+        return std::future::pending().await;
+    };
+    match &mut oldest.synced {
+        Synced::Already => true,
+        Synced::Failed => false,
+        Synced::Waiting(durable) => match durable.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                error!(error = %e, "store commit failed");
+                false
+            }
+            Err(_) => false,
+        },
     }
 }

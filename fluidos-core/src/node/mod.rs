@@ -57,7 +57,11 @@ pub struct NodeBuilder {
     ledger: LedgerTuning,
     detect_gpus: bool,
     max_sellable: Option<fluidos_contracts::Resources>,
+    offer_cache_ttl: Duration,
 }
+
+/// How long a provider's listing is reused by later purchases, by default.
+pub const DEFAULT_OFFER_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// Ledger limits an embedder may tune (the rest is derived from the host).
 #[derive(Clone, Debug)]
@@ -97,6 +101,7 @@ impl Default for NodeBuilder {
             ledger: LedgerTuning::default(),
             detect_gpus: true,
             max_sellable: None,
+            offer_cache_ttl: DEFAULT_OFFER_CACHE_TTL,
         }
     }
 }
@@ -201,6 +206,15 @@ impl NodeBuilder {
         self
     }
 
+    /// How long what a provider listed is reused by later purchases instead of
+    /// listing it again. Default: 10 s; zero lists before every purchase. A
+    /// stale listing costs at most one refused request: the provider checks
+    /// what it has left, and the buyer lists afresh when every known offer fails.
+    pub fn offer_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.offer_cache_ttl = ttl;
+        self
+    }
+
     /// Full control over discovery (timers, limits, relays). Replaces what
     /// [`catalog`](Self::catalog), [`listen`](Self::listen), [`mdns`](Self::mdns) and
     /// the policies set so far.
@@ -232,6 +246,9 @@ struct Inner {
     engine_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     request_timeout: Duration,
     fabric: fluidos_contracts::FabricParams,
+    /// Recent listings, shared by this node's purchases. Held only for short,
+    /// non-blocking reads and writes.
+    offers: std::sync::Mutex<crate::buyer::OfferCache>,
 }
 
 impl Node {
@@ -248,6 +265,15 @@ impl Node {
     /// This node's libp2p peer id (the same key).
     pub fn peer_id(&self) -> PeerId {
         self.inner.peer_id
+    }
+
+    /// The listings shared by this node's purchases (never poisoned: a panic
+    /// while it is held leaves a consistent cache, at worst a missing entry).
+    fn offer_cache(&self) -> std::sync::MutexGuard<'_, crate::buyer::OfferCache> {
+        self.inner
+            .offers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// This node's `did:key`.

@@ -1,14 +1,23 @@
 //! The store's writer thread. `fsync` blocks for milliseconds; on a runtime thread
 //! that would stall every task of the node (and of every other node in the same
-//! process). The engine hands each batch of records to this thread and awaits the
-//! result; requests arriving meanwhile queue up and form the next batch, which is
-//! what makes group commit happen by itself under load.
+//! process). The engine hands each batch of records to this thread and goes on
+//! applying the next requests while the batch is synced; the thread writes every
+//! batch queued by then as one frame with one `fdatasync`. That is group commit
+//! across batches, and it grows by itself with the load.
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Record, Store, StoreError};
 
 type Job = (Vec<Record>, oneshot::Sender<Result<(), StoreError>>);
+
+/// Batches queued for the writer at most; the engine waits beyond that.
+const QUEUE: usize = 16;
+/// Batches merged into one sync at most.
+const MAX_MERGE: usize = 16;
+
+/// Resolves when a submitted batch is durable (or failed).
+pub(super) type Durable = oneshot::Receiver<Result<(), StoreError>>;
 
 /// A handle to the writer thread; dropping it stops the thread after pending batches.
 #[derive(Debug)]
@@ -19,28 +28,65 @@ pub(super) struct Writer {
 impl Writer {
     /// Moves `store` onto its own thread.
     pub(super) fn spawn(mut store: Store) -> std::io::Result<Self> {
-        let (jobs, mut rx) = mpsc::channel::<Job>(4);
+        let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name("fluidos-store".into())
             .spawn(move || {
-                while let Some((records, reply)) = rx.blocking_recv() {
-                    let _ = reply.send(store.commit(&records));
+                while let Some(first) = rx.blocking_recv() {
+                    let mut replies = Vec::with_capacity(1);
+                    let mut job = Some(first);
+                    while let Some((records, reply)) = job.take() {
+                        store.append(&records);
+                        replies.push(reply);
+                        if replies.len() < MAX_MERGE {
+                            job = rx.try_recv().ok();
+                        }
+                    }
+                    // One sync for every batch queued so far: all of them are
+                    // durable, or none may be relied on.
+                    let result = store.sync();
+                    for reply in replies {
+                        let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
+                    }
                 }
             })?;
         Ok(Self { jobs })
     }
 
-    /// Makes `records` durable (one write, one fdatasync).
+    /// Queues `records` to be made durable; the answer says when they are. Waits
+    /// only when [`QUEUE`] batches are queued already.
+    pub(super) async fn submit(&self, records: Vec<Record>) -> Result<Durable, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send((records, tx)).await.map_err(|_| gone())?;
+        Ok(rx)
+    }
+
+    /// Makes `records` durable, after every batch submitted before.
     pub(super) async fn commit(&self, records: Vec<Record>) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        let (tx, rx) = oneshot::channel();
-        let gone = || StoreError::Io {
-            path: "store writer".into(),
-            source: std::io::Error::other("the store writer thread has stopped"),
-        };
-        self.jobs.send((records, tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.submit(records).await?.await.map_err(|_| gone())?
+    }
+}
+
+/// The writer thread has stopped.
+pub(super) fn gone() -> StoreError {
+    StoreError::Io {
+        path: "store writer".into(),
+        source: std::io::Error::other("the store writer thread has stopped"),
+    }
+}
+
+/// The same error for each batch of a failed sync (`io::Error` is not `Clone`).
+fn replicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Io { path, source } => StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::Encode(s) => StoreError::Encode(s.clone()),
+        StoreError::TooLarge { len } => StoreError::TooLarge { len: *len },
+        StoreError::Poisoned => StoreError::Poisoned,
     }
 }

@@ -101,18 +101,31 @@ async fn provider(dir: &Path, tuning: LedgerTuning) -> Node {
         .ledger_tuning(tuning)
         .remeasure_every(Duration::from_secs(3600))
         .detect_gpus(false)
+        .listen(vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ])
         .bind()
         .await
         .unwrap()
 }
 
-async fn consumer(dir: &Path, provider: &Node) -> Node {
+/// The provider address buyers dial: TCP, or QUIC with `REAR_BENCH_QUIC=1`.
+fn dial_addr(addrs: &[libp2p::Multiaddr]) -> libp2p::Multiaddr {
+    let quic = std::env::var("REAR_BENCH_QUIC").is_ok_and(|v| v == "1");
+    addrs
+        .iter()
+        .find(|a| a.to_string().contains("quic") == quic)
+        .cloned()
+        .expect("the provider listens on TCP and QUIC")
+}
+
+async fn consumer(dir: &Path, provider: &[libp2p::Multiaddr]) -> Node {
     consumer_listing(dir, provider, fluidos_core::DEFAULT_OFFER_CACHE_TTL).await
 }
 
 /// A consumer that reuses a provider's listing for `listing_ttl`.
-async fn consumer_listing(dir: &Path, provider: &Node, listing_ttl: Duration) -> Node {
-    let addr = provider.listen_addrs().await;
+async fn consumer_listing(dir: &Path, addr: &[libp2p::Multiaddr], listing_ttl: Duration) -> Node {
     Node::builder()
         .data_dir(dir)
         .offer_cache_ttl(listing_ttl)
@@ -121,7 +134,7 @@ async fn consumer_listing(dir: &Path, provider: &Node, listing_ttl: Duration) ->
             consumer: true,
             supernode: false,
         })
-        .manual_peer(addr[0].clone())
+        .manual_peer(dial_addr(addr))
         .remeasure_every(Duration::from_secs(3600))
         .detect_gpus(false)
         .bind()
@@ -240,7 +253,7 @@ async fn timed_buy(c: &Node, req: AcquisitionRequest) -> (Duration, [Duration; 5
 async fn latency(s: &Settings, listing_ttl: Duration) {
     let dir = bench_dir("rear-e2e-latency");
     let p = provider(&dir.path().join("p"), LedgerTuning::default()).await;
-    let c = consumer_listing(&dir.path().join("c"), &p, listing_ttl).await;
+    let c = consumer_listing(&dir.path().join("c"), &p.listen_addrs().await, listing_ttl).await;
     wait_to_see(&c, p.node_id()).await;
     // Contracts outlive the run so both sides can be compared afterwards.
     let req = one_pod(600_000);
@@ -307,7 +320,7 @@ async fn latency(s: &Settings, listing_ttl: Duration) {
     // The buyer writes "acknowledged" behind; a clean shutdown still makes every
     // contract durable as active.
     c.shutdown().await;
-    let c = consumer(&dir.path().join("c"), &p).await;
+    let c = consumer(&dir.path().join("c"), &p.listen_addrs().await).await;
     let bought = c.contracts().await.unwrap();
     assert_eq!(bought.len(), s.n + WARMUP);
     assert!(bought.iter().all(|i| i.state == ContractState::Active));
@@ -348,18 +361,26 @@ fn reason(e: &BuyError) -> String {
 
 async fn throughput(s: &Settings) {
     let dir = bench_dir("rear-e2e-throughput");
-    let tuning = LedgerTuning {
-        // Holds that a failed buy leaves behind lapse quickly, so the final check
-        // does not have to wait long for them.
-        reservation_ttl_ms: 3_000,
-        offer_ttl_ms: 3_000,
-        ..LedgerTuning::default()
+    let tuning = throughput_tuning();
+    let mut p = if std::env::var("REAR_BENCH_SPLIT").is_ok_and(|v| v == "1") {
+        Provider::Child(ChildProvider::spawn(&dir.path().join("p")))
+    } else {
+        Provider::Here(provider(&dir.path().join("p"), tuning).await)
     };
-    let p = provider(&dir.path().join("p"), tuning).await;
+    let p_addrs = p.listen_addrs().await;
     let mut buyers = Vec::with_capacity(s.buyers);
     let setup = Instant::now();
+    // `REAR_BENCH_BUYER_DIR` puts the buyers' data elsewhere (a tmpfs, to see what
+    // their fsyncs cost the shared disk); the provider's stays on the data disk.
+    let buyer_base = std::env::var_os("REAR_BENCH_BUYER_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().to_path_buf());
+    let buyer_dir = tempfile::Builder::new()
+        .prefix("rear-e2e-buyers")
+        .tempdir_in(&buyer_base)
+        .unwrap();
     for i in 0..s.buyers {
-        buyers.push(consumer(&dir.path().join(format!("b{i}")), &p).await);
+        buyers.push(consumer(&buyer_dir.path().join(format!("b{i}")), &p_addrs).await);
     }
     for b in &buyers {
         wait_to_see(b, p.node_id()).await;
@@ -387,6 +408,7 @@ async fn throughput(s: &Settings) {
         warm_ids.insert(r.expect("warm-up buy").id());
     }
     let cpu0 = cpu_seconds();
+    let provider_cpu0 = p.cpu_seconds();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(s.secs);
     // The first buyer times each segment of its buys: where the time goes under load.
@@ -444,6 +466,7 @@ async fn throughput(s: &Settings) {
     won.extend(sampled_ids.into_iter().map(|id| (id, pod)));
     let elapsed = start.elapsed();
     let cpu = cpu_seconds() - cpu0;
+    let provider_cpu = p.cpu_seconds() - provider_cpu0;
     latencies.sort();
     let contracts = won.len();
     println!(
@@ -457,7 +480,18 @@ async fn throughput(s: &Settings) {
         cpu / elapsed.as_secs_f64() / 2.0 * 100.0,
     );
     if !won.is_empty() {
-        println!("  CPU per contract: {:.0} µs", cpu * 1e6 / contracts as f64);
+        if let Provider::Child(_) = &p {
+            // Buyers here, the provider in its own process: the CPU of each side.
+            println!(
+                "  CPU per contract: provider process {:.0} µs ({:.0} % of 2 cores), buyers' process {:.0} µs, together {:.0} µs",
+                provider_cpu * 1e6 / contracts as f64,
+                provider_cpu / elapsed.as_secs_f64() / 2.0 * 100.0,
+                cpu * 1e6 / contracts as f64,
+                (cpu + provider_cpu) * 1e6 / contracts as f64,
+            );
+        } else {
+            println!("  CPU per contract: {:.0} µs", cpu * 1e6 / contracts as f64);
+        }
     }
     println!("  where one buyer's time goes ({sampled_buys} buys):");
     for (name, mut all) in SEGMENTS.iter().zip(segments) {
@@ -480,22 +514,14 @@ async fn throughput(s: &Settings) {
 
     // Nothing oversold. Failed buys may have left holds: wait for them to lapse.
     let lapse = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        let st = p.status().await.unwrap();
-        if st.reservations == 0 || Instant::now() > lapse {
-            break st;
+    let book = loop {
+        let book = p.book().await;
+        if book.reservations == 0 || Instant::now() > lapse {
+            break book;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let sold: Vec<_> = p
-        .contracts()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.role == ContractRole::Provider && i.state == ContractState::Active)
-        .collect();
-    let sold_ids: BTreeSet<ContractId> = sold.iter().map(|i| i.id).collect();
-    let sum_pods: u64 = sold.iter().map(|i| i.partition.pods).sum();
+    let (status, sold_ids, sum_pods) = (&book, book.sold.clone(), book.sold_pods);
     let mut held = BTreeSet::new();
     for b in &buyers {
         for i in b.contracts().await.unwrap() {
@@ -534,6 +560,210 @@ async fn throughput(s: &Settings) {
     p.shutdown().await;
 }
 
+fn throughput_tuning() -> LedgerTuning {
+    LedgerTuning {
+        // Holds that a failed buy leaves behind lapse quickly, so the final check
+        // does not have to wait long for them.
+        reservation_ttl_ms: 3_000,
+        offer_ttl_ms: 3_000,
+        ..LedgerTuning::default()
+    }
+}
+
+/// Reads utime + stime of a process from its `/proc/<pid>/stat`, in seconds.
+fn proc_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// What the oversold check needs from the provider.
+#[derive(Debug)]
+struct Book {
+    reservations: usize,
+    committed: Resources,
+    capacity: Resources,
+    sold: BTreeSet<ContractId>,
+    sold_pods: u64,
+}
+
+async fn book_of(p: &Node) -> Book {
+    let st = p.status().await.unwrap();
+    let sold: Vec<_> = p
+        .contracts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.role == ContractRole::Provider && i.state == ContractState::Active)
+        .collect();
+    Book {
+        reservations: st.reservations,
+        committed: st.committed,
+        capacity: st.capacity,
+        sold_pods: sold.iter().map(|i| i.partition.pods).sum(),
+        sold: sold.iter().map(|i| i.id).collect(),
+    }
+}
+
+/// The provider of the throughput run: in this process, or (`REAR_BENCH_SPLIT=1`)
+/// in a child process of its own, so that each side's CPU can be read apart.
+enum Provider {
+    Here(Node),
+    Child(ChildProvider),
+}
+
+impl Provider {
+    async fn listen_addrs(&self) -> Vec<libp2p::Multiaddr> {
+        match self {
+            Provider::Here(p) => p.listen_addrs().await,
+            Provider::Child(c) => c.addrs.clone(),
+        }
+    }
+
+    fn node_id(&self) -> NodeId {
+        match self {
+            Provider::Here(p) => p.node_id(),
+            Provider::Child(c) => c.node,
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            Provider::Here(_) => 0.0,
+            Provider::Child(c) => proc_cpu_seconds(&format!("/proc/{}/stat", c.child.id())),
+        }
+    }
+
+    async fn book(&mut self) -> Book {
+        match self {
+            Provider::Here(p) => book_of(p).await,
+            Provider::Child(c) => c.book(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Provider::Here(p) => p.shutdown().await,
+            Provider::Child(mut c) => {
+                drop(c.stdin.take());
+                let _ = c.child.wait();
+            }
+        }
+    }
+}
+
+/// A provider in a child process (this binary with `--serve-provider <dir>`),
+/// driven over its standard input and output.
+struct ChildProvider {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    addrs: Vec<libp2p::Multiaddr>,
+    node: NodeId,
+}
+
+impl ChildProvider {
+    fn spawn(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--serve-provider")
+            .arg(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("PROVIDER"), "child said {line:?}");
+        let node: NodeId = words.next().unwrap().parse().unwrap();
+        let addrs = words.map(|a| a.parse().unwrap()).collect();
+        Self {
+            child,
+            stdin,
+            stdout,
+            addrs,
+            node,
+        }
+    }
+
+    fn book(&mut self) -> Book {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin.as_mut().unwrap(), "book").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        // BOOK <reservations> <committed pods> <capacity pods> <sold pods> <contract id>…
+        let mut w = line.split_whitespace();
+        assert_eq!(w.next(), Some("BOOK"), "child said {line:?}");
+        let mut num = || w.next().unwrap().parse::<u64>().unwrap();
+        let (reservations, committed, capacity, sold_pods) = (num(), num(), num(), num());
+        let pods = |n: u64| Resources {
+            pods: n,
+            ..Resources::ZERO
+        };
+        Book {
+            reservations: reservations as usize,
+            committed: pods(committed),
+            capacity: pods(capacity),
+            sold: w.map(|id| id.parse().unwrap()).collect(),
+            sold_pods,
+        }
+    }
+}
+
+/// `--serve-provider <dir>`: runs the throughput provider and answers `book`
+/// lines on standard input until it closes.
+fn serve_provider(dir: &Path) {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let p = provider(dir, throughput_tuning()).await;
+        let addrs: Vec<String> = p
+            .listen_addrs()
+            .await
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!("PROVIDER {} {}", p.did_key(), addrs.join(" "));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(line) = rx.recv().await {
+            if line.trim() == "book" {
+                let b = book_of(&p).await;
+                let ids: Vec<String> = b.sold.iter().map(|id| id.to_string()).collect();
+                println!(
+                    "BOOK {} {} {} {} {}",
+                    b.reservations,
+                    b.committed.pods,
+                    b.capacity.pods,
+                    b.sold_pods,
+                    ids.join(" ")
+                );
+            }
+        }
+        p.shutdown().await;
+    });
+}
+
 /// Sockets this process has open (one per TCP connection or listener).
 fn sockets() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -569,18 +799,15 @@ async fn settle_sockets(limit: Duration) -> (usize, bool) {
 
 /// User + system CPU time of this process, from `/proc/self/stat`.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    (ticks(11) + ticks(12)) / 100.0
+    proc_cpu_seconds("/proc/self/stat")
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-provider") {
+        serve_provider(Path::new(&args[i + 1]));
+        return;
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

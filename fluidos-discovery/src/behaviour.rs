@@ -31,9 +31,9 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(crate) autonat: autonat::Behaviour,
-    pub(crate) relay: relay::client::Behaviour,
-    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: Toggle<autonat::Behaviour>,
+    pub(crate) relay: Toggle<relay::client::Behaviour>,
+    pub(crate) dcutr: Toggle<dcutr::Behaviour>,
     pub(crate) rear: request_response::Behaviour<RearCodec>,
     pub(crate) advert: request_response::Behaviour<AdvertCodec>,
     /// Holds connections open while they carry REAR traffic (see `keep_alive`).
@@ -87,6 +87,12 @@ pub(crate) fn build_swarm(
             } else {
                 None
             };
+            // NAT traversal costs every connection a handler of its own, polled
+            // with every request: run it only where it can help. AutoNAT needs a
+            // listen address that is not loopback; the relay client and DCUtR need
+            // a relay to reach.
+            let relays = !cfg.relays.is_empty();
+            let exposed = relays || cfg.listen.iter().any(|a| !is_loopback(a));
             let rr_cfg = request_response::Config::default()
                 .with_request_timeout(cfg.max_request_timeout)
                 .with_max_concurrent_streams(128);
@@ -98,9 +104,11 @@ pub(crate) fn build_swarm(
                 ping: ping::Behaviour::default(),
                 kad: kademlia(peer, cfg),
                 mdns: Toggle::from(mdns),
-                autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
-                relay,
-                dcutr: dcutr::Behaviour::new(peer),
+                autonat: Toggle::from(
+                    exposed.then(|| autonat::Behaviour::new(peer, autonat::Config::default())),
+                ),
+                relay: Toggle::from(relays.then_some(relay)),
+                dcutr: Toggle::from(relays.then(|| dcutr::Behaviour::new(peer))),
                 rear: request_response::Behaviour::new(
                     [(REAR_PROTOCOL, request_response::ProtocolSupport::Full)],
                     rr_cfg.clone(),
@@ -163,4 +171,14 @@ fn kademlia(
     };
     kad.set_mode(Some(mode));
     kad
+}
+
+/// Whether `addr` is on a loopback interface only (`127.0.0.0/8`, `::1`).
+pub(crate) fn is_loopback(addr: &libp2p::Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
 }

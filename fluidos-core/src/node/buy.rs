@@ -114,19 +114,12 @@ pub(super) async fn run(
             }
         }
     };
-    let me = node.node_id();
-    let candidates: Vec<NodeId> = node
-        .peers()
-        .await?
-        .into_iter()
-        .filter(|c| c.node != me && c.advert.roles.contains(&Role::Provider))
-        .map(|c| c.node)
-        .collect();
+    let candidates = providers(node).await?;
     if candidates.is_empty() {
         return Err(BuyError::NoCandidates);
     }
     report(BuyProgress::Candidates(candidates.len())).await;
-    let ratings = node.ask(Command::Ratings).await?;
+    let ratings = node.inner.ratings.borrow().clone();
     let timeout = node.inner.request_timeout;
     let wall = fluidos_contracts::Timestamp::now();
     let known = node.offer_cache().fresh(&candidates, Instant::now(), wall);
@@ -217,6 +210,46 @@ pub(super) async fn run(
             _ = tokio::time::sleep(wait) => acq.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// How long a provider list is reused while discovery reports no change.
+const PROVIDERS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The providers among discovery's candidates, as of one generation of the
+/// candidate table.
+#[derive(Debug)]
+pub(super) struct Providers {
+    generation: u64,
+    at: Instant,
+    nodes: Vec<NodeId>,
+}
+
+/// The candidates that sell, other than this node. Asks discovery only when its
+/// candidate table changed (or a second passed): back-to-back purchases share one
+/// answer.
+async fn providers(node: &Node) -> Result<Vec<NodeId>, NodeError> {
+    let generation = *node.inner.discovery.candidate_updates().borrow();
+    let now = Instant::now();
+    if let Some(p) = node.cached_providers().as_ref()
+        && p.generation == generation
+        && now.saturating_duration_since(p.at) < PROVIDERS_MAX_AGE
+    {
+        return Ok(p.nodes.clone());
+    }
+    let me = node.node_id();
+    let nodes: Vec<NodeId> = node
+        .peers()
+        .await?
+        .into_iter()
+        .filter(|c| c.node != me && c.advert.roles.contains(&Role::Provider))
+        .map(|c| c.node)
+        .collect();
+    *node.cached_providers() = Some(Providers {
+        generation,
+        at: now,
+        nodes: nodes.clone(),
+    });
+    Ok(nodes)
 }
 
 /// Marks a `PendingAck` contract active (written behind by the engine).

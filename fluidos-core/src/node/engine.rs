@@ -41,7 +41,6 @@ pub(super) enum Command {
     Flavors(oneshot::Sender<Vec<Flavor>>),
     Contracts(oneshot::Sender<Vec<ContractInfo>>),
     Contract(ContractId, oneshot::Sender<Option<VerifiedContract>>),
-    Ratings(oneshot::Sender<Ratings>),
     /// Record how a bought contract ended.
     BoughtEnded {
         contract: ContractId,
@@ -82,6 +81,8 @@ struct Engine {
     store: Writer,
     bought: BTreeMap<ContractId, Bought>,
     ratings: Ratings,
+    /// The ratings as of the last change, for purchases to read without asking.
+    ratings_tx: tokio::sync::watch::Sender<Ratings>,
     discovery: fluidos_discovery::DiscoveryHandle,
     probe: Option<HostProbe>,
     offer: host::OfferConfig,
@@ -249,6 +250,7 @@ pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         ledger,
         store,
         bought,
+        ratings_tx: tokio::sync::watch::Sender::new(ratings.clone()),
         ratings,
         discovery: discovery.clone(),
         probe: Some(probe),
@@ -269,6 +271,7 @@ pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         .filter(|b| b.state == ContractState::PendingAck)
         .map(|b| b.contract.clone())
         .collect();
+    let ratings = engine.ratings_tx.subscribe();
     let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));
     let node = Node {
         inner: std::sync::Arc::new(Inner {
@@ -281,6 +284,8 @@ pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
             fabric: fabric_for_node,
             request_timeout: Duration::from_secs(10),
             offers: std::sync::Mutex::new(crate::buyer::OfferCache::new(b.offer_cache_ttl)),
+            ratings,
+            providers: std::sync::Mutex::new(None),
         }),
     };
     // A countersignature stored before a crash but never acknowledged: send it again.
@@ -495,6 +500,13 @@ impl Engine {
         all
     }
 
+    /// Records how a bought contract ended and publishes the new ratings to
+    /// purchases starting from now.
+    fn record_outcome(&mut self, provider: NodeId, outcome: Outcome) {
+        self.ratings.record(provider, outcome);
+        self.ratings_tx.send_replace(self.ratings.clone());
+    }
+
     /// Queues a record that needs no fsync before anything is answered.
     fn write_behind(&mut self, record: Record) {
         self.deferred.push(record);
@@ -558,7 +570,7 @@ impl Engine {
             if let Some(b) = self.bought.get_mut(&contract) {
                 b.state = ContractState::Ended;
             }
-            self.ratings.record(provider, Outcome::Delivered);
+            self.record_outcome(provider, Outcome::Delivered);
             info!(contract_id = %contract, provider = %provider.short(), "bought contract ended: delivered");
             let rating = super::buy::to_rating(self.ratings.get(&provider));
             let _ = self.discovery.set_rating(provider, rating).await;
@@ -599,7 +611,7 @@ impl Engine {
             return err(ErrorCode::Replay, "contract already ended");
         }
         b.state = ContractState::Ended;
-        self.ratings.record(provider, Outcome::TerminatedEarly);
+        self.record_outcome(provider, Outcome::TerminatedEarly);
         warn!(contract_id = %t.contract, provider = %provider.short(), reason = %t.reason, "provider terminated a contract early");
         let discovery = self.discovery.clone();
         let rating = super::buy::to_rating(self.ratings.get(&provider));
@@ -722,9 +734,6 @@ impl Engine {
                     .or_else(|| self.bought.get(&id).map(|b| b.contract.clone()));
                 let _ = reply.send(found);
             }
-            Command::Ratings(reply) => {
-                let _ = reply.send(self.ratings.clone());
-            }
             Command::PersistBought {
                 contract,
                 state,
@@ -782,7 +791,7 @@ impl Engine {
                     if let Some(b) = self.bought.get_mut(&contract) {
                         b.state = ContractState::Ended;
                     }
-                    self.ratings.record(provider, outcome);
+                    self.record_outcome(provider, outcome);
                 }
                 let _ = reply.send(result);
             }

@@ -249,6 +249,10 @@ struct Inner {
     /// Recent listings, shared by this node's purchases. Held only for short,
     /// non-blocking reads and writes.
     offers: std::sync::Mutex<crate::buyer::OfferCache>,
+    /// The ratings of providers, published by the engine when they change.
+    ratings: tokio::sync::watch::Receiver<crate::buyer::Ratings>,
+    /// The providers among the candidates, as of a discovery generation.
+    providers: std::sync::Mutex<Option<buy::Providers>>,
 }
 
 impl Node {
@@ -272,6 +276,14 @@ impl Node {
     fn offer_cache(&self) -> std::sync::MutexGuard<'_, crate::buyer::OfferCache> {
         self.inner
             .offers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The provider list shared by this node's purchases (see [`buy::Providers`]).
+    fn cached_providers(&self) -> std::sync::MutexGuard<'_, Option<buy::Providers>> {
+        self.inner
+            .providers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

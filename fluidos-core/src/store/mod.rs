@@ -32,8 +32,10 @@
 //! it over `snapshot.fldb`, `fsync`s the directory, then truncates the journal. A
 //! crash in between replays the journal over a snapshot that already holds it,
 //! which is harmless: folding records is last-write-wins per key. The store
-//! compacts on open and whenever the journal outgrows
-//! [`StoreOptions::compact_threshold_bytes`].
+//! compacts on open and whenever the journal outgrows both
+//! [`StoreOptions::compact_threshold_bytes`] and the last snapshot: rewriting the
+//! live set costs what it holds, so waiting until the journal is as large keeps
+//! the writing per record constant, however many contracts are live.
 
 mod record;
 
@@ -148,6 +150,8 @@ pub struct Store {
     dir: PathBuf,
     journal: File,
     journal_len: u64,
+    /// Bytes of the snapshot last written or read (compaction waits for the journal to outgrow it).
+    snapshot_len: u64,
     pending: Vec<Record>,
     live: LiveSet,
     options: StoreOptions,
@@ -196,8 +200,10 @@ impl Store {
         }
 
         let mut live = LiveSet::new();
+        let mut snapshot_len = 0;
         let snapshot_path = dir.join(SNAPSHOT);
         if let Some(bytes) = read_if_exists(&snapshot_path).map_err(io(&snapshot_path))? {
+            snapshot_len = bytes.len() as u64;
             let parsed = parse(&bytes, SNAPSHOT_MAGIC, &snapshot_path)?;
             if let Some(torn) = parsed.torn_at {
                 // The snapshot only becomes visible through rename after fsync:
@@ -253,6 +259,7 @@ impl Store {
             dir,
             journal,
             journal_len,
+            snapshot_len,
             pending: Vec::new(),
             live,
             options,
@@ -309,7 +316,7 @@ impl Store {
         for record in self.pending.drain(..) {
             self.live.apply(&record);
         }
-        if self.journal_len > self.options.compact_threshold_bytes {
+        if self.journal_len > self.options.compact_threshold_bytes.max(self.snapshot_len) {
             // The batch is durable already; a failed compaction only leaves a long
             // journal behind, to be compacted on the next attempt or open.
             if let Err(error) = self.compact() {
@@ -335,6 +342,11 @@ impl Store {
         self.journal_len
     }
 
+    /// Bytes of the snapshot last written or read at open.
+    pub fn snapshot_len(&self) -> u64 {
+        self.snapshot_len
+    }
+
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -355,6 +367,7 @@ impl Store {
         }
         let mut tmp = File::create(&tmp_path).map_err(io(&tmp_path))?;
         tmp.write_all(&out).map_err(io(&tmp_path))?;
+        self.snapshot_len = out.len() as u64;
         tmp.sync_all().map_err(io(&tmp_path))?;
         drop(tmp);
         let snapshot_path = self.dir.join(SNAPSHOT);

@@ -90,3 +90,53 @@ fn replicate(e: &StoreError) -> StoreError {
         StoreError::Poisoned => StoreError::Poisoned,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buyer::Outcome;
+    use fluidos_contracts::{ContractId, SecretKey, Timestamp};
+
+    fn ended(n: u32, provider: fluidos_contracts::NodeId) -> Record {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_le_bytes());
+        Record::BuyerEnded {
+            contract: ContractId(id),
+            provider,
+            outcome: Outcome::Delivered,
+            at: Timestamp(u64::from(n)),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_submitted_back_to_back_are_all_durable_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = SecretKey::generate().node_id();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let writer = Writer::spawn(store).unwrap();
+        // Submitted without waiting, so the thread finds several queued and
+        // merges them into fewer syncs.
+        let mut pending = Vec::new();
+        for batch in 0..40u32 {
+            let records = (0..3).map(|i| ended(batch * 3 + i, provider)).collect();
+            pending.push(writer.submit(records).await.unwrap());
+        }
+        for durable in pending {
+            durable.await.unwrap().unwrap();
+        }
+        // An empty commit needs nothing from the thread.
+        writer.commit(Vec::new()).await.unwrap();
+        drop(writer);
+        // The thread releases the store (and its lock) once its queue is drained.
+        let reopened = (0..100).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Store::open(dir.path()).ok()
+        });
+        let (_, records) = reopened.expect("the writer thread released the store");
+        assert_eq!(records.len(), 120);
+        let expected: Vec<Record> = (0..120).map(|n| ended(n, provider)).collect();
+        for r in &expected {
+            assert!(records.contains(r), "{r:?} lost");
+        }
+    }
+}

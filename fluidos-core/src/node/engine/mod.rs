@@ -6,21 +6,26 @@ use std::time::Duration;
 
 use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
 use fluidos_contracts::{
-    ContractId, FabricParams, Flavor, FlavorId, NodeId, Nonce, SecretKey, Selector, Signed,
-    Termination, Timestamp, VerifiedContract,
+    ContractId, Flavor, FlavorId, NodeId, Nonce, SecretKey, Selector, Signed, Termination,
+    Timestamp, VerifiedContract,
 };
-use fluidos_discovery::{AdvertBody, Discovery, FlavorSummary, InboundRequest, Role};
+use fluidos_discovery::{AdvertBody, FlavorSummary, InboundRequest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::types::{BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus};
-use super::{Inner, Node, NodeBuilder};
+use super::types::{ContractInfo, ContractRole, ContractState, NodeError, NodeStatus};
+use super::writer::Writer;
 use crate::buyer::{Outcome, Ratings};
 use crate::host::{self, FlavorKind, HostMeasurement, HostProbe};
-use crate::ledger::{FlavorTemplate, Ledger, LedgerConfig, LedgerEvent};
-use crate::store::{BuyerContractState, Record, Store};
+use crate::ledger::{FlavorTemplate, Ledger, LedgerEvent};
+use crate::store::{BuyerContractState, Record};
 
-use super::writer::Writer;
+mod bind;
+mod commit;
+
+pub(super) use bind::bind;
+use bind::cap;
+use commit::{Answers, next_synced};
 
 /// Inbound requests handled in one batch, and so covered by one fsync.
 const MAX_BATCH: usize = 128;
@@ -98,238 +103,6 @@ struct Engine {
     /// own once `deferred_until` passes.
     deferred: Vec<Record>,
     deferred_until: Option<tokio::time::Instant>,
-}
-
-/// `sellable`, limited per resource by the operator's `limit`.
-fn cap(
-    sellable: fluidos_contracts::Resources,
-    limit: Option<fluidos_contracts::Resources>,
-) -> fluidos_contracts::Resources {
-    match limit {
-        Some(l) => {
-            let (s, l) = (sellable.as_array(), l.as_array());
-            fluidos_contracts::Resources::from_array(std::array::from_fn(|i| s[i].min(l[i])))
-        }
-        None => sellable,
-    }
-}
-
-fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BindError + '_ {
-    move |source| BindError::DataDir {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-pub(super) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
-    let data_dir = b.data_dir.clone().ok_or(BindError::NoDataDir)?;
-    std::fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
-    let key = match b.key.clone() {
-        Some(k) => k,
-        None => fluidos_contracts::keyfile::load_or_create(&data_dir.join("node.key"))?.0,
-    };
-    let node_id = key.node_id();
-    let (wg, _) = fluidos_fabric::keyfile::load_or_create(&data_dir.join("wireguard.key"))?;
-    let fabric: FabricParams =
-        fluidos_fabric::fabric_params(&wg, b.fabric_endpoints.clone(), &node_id);
-
-    // Measuring reads /proc and may run nvidia-smi: keep it off the runtime threads.
-    let detect_gpus = b.detect_gpus;
-    let dir = data_dir.clone();
-    let (probe, measured) = tokio::task::spawn_blocking(move || {
-        let mut probe = HostProbe::new(dir)?.detect_gpus(detect_gpus);
-        let measured = probe.measure()?;
-        Ok::<_, host::HostError>((probe, measured))
-    })
-    .await
-    .map_err(|e| BindError::Task(e.to_string()))??;
-
-    let now = Timestamp::now();
-    let (store, records) = Store::open(data_dir.join("state"))?;
-    let mut flavor_ids = BTreeMap::new();
-    // Keep flavor ids stable across restarts: reuse those of restored deals.
-    for r in &records {
-        if let Record::Reserved(res)
-        | Record::Offered {
-            reservation: res, ..
-        }
-        | Record::Activated {
-            reservation: res, ..
-        } = r
-        {
-            let kind = if res.flavor.characteristics.resources.gpus > 0 {
-                match &res.flavor.characteristics.gpu {
-                    Some(g) => FlavorKind::Gpu {
-                        model: g.model.clone(),
-                    },
-                    None => FlavorKind::General,
-                }
-            } else {
-                FlavorKind::General
-            };
-            flavor_ids.entry(kind).or_insert(res.flavor.id);
-        }
-    }
-    let sellable = cap(
-        host::sellable(&measured, &b.reserve, b.offer.pods),
-        b.max_sellable,
-    );
-    let flavors = host::build_flavors(
-        node_id,
-        &measured,
-        &sellable,
-        &b.offer,
-        now,
-        1,
-        &mut flavor_ids,
-        FlavorId::random,
-    );
-    let templates = flavors
-        .iter()
-        .map(|(_, f)| FlavorTemplate::from_flavor(f))
-        .collect();
-    let fabric_for_node = fabric.clone();
-    let mut config = LedgerConfig::new(sellable, templates, fabric);
-    config.reservation_ttl_ms = b.ledger.reservation_ttl_ms;
-    config.offer_ttl_ms = b.ledger.offer_ttl_ms;
-    config.max_contract_ms = b.ledger.max_contract_ms;
-    config.max_reservations_per_buyer = b.ledger.max_reservations_per_buyer;
-    config.flavor_ttl_ms = u64::try_from(b.offer.validity.as_millis()).unwrap_or(u64::MAX);
-
-    let mut bought = BTreeMap::new();
-    let mut ratings = Ratings::default();
-    for record in &records {
-        match record {
-            Record::BuyerContract {
-                id,
-                contract,
-                state,
-            } => match contract.verify() {
-                Ok(c) => {
-                    let state = match state {
-                        BuyerContractState::PendingAck => ContractState::PendingAck,
-                        BuyerContractState::Active => ContractState::Active,
-                    };
-                    bought.insert(*id, Bought { contract: c, state });
-                }
-                Err(e) => {
-                    error!(contract = %id, error = %e, "dropping a stored contract that no longer verifies")
-                }
-            },
-            Record::BuyerEnded {
-                contract,
-                provider,
-                outcome,
-                ..
-            } => {
-                if let Some(b) = bought.get_mut(contract) {
-                    b.state = ContractState::Ended;
-                }
-                ratings.record(*provider, *outcome);
-            }
-            _ => {}
-        }
-    }
-    let ledger = Ledger::restore(key.clone(), config, records, now);
-    let store = Writer::spawn(store).map_err(|e| BindError::Task(e.to_string()))?;
-
-    let mut discovery_config = b.discovery.clone();
-    let advert = advert_body(&b.roles, &b.offer, &measured, &ledger, now);
-    discovery_config.advert = advert.clone();
-    let (discovery, inbound) = Discovery::spawn(&key, discovery_config).await?;
-    for (node, counts) in ratings.iter() {
-        let _ = discovery
-            .set_rating(*node, super::buy::to_rating(*counts))
-            .await;
-    }
-
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let engine = Engine {
-        key: key.clone(),
-        node_id,
-        ledger,
-        store,
-        bought,
-        ratings_tx: tokio::sync::watch::Sender::new(ratings.clone()),
-        ratings,
-        discovery: discovery.clone(),
-        probe: Some(probe),
-        offer: b.offer.clone(),
-        reserve: b.reserve,
-        flavor_ids,
-        revision: 1,
-        roles: b.roles,
-        advert_dirty: false,
-        advert,
-        max_sellable: b.max_sellable,
-        deferred: Vec::new(),
-        deferred_until: None,
-    };
-    let pending_acks: Vec<VerifiedContract> = engine
-        .bought
-        .values()
-        .filter(|b| b.state == ContractState::PendingAck)
-        .map(|b| b.contract.clone())
-        .collect();
-    let ratings = engine.ratings_tx.subscribe();
-    let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));
-    let node = Node {
-        inner: std::sync::Arc::new(Inner {
-            node_id,
-            peer_id: fluidos_discovery::peer_id(&node_id),
-            key,
-            discovery,
-            engine: tx,
-            engine_task: tokio::sync::Mutex::new(Some(task)),
-            fabric: fabric_for_node,
-            request_timeout: Duration::from_secs(10),
-            offers: std::sync::Mutex::new(crate::buyer::OfferCache::new(b.offer_cache_ttl)),
-            ratings,
-            providers: std::sync::Mutex::new(None),
-        }),
-    };
-    // A countersignature stored before a crash but never acknowledged: send it again.
-    for contract in pending_acks {
-        let node = node.clone();
-        tokio::spawn(async move { super::buy::resend_countersign(&node, contract).await });
-    }
-    info!(node_id = %node_id, "node bound");
-    Ok(node)
-}
-
-fn advert_body(
-    roles: &super::Roles,
-    offer: &host::OfferConfig,
-    measured: &HostMeasurement,
-    ledger: &Ledger,
-    now: Timestamp,
-) -> AdvertBody {
-    let mut r = std::collections::BTreeSet::new();
-    if roles.provider {
-        r.insert(Role::Provider);
-    }
-    if roles.consumer {
-        r.insert(Role::Consumer);
-    }
-    if roles.supernode {
-        r.insert(Role::Supernode);
-    }
-    let flavors = if roles.provider {
-        ledger
-            .list(&Selector::default(), now)
-            .iter()
-            .map(|f| FlavorSummary::from(&**f))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    AdvertBody {
-        labels: offer.labels.clone(),
-        roles: r,
-        location: offer.location.clone(),
-        architecture: Some(measured.architecture.clone()),
-        flavors,
-    }
 }
 
 /// Sleeps until `at`; never completes without a deadline (the branch using it is
@@ -439,85 +212,11 @@ impl Engine {
         info!(node_id = %self.node_id, "engine stopped");
     }
 
-    /// Applies a batch of inbound requests and hands their records to the writer.
-    /// The answers go out once the batch is durable ([`Answers::send`]), and
-    /// after the answers of every earlier batch: an answer may depend on state an
-    /// earlier batch created (a repeated purchase returns an offer made before).
-    async fn inbound(&mut self, batch: Vec<InboundRequest>) -> Answers {
-        let now = Timestamp::now();
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut records = Vec::new();
-        for req in batch {
-            let (response, mut recs) = match req.request {
-                Request::Terminate { termination } if self.is_bought(&termination) => {
-                    self.terminated_by_provider(req.from, termination, now)
-                }
-                request => self.ledger.handle(req.from, request, now),
-            };
-            let durable = !recs.is_empty();
-            records.append(&mut recs);
-            answers.push((req.reply, response, durable));
-        }
-        records.extend(self.ledger.take_records());
-        let records = self.with_deferred(records);
-        let synced = if records.is_empty() {
-            Synced::Already
-        } else {
-            match self.store.submit(records).await {
-                Ok(durable) => Synced::Waiting(durable),
-                Err(e) => {
-                    error!(error = %e, "store commit failed");
-                    Synced::Failed
-                }
-            }
-        };
-        self.drain_ledger_events().await;
-        Answers { synced, answers }
-    }
-
-    /// Makes `records` durable with one fsync, after any write-behind records
-    /// (which go first, so that a later record of the same key wins on replay).
-    async fn persist(&mut self, records: Vec<Record>) -> Result<(), NodeError> {
-        let records = self.with_deferred(records);
-        self.store.commit(records).await.map_err(|e| {
-            // Write-behind records in a failed batch are dropped: each was a state
-            // the node can rebuild after a restart (a `PendingAck` contract is
-            // confirmed again with the provider).
-            error!(error = %e, "store commit failed");
-            NodeError::Store(e)
-        })
-    }
-
-    /// `records`, after the write-behind records, which go first so that a later
-    /// record of the same key wins on replay.
-    fn with_deferred(&mut self, records: Vec<Record>) -> Vec<Record> {
-        if self.deferred.is_empty() {
-            return records;
-        }
-        self.deferred_until = None;
-        let mut all = std::mem::take(&mut self.deferred);
-        all.extend(records);
-        all
-    }
-
     /// Records how a bought contract ended and publishes the new ratings to
     /// purchases starting from now.
     fn record_outcome(&mut self, provider: NodeId, outcome: Outcome) {
         self.ratings.record(provider, outcome);
         self.ratings_tx.send_replace(self.ratings.clone());
-    }
-
-    /// Queues a record that needs no fsync before anything is answered.
-    fn write_behind(&mut self, record: Record) {
-        self.deferred.push(record);
-        if self.deferred_until.is_none() {
-            self.deferred_until = Some(tokio::time::Instant::now() + DEFERRED_MAX_WAIT);
-        }
-    }
-
-    async fn flush_ledger(&mut self) {
-        let records = self.ledger.take_records();
-        let _ = self.persist(records).await;
     }
 
     async fn drain_ledger_events(&mut self) {
@@ -898,61 +597,5 @@ impl Engine {
                 termination: signed,
             },
         )))
-    }
-}
-
-/// Whether a batch's records are durable.
-#[derive(Debug)]
-enum Synced {
-    /// The batch wrote nothing.
-    Already,
-    /// Handed to the writer.
-    Waiting(super::writer::Durable),
-    /// The writer could not take it.
-    Failed,
-}
-
-/// The answers of one batch, waiting for its records to be durable.
-#[derive(Debug)]
-struct Answers {
-    synced: Synced,
-    /// Reply channel, response, and whether the response depends on the batch's records.
-    answers: Vec<(tokio::sync::oneshot::Sender<Response>, Response, bool)>,
-}
-
-impl Answers {
-    /// Sends the answers; those that depend on the batch's records become
-    /// `Unavailable` if they are not durable.
-    fn send(self, synced: bool) {
-        for (reply, response, durable) in self.answers {
-            let response = if durable && !synced {
-                Response::Error(RearError::new(
-                    ErrorCode::Unavailable,
-                    "the provider could not make the change durable",
-                ))
-            } else {
-                response
-            };
-            let _ = reply.send(response);
-        }
-    }
-}
-
-/// Waits until the oldest unsynced batch is durable (`true`) or failed.
-async fn next_synced(unsynced: &mut VecDeque<Answers>) -> bool {
-    let Some(oldest) = unsynced.front_mut() else {
-        return std::future::pending().await;
-    };
-    match &mut oldest.synced {
-        Synced::Already => true,
-        Synced::Failed => false,
-        Synced::Waiting(durable) => match durable.await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                error!(error = %e, "store commit failed");
-                false
-            }
-            Err(_) => false,
-        },
     }
 }

@@ -417,6 +417,56 @@ fn a_lost_countersign_answer_is_resent_and_replay_counts_as_success() {
 }
 
 #[test]
+fn a_lost_offer_is_asked_for_once_more_and_the_same_offer_comes_back() {
+    let mut net = Net::new();
+    let p = net.provider(1, 1_000_000, "IT");
+    let other = net.provider(2, 2_000_000, "IT");
+    let mut acq = net.start(want(1000, 1), vec![p, other], Ratings::new());
+    let mut offers = Vec::new();
+    let start = net.now;
+    let mut hook = |to: NodeId, request: &Request, ledger: &mut Ledger, wall: Timestamp| {
+        let response = ledger.handle(buyer(), request.clone(), wall).0;
+        if let Response::Offer { contract } = &response {
+            offers.push(contract.clone());
+            if offers.len() == 1 {
+                return None; // the provider made the offer; the answer is lost
+            }
+        }
+        assert!(
+            to == p || matches!(request, Request::ListFlavors { .. }),
+            "the buyer moved on to the other provider"
+        );
+        Some(response)
+    };
+    let c = done(net.drive(&mut acq, &mut hook));
+    // Asked twice with the same nonce: the provider answered the same offer,
+    // and exactly one partition is held.
+    assert_eq!(offers.len(), 2);
+    assert_eq!(offers[0], offers[1]);
+    assert_eq!(c.terms().provider, p);
+    assert_eq!(net.ledgers[&p].committed(), cpu_mem(1000, 1));
+    assert_eq!(net.now, start + TIMEOUT, "one timeout, then the repeat");
+
+    // A provider that stays silent is given up after the repeat.
+    let mut net = Net::new();
+    let silent = net.provider(1, 1_000_000, "IT");
+    let good = net.provider(2, 2_000_000, "IT");
+    let mut acq = net.start(want(1000, 1), vec![silent, good], Ratings::new());
+    let mut asked = 0;
+    let mut hook = |to: NodeId, request: &Request, ledger: &mut Ledger, wall: Timestamp| {
+        let response = ledger.handle(buyer(), request.clone(), wall).0;
+        if to == silent && matches!(request, Request::ReserveAndPurchase { .. }) {
+            asked += 1;
+            return None;
+        }
+        Some(response)
+    };
+    let c = done(net.drive(&mut acq, &mut hook));
+    assert_eq!(asked, 2);
+    assert_eq!(c.terms().provider, good);
+}
+
+#[test]
 fn an_offer_with_changed_terms_is_refused() {
     let mut net = Net::new();
     let cheat = net.provider(1, 100_000, "IT");

@@ -45,6 +45,9 @@ struct Attempt {
     nonce: Nonce,
     stage: Stage,
     deadline: Option<Instant>,
+    /// The reserve or purchase request in flight, kept to send it once more if
+    /// its answer does not come (both are idempotent).
+    in_flight: Option<Request>,
 }
 
 /// One acquisition: list → rank → reserve and purchase → persist → countersign.

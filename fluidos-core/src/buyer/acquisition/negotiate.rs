@@ -84,12 +84,13 @@ impl Acquisition {
             };
             self.attempts_made += 1;
             let nonce = self.next_nonce();
-            self.transmits.push_back((provider, request));
+            self.transmits.push_back((provider, request.clone()));
             self.attempt = Some(Attempt {
                 offer,
                 nonce,
                 stage,
                 deadline: Some(now + self.opts.request_timeout),
+                in_flight: Some(request),
             });
             self.events.push_back(AcquisitionEvent::Progress(phase));
             return;
@@ -193,6 +194,17 @@ impl Acquisition {
             self.finish_failed();
             return;
         }
+        // No answer in time: the request or its answer may have been lost on the
+        // way. Send it once more before moving on; the provider answers a repeat
+        // with what it answered the first time.
+        if reason.is_none()
+            && let Some(again) = attempt.in_flight.take()
+        {
+            let provider = attempt.offer.provider;
+            self.transmits.push_back((provider, again));
+            attempt.deadline = Some(now + timeout);
+            return;
+        }
         let failure = match reason {
             Some(reason) => CandidateFailure::Unreachable { request, reason },
             None => CandidateFailure::TimedOut { request },
@@ -245,19 +257,18 @@ impl Acquisition {
             Err(problem) => return self.invalid("reserve", problem, now),
         };
         let provider = offer.provider;
-        self.transmits.push_back((
-            provider,
-            Request::Purchase {
-                reservation: reservation.id,
-                terms,
-            },
-        ));
+        let request = Request::Purchase {
+            reservation: reservation.id,
+            terms,
+        };
+        self.transmits.push_back((provider, request.clone()));
         let timeout = self.opts.request_timeout;
         if let Some(a) = self.attempt.as_mut() {
             a.stage = Stage::Purchasing {
                 reservation: Box::new(reservation),
             };
             a.deadline = Some(now + timeout);
+            a.in_flight = Some(request);
         }
         self.events
             .push_back(AcquisitionEvent::Progress(Phase::Purchasing { provider }));

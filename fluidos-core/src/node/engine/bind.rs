@@ -232,15 +232,7 @@ fn advert_body(
     if roles.supernode {
         r.insert(Role::Supernode);
     }
-    let flavors = if roles.provider {
-        ledger
-            .list(&Selector::default(), now)
-            .iter()
-            .map(|f| FlavorSummary::from(&**f))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let flavors = advert_flavors(roles, ledger, now);
     AdvertBody {
         labels: offer.labels.clone(),
         roles: r,
@@ -248,4 +240,21 @@ fn advert_body(
         architecture: Some(measured.architecture.clone()),
         flavors,
     }
+}
+
+/// What the advert says this node sells now: a summary of every listed flavor,
+/// or nothing for a node that does not sell.
+pub(super) fn advert_flavors(
+    roles: &super::super::Roles,
+    ledger: &Ledger,
+    now: Timestamp,
+) -> Vec<FlavorSummary> {
+    if !roles.provider {
+        return Vec::new();
+    }
+    ledger
+        .list(&Selector::default(), now)
+        .iter()
+        .map(|f| FlavorSummary::from(&**f))
+        .collect()
 }

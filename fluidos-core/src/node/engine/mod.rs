@@ -9,7 +9,7 @@ use fluidos_contracts::{
     ContractId, Flavor, FlavorId, NodeId, Nonce, SecretKey, Selector, Signed, Termination,
     Timestamp, VerifiedContract,
 };
-use fluidos_discovery::{AdvertBody, FlavorSummary, InboundRequest};
+use fluidos_discovery::{AdvertBody, InboundRequest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -24,7 +24,7 @@ mod bind;
 mod commit;
 
 pub(super) use bind::bind;
-use bind::cap;
+use bind::{advert_flavors, cap};
 use commit::{Answers, next_synced};
 
 /// Inbound requests handled in one batch, and so covered by one fsync.
@@ -377,16 +377,7 @@ impl Engine {
     async fn publish_advert(&mut self) {
         self.advert_dirty = false;
         let now = Timestamp::now();
-        let flavors: Vec<FlavorSummary> = if self.roles.provider {
-            self.ledger
-                .list(&Selector::default(), now)
-                .iter()
-                .map(|f| FlavorSummary::from(&**f))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        self.advert.flavors = flavors;
+        self.advert.flavors = advert_flavors(&self.roles, &self.ledger, now);
         if let Err(e) = self.discovery.set_advert(self.advert.clone()).await {
             warn!(error = %e, "could not update the advert");
         }

@@ -100,23 +100,9 @@ pub(super) async fn latency(s: &Settings, listing_ttl: Duration) {
         "  process CPU per buy (both nodes): {:.0} µs",
         cpu * 1e6 / s.n as f64
     );
-    for (name, mut all) in SEGMENTS.iter().zip(segments) {
-        all.sort();
-        println!(
-            "  {name:<70} p50 {:>9}  p90 {:>9}",
-            ms(pct(&all, 0.5)),
-            ms(pct(&all, 0.9))
-        );
-    }
+    print_segments("  ", segments);
     // Both sides hold every timed contract.
-    let sold: BTreeSet<ContractId> = p
-        .contracts()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.role == ContractRole::Provider && i.state == ContractState::Active)
-        .map(|i| i.id)
-        .collect();
+    let sold = book_of(&p).await.sold;
     assert!(ids.is_subset(&sold), "the provider holds every contract");
     assert_eq!(sold.len(), s.n + WARMUP);
     // The buyer writes "acknowledged" behind; a clean shutdown still makes every
@@ -128,4 +114,16 @@ pub(super) async fn latency(s: &Settings, listing_ttl: Duration) {
     assert!(bought.iter().all(|i| i.state == ContractState::Active));
     c.shutdown().await;
     p.shutdown().await;
+}
+
+/// Prints the p50 and p90 of each segment of [`SEGMENTS`].
+pub(super) fn print_segments(indent: &str, segments: Vec<Vec<Duration>>) {
+    for (name, mut all) in SEGMENTS.iter().zip(segments) {
+        all.sort();
+        println!(
+            "{indent}{name:<70} p50 {:>9}  p90 {:>9}",
+            ms(pct(&all, 0.5)),
+            ms(pct(&all, 0.9))
+        );
+    }
 }

@@ -51,9 +51,9 @@ use fluidos_core::host::OfferConfig;
 use fluidos_core::store::{Record, Store};
 use fluidos_core::{BuyError, BuyProgress, ContractRole, ContractState, LedgerTuning, Node, Roles};
 
-use latency::{SEGMENTS, latency, timed_buy};
+use latency::{SEGMENTS, latency, print_segments, timed_buy};
 use lean::lean;
-use provider::{Provider, serve_provider};
+use provider::{Provider, book_of, serve_provider};
 use throughput::{throughput, throughput_tuning};
 
 const GIB: u64 = 1 << 30;

@@ -12,7 +12,7 @@ pub(super) struct Book {
     pub(super) sold_pods: u64,
 }
 
-async fn book_of(p: &Node) -> Book {
+pub(super) async fn book_of(p: &Node) -> Book {
     let st = p.status().await.unwrap();
     let sold: Vec<_> = p
         .contracts()

@@ -140,14 +140,7 @@ pub(super) async fn throughput(s: &Settings) {
     latencies.sort();
     report_rate(&p, won.len(), elapsed, cpu, provider_cpu, &latencies);
     println!("  where one buyer's time goes ({sampled_buys} buys):");
-    for (name, mut all) in SEGMENTS.iter().zip(segments) {
-        all.sort();
-        println!(
-            "    {name:<70} p50 {:>9}  p90 {:>9}",
-            ms(pct(&all, 0.5)),
-            ms(pct(&all, 0.9))
-        );
-    }
+    print_segments("    ", segments);
     report_failures(&lost);
     let mut held = BTreeSet::new();
     for b in &buyers {

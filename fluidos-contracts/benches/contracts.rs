@@ -118,6 +118,23 @@ fn contracts(c: &mut Criterion) {
     });
 }
 
+/// The canonical encoder and the strict decoder alone, on the largest signed value.
+fn terms_codec(c: &mut Criterion) {
+    let (provider, buyer) = (
+        SecretKey::from_seed(&[1; 32]),
+        SecretKey::from_seed(&[2; 32]),
+    );
+    let t = terms(&provider, &buyer);
+    let encoded = canonical::to_vec(&t).unwrap();
+    println!("contract terms: {} bytes of canonical CBOR", encoded.len());
+    c.bench_function("terms_canonical_encode", |b| {
+        b.iter(|| canonical::to_vec(black_box(&t)).unwrap())
+    });
+    c.bench_function("terms_canonical_decode_strict", |b| {
+        b.iter(|| canonical::from_slice::<ContractTerms>(black_box(&encoded)).unwrap())
+    });
+}
+
 fn flavors(c: &mut Criterion) {
     let f = flavor(SecretKey::from_seed(&[1; 32]).node_id());
     let encoded = canonical::to_vec(&f).unwrap();
@@ -166,5 +183,5 @@ fn credentials(c: &mut Criterion) {
 #[cfg(not(feature = "vc"))]
 fn credentials(_: &mut Criterion) {}
 
-criterion_group!(benches, contracts, flavors, credentials);
+criterion_group!(benches, contracts, terms_codec, flavors, credentials);
 criterion_main!(benches);

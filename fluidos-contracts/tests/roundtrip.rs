@@ -1,4 +1,5 @@
-//! Property tests: every wire type survives canonical encoding and decoding unchanged.
+//! Property tests: every wire type survives canonical encoding and decoding unchanged,
+//! and its canonical encoding is byte-for-byte the one of the reference encoder.
 #![allow(clippy::unwrap_used)]
 
 use fluidos_contracts::canonical;
@@ -226,6 +227,8 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + st
     value: &T,
 ) {
     let bytes = canonical::to_vec(value).unwrap();
+    // The direct encoder writes exactly what the old `Value`-tree path wrote.
+    assert_eq!(bytes, canonical::to_vec_reference(value).unwrap());
     let back: T = canonical::from_slice(&bytes).unwrap();
     assert_eq!(&back, value);
     // Encoding is deterministic: the decoded value encodes to the same bytes.

@@ -1,6 +1,7 @@
 //! Any bytes a peer may send, decoded as each wire type: decoding never panics, every
-//! value that decodes re-encodes to canonical bytes that decode strictly to the same
-//! value, and the strict decoder accepts the input exactly when it is that encoding.
+//! value that decodes re-encodes to canonical bytes (the same bytes as the reference
+//! `Value`-tree encoder) that decode strictly to the same value, and the strict
+//! decoder accepts the input exactly when it is that encoding.
 #![no_main]
 
 use fluidos_contracts::rear::{Request, Response};
@@ -16,6 +17,11 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[
         return;
     };
     let bytes = canonical::to_vec(&value).expect("a decoded value encodes");
+    // The direct encoder writes exactly what the `Value`-tree encoder it replaced wrote.
+    assert_eq!(
+        bytes,
+        canonical::to_vec_reference(&value).expect("reference encodes")
+    );
     let back: T = canonical::from_slice(&bytes).expect("canonical bytes decode strictly");
     assert_eq!(back, value);
     assert_eq!(canonical::from_slice::<T>(data).is_ok(), bytes == data);

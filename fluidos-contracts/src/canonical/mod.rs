@@ -1,11 +1,33 @@
 //! Canonical CBOR: the one encoding that defines every byte fluidos signs and sends.
 //!
-//! Values are serialised with serde into a [`ciborium::Value`] tree, every map is
-//! sorted by the deterministic key order of RFC 8949 §4.2.3 (shorter encoded key
-//! first, then bytewise), and the tree is written with ciborium, which already uses
-//! the shortest head for every integer and length. Decoding is strict: bytes that
-//! are not exactly the canonical encoding of the value they decode to are refused,
-//! so one value has exactly one signed form and signatures cannot be malleated.
+//! [`to_vec`] drives a serde `Serializer` (in `ser.rs`) that writes canonical CBOR
+//! straight into one output buffer, without building an intermediate value tree:
+//!
+//! - every head (integer, length, tag) takes its shortest form, and every length is
+//!   definite: a collection whose length serde does not announce, or announces
+//!   wrongly, gets its head rewritten once the real count is known;
+//! - the entries of a map or struct are written in serde order, their byte ranges
+//!   noted, then sorted (stably) by the deterministic key order of RFC 8949
+//!   §4.2.3, shorter encoded key first, then bytewise (with the exceptions below),
+//!   and moved into place through one scratch buffer shared by every map. Ties
+//!   keep serde order: a duplicate key is written twice, as before.
+//!
+//! The bytes are exactly those of the previous path, which serialised into a
+//! [`ciborium::Value`] tree, sorted each map with `ciborium::value::CanonicalValue`
+//! and wrote the tree with ciborium. That path is kept as the test oracle
+//! ([`to_vec_reference`]), and `ser.rs` reproduces even its quirks: integer keys
+//! and tag keys compare the way `CanonicalValue` compares them (not always
+//! bytewise), `i128`/`u128` outside 64 bits become bignum tags, floats take the
+//! shortest lossless width, and ciborium's `tag` wrappers are honoured. The wire
+//! types of this crate only have text keys (struct fields, labels), whose order is
+//! exactly RFC 8949's.
+//!
+//! Decoding is strict: bytes that are not exactly the canonical encoding of the
+//! value they decode to are refused (the value is re-encoded and compared), so one
+//! value has exactly one signed form and signatures cannot be malleated.
+
+mod order;
+mod ser;
 
 use ciborium::value::{CanonicalValue, Value};
 use serde::{Serialize, de::DeserializeOwned};
@@ -40,6 +62,14 @@ pub struct EncodeError(String);
 
 /// Encodes `value` as canonical CBOR.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    ser::to_vec(value, 512).map_err(|e| EncodeError(e.to_string()))
+}
+
+/// The previous encoder, kept as the oracle [`to_vec`] is tested against: serialise
+/// into a [`ciborium::Value`] tree, sort every map with
+/// [`CanonicalValue`], write the tree with ciborium. Slow; not for production use.
+#[doc(hidden)]
+pub fn to_vec_reference<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
     let tree = Value::serialized(value).map_err(|e| EncodeError(e.to_string()))?;
     let tree = canonicalize(tree);
     let mut out = Vec::with_capacity(128);
@@ -58,7 +88,7 @@ pub fn from_slice_limited<T: DeserializeOwned + Serialize>(
     max: usize,
 ) -> Result<T, DecodeError> {
     let value = from_slice_lenient_limited::<T>(bytes, max)?;
-    let again = to_vec(&value).map_err(|_| DecodeError::NonCanonical)?;
+    let again = ser::to_vec(&value, bytes.len()).map_err(|_| DecodeError::NonCanonical)?;
     if again != bytes {
         return Err(DecodeError::NonCanonical);
     }

@@ -1,7 +1,8 @@
 //! Canonical CBOR: the one encoding that defines every byte fluidos signs and sends.
 //!
-//! [`to_vec`] drives a serde `Serializer` (in `ser.rs`) that writes canonical CBOR
-//! straight into one output buffer, without building an intermediate value tree:
+//! [`to_vec`] drives a serde `Serializer` (in `ser.rs`; the key order is in
+//! `order.rs`) that writes canonical CBOR straight into one output buffer, without
+//! building an intermediate value tree:
 //!
 //! - every head (integer, length, tag) takes its shortest form, and every length is
 //!   definite: a collection whose length serde does not announce, or announces

@@ -231,8 +231,16 @@ impl Flavor {
 
     /// The smallest partition that covers `want` and respects min and step, if the
     /// flavor can hold it. Buyers use it to round a request up to a valid size.
+    ///
+    /// A request for compute (cpu or memory) that names no workload slots gets
+    /// one slot (rounded up to the flavor's minimum) when the flavor sells slots:
+    /// capacity without a slot could host no workload.
     pub fn fit_partition(&self, want: &Resources) -> Option<Resources> {
         let whole = self.characteristics.resources;
+        let mut want = *want;
+        if want.pods == 0 && (want.cpu_millis > 0 || want.memory_bytes > 0) && whole.pods > 0 {
+            want.pods = 1;
+        }
         if !self.policy.partitionable {
             return want.fits_within(&whole).then_some(whole);
         }
@@ -409,6 +417,7 @@ pub(crate) mod tests {
         let got = f.fit_partition(&want).unwrap();
         assert_eq!(got.cpu_millis, 1500);
         assert_eq!(got.memory_bytes, 1 << 30);
+        assert_eq!(got.pods, 1, "compute without slots gets one slot");
         f.check_partition(&got, &f.characteristics.resources)
             .unwrap();
         let too_big = Resources {

@@ -636,10 +636,9 @@ impl World {
                     self.disk.to_vec(),
                     now,
                 );
-                // Ended deals are remembered in memory only.
+                // Ended deals are remembered across the restart: their
+                // tombstones are persisted with the store's ending records.
                 self.model.advance(now);
-                self.model.gone.clear();
-                self.model.gone_contracts.clear();
             }
         }
         self.persist();

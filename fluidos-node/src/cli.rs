@@ -144,7 +144,7 @@ pub struct BuyArgs {
     /// Whole GPUs.
     #[arg(long, default_value_t = 0)]
     pub gpus: u64,
-    /// Workload slots.
+    /// Workload slots (0 with --cpu or --memory buys one, or the seller's minimum).
     #[arg(long, default_value_t = 0)]
     pub pods: u64,
     /// Highest price per hour for the partition, in currency units (e.g. 0.5).

@@ -81,7 +81,8 @@ pub struct LedgerConfig {
     /// 10 000): identities are free, so the per-buyer limit alone bounds nothing.
     pub max_holds: usize,
     /// How many ended deals are remembered to answer `ReservationExpired` or
-    /// `Replay` instead of `Unknown…` (default 65 536; lost on restart).
+    /// `Replay` instead of `Unknown…` (default 65 536). They are persisted as
+    /// the ending records of the store and restored by [`Ledger::restore`](super::Ledger::restore).
     pub max_tombstones: usize,
     /// Seed of the identifier generator. `None` (the default) draws one from the
     /// operating system; tests set it to be repeatable.

@@ -475,7 +475,11 @@ impl Ledger {
         let buyer = deal.reservation().buyer;
         let (kind, contract) = match &deal {
             Deal::Reserved(_) => {
-                self.records.push(Record::Released { reservation: *id });
+                self.records.push(Record::Released {
+                    reservation: *id,
+                    buyer: Some(buyer),
+                    contract: None,
+                });
                 self.events.push_back(LedgerEvent::ReservationExpired {
                     reservation: *id,
                     buyer,
@@ -484,7 +488,11 @@ impl Ledger {
             }
             Deal::Offered { offer, .. } => {
                 let contract = offer.terms().id;
-                self.records.push(Record::Released { reservation: *id });
+                self.records.push(Record::Released {
+                    reservation: *id,
+                    buyer: Some(buyer),
+                    contract: Some(contract),
+                });
                 self.events.push_back(LedgerEvent::OfferExpired {
                     reservation: *id,
                     contract,
@@ -498,6 +506,7 @@ impl Ledger {
                     reservation: *id,
                     contract,
                     termination: None,
+                    buyer: Some(buyer),
                 });
                 self.events
                     .push_back(LedgerEvent::ContractEnded { contract, buyer });

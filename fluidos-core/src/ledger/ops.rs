@@ -427,6 +427,7 @@ impl Ledger {
             reservation: rid,
             contract: contract_id,
             termination: Some(termination.signed().clone()),
+            buyer: Some(buyer),
         });
         self.events.push_back(LedgerEvent::ContractTerminated {
             contract: contract_id,

@@ -2,6 +2,7 @@
 
 use fluidos_contracts::{SecretKey, Timestamp};
 
+use super::tombs::{Tomb, TombKind};
 use super::{Deal, Ledger, LedgerConfig};
 use crate::store::{LiveSet, Record};
 
@@ -15,6 +16,9 @@ impl Ledger {
     /// - offers and contracts are verified again (`verify_offer` / `verify`) and
     ///   checked to be this provider's; one that fails is left out with an error
     ///   log (its record stays in the store as evidence);
+    /// - the ending records (`Released`, `Ended`) become the ledger's tombstones
+    ///   again, so a late request about an ended deal is still answered
+    ///   `Replay` or `ReservationExpired`;
     /// - buyer-side records are ignored.
     ///
     /// What is restored counts against the capacity even if the capacity is now
@@ -28,8 +32,8 @@ impl Ledger {
         records: impl IntoIterator<Item = Record>,
         now: Timestamp,
     ) -> Self {
+        let mut live = LiveSet::with_tomb_cap(config.max_tombstones);
         let mut ledger = Ledger::new(key, config, now);
-        let mut live = LiveSet::new();
         for record in records {
             live.apply(&record);
         }
@@ -47,11 +51,17 @@ impl Ledger {
                 ledger.insert_deal(deal);
             }
         }
+        for record in live.tombstones() {
+            if let Some((reservation, tomb)) = restored_tomb(record) {
+                ledger.tombs.insert(reservation, tomb);
+            }
+        }
         ledger.advance(now);
         tracing::info!(
             reservations = ledger.reservations().count(),
             offers = ledger.offers().count(),
             contracts = ledger.contracts().count(),
+            tombstones = live.tombstone_count(),
             committed = %ledger.committed,
             "ledger restored"
         );
@@ -121,5 +131,46 @@ impl Ledger {
             },
             _ => None,
         }
+    }
+}
+
+/// The tombstone an ending record describes; `None` for other records and for
+/// ending records written before tombstones were persisted (no buyer).
+fn restored_tomb(record: &Record) -> Option<(fluidos_contracts::ReservationId, Tomb)> {
+    match record {
+        Record::Released {
+            reservation,
+            buyer: Some(buyer),
+            contract,
+        } => Some((
+            *reservation,
+            Tomb {
+                buyer: *buyer,
+                contract: *contract,
+                kind: if contract.is_some() {
+                    TombKind::OfferExpired
+                } else {
+                    TombKind::ReservationExpired
+                },
+            },
+        )),
+        Record::Ended {
+            reservation,
+            contract,
+            termination,
+            buyer: Some(buyer),
+        } => Some((
+            *reservation,
+            Tomb {
+                buyer: *buyer,
+                contract: Some(*contract),
+                kind: if termination.is_some() {
+                    TombKind::Terminated
+                } else {
+                    TombKind::Ended
+                },
+            },
+        )),
+        _ => None,
     }
 }

@@ -1,7 +1,7 @@
 //! What the store keeps: [`Record`]s of both roles, and the [`LiveSet`] that
 //! folds a stream of records into the state they describe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use fluidos_contracts::{
     ContractId, NodeId, Reservation, ReservationId, Signed, SignedContract, Termination, Timestamp,
@@ -44,9 +44,20 @@ pub enum Record {
         contract: SignedContract,
     },
     /// Provider: a reservation or offer lapsed and its capacity was released.
+    ///
+    /// Kept as a tombstone (see [`LiveSet`]), so that after a restart a late
+    /// request about the deal still gets `ReservationExpired` rather than an
+    /// `Unknown…` answer.
     Released {
         /// The deal.
         reservation: ReservationId,
+        /// The deal's buyer (absent in journals written before tombstones
+        /// were persisted; such a record restores no tombstone).
+        #[serde(default)]
+        buyer: Option<NodeId>,
+        /// The contract of the offer that lapsed, when the deal got that far.
+        #[serde(default)]
+        contract: Option<ContractId>,
     },
     /// Provider: a contract (or an offer) ended: validity over, or terminated.
     Ended {
@@ -56,6 +67,10 @@ pub enum Record {
         contract: ContractId,
         /// The signed termination, when it was ended early.
         termination: Option<Signed<Termination>>,
+        /// The deal's buyer (absent in journals written before tombstones
+        /// were persisted; such a record restores no tombstone).
+        #[serde(default)]
+        buyer: Option<NodeId>,
     },
     /// Buyer: a contract this node countersigned.
     BuyerContract {
@@ -108,7 +123,7 @@ impl Record {
             Record::Offered { reservation, .. } | Record::Activated { reservation, .. } => {
                 RecordKey::Deal(reservation.id)
             }
-            Record::Released { reservation } | Record::Ended { reservation, .. } => {
+            Record::Released { reservation, .. } | Record::Ended { reservation, .. } => {
                 RecordKey::Deal(*reservation)
             }
             Record::BuyerContract { id, .. } => RecordKey::Purchase(*id),
@@ -116,26 +131,52 @@ impl Record {
         }
     }
 
-    /// Whether the record removes its key from the live set.
-    fn is_tombstone(&self) -> bool {
+    /// Whether the record ends its key: it leaves the live set and is kept as
+    /// a tombstone.
+    pub fn is_tombstone(&self) -> bool {
         matches!(self, Record::Released { .. } | Record::Ended { .. })
     }
 }
 
 /// The state a stream of records describes: the newest record per key, without
-/// the keys a [`Record::Released`] or [`Record::Ended`] removed.
+/// the keys a [`Record::Released`] or [`Record::Ended`] removed, plus those
+/// ending records themselves as a bounded memory of **tombstones** (the newest
+/// [`LiveSet::DEFAULT_TOMB_CAP`] by default; the oldest are forgotten first).
 ///
 /// Applying the same stream twice gives the same set (last write wins per key),
 /// which is what makes replaying a journal over a snapshot taken from it safe.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LiveSet {
     records: BTreeMap<RecordKey, Record>,
+    tombs: BTreeMap<RecordKey, Record>,
+    tomb_order: VecDeque<RecordKey>,
+    tomb_cap: usize,
+}
+
+impl Default for LiveSet {
+    fn default() -> Self {
+        Self::with_tomb_cap(Self::DEFAULT_TOMB_CAP)
+    }
 }
 
 impl LiveSet {
+    /// How many tombstones a set keeps unless told otherwise; the same as the
+    /// ledger's default [`LedgerConfig::max_tombstones`](crate::ledger::LedgerConfig::max_tombstones).
+    pub const DEFAULT_TOMB_CAP: usize = 65_536;
+
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set that keeps at most `cap` tombstones.
+    pub fn with_tomb_cap(cap: usize) -> Self {
+        Self {
+            records: BTreeMap::new(),
+            tombs: BTreeMap::new(),
+            tomb_order: VecDeque::new(),
+            tomb_cap: cap,
+        }
     }
 
     /// Folds one record in.
@@ -143,8 +184,27 @@ impl LiveSet {
         let key = record.key();
         if record.is_tombstone() {
             self.records.remove(&key);
+            self.bury(key, record);
         } else {
+            if self.tombs.remove(&key).is_some() {
+                self.tomb_order.retain(|k| *k != key);
+            }
             self.records.insert(key, record.clone());
+        }
+    }
+
+    fn bury(&mut self, key: RecordKey, record: &Record) {
+        if self.tomb_cap == 0 {
+            return;
+        }
+        if self.tombs.insert(key, record.clone()).is_some() {
+            return;
+        }
+        self.tomb_order.push_back(key);
+        while self.tomb_order.len() > self.tomb_cap {
+            if let Some(old) = self.tomb_order.pop_front() {
+                self.tombs.remove(&old);
+            }
         }
     }
 
@@ -153,18 +213,33 @@ impl LiveSet {
         self.records.values()
     }
 
-    /// The live records, ordered by key.
-    pub fn to_vec(&self) -> Vec<Record> {
-        self.records.values().cloned().collect()
+    /// The tombstones (ending records), oldest first.
+    pub fn tombstones(&self) -> impl Iterator<Item = &Record> {
+        self.tomb_order.iter().filter_map(|k| self.tombs.get(k))
     }
 
-    /// How many keys are live.
+    /// The live records ordered by key, then the tombstones oldest first: the
+    /// stream a snapshot holds, which folds back into this same set.
+    pub fn to_vec(&self) -> Vec<Record> {
+        self.records
+            .values()
+            .chain(self.tombstones())
+            .cloned()
+            .collect()
+    }
+
+    /// How many keys are live (tombstones not counted).
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
-    /// Whether nothing is live.
+    /// Whether nothing is live (tombstones not counted).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// How many tombstones are kept.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombs.len()
     }
 }

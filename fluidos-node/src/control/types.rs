@@ -89,7 +89,7 @@ pub struct BuyRequest {
     pub memory_bytes: u64,
     /// Storage in bytes.
     pub storage_bytes: u64,
-    /// Workload slots (0 = let the seller's minimum decide).
+    /// Workload slots (0 with cpu or memory = one slot, or the seller's minimum).
     pub pods: u64,
     /// Whole GPUs.
     pub gpus: u64,

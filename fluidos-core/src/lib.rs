@@ -6,6 +6,8 @@
 //! - [`ledger`]: the provider's ledger of flavors, reservations and contracts — an
 //!   I/O-free state machine that takes time as a parameter and never oversells;
 //! - [`buyer`]: the buyer's acquisition logic (the FLUIDOS "solver"), I/O-free;
+//! - [`offload`]: the provider's admission of offloaded replicas under contracts
+//!   and their quota, I/O-free;
 //! - [`store`]: crash-safe persistence of reservations and contracts;
 //! - [`host`]: measuring the host and turning its sellable capacity into flavors;
 //! - [`Node`] (feature `node`, on by default): the builder and driver that runs all
@@ -32,6 +34,7 @@ pub mod host;
 pub mod ledger;
 #[cfg(feature = "node")]
 mod node;
+pub mod offload;
 pub mod store;
 
 #[cfg(feature = "node")]

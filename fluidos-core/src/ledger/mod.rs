@@ -68,6 +68,33 @@ use fluidos_contracts::{
 
 pub use config::{FlavorTemplate, LedgerConfig};
 
+/// Where a contract stands in a [`Ledger`] ([`Ledger::contract_standing`]).
+#[derive(Clone, Copy, Debug)]
+pub enum ContractStanding<'a> {
+    /// Countersigned and not ended (its validity is still to be checked against
+    /// the caller's clock: [`VerifiedContract::is_active_at`]).
+    Active(&'a VerifiedContract),
+    /// Offered, not yet countersigned.
+    Pending,
+    /// Ran until `valid_until`.
+    Ended {
+        /// Its buyer.
+        buyer: NodeId,
+    },
+    /// Terminated by a party.
+    Terminated {
+        /// Its buyer.
+        buyer: NodeId,
+    },
+    /// The offer lapsed before the buyer countersigned it.
+    NeverActive {
+        /// Its buyer.
+        buyer: NodeId,
+    },
+    /// Not a contract of this provider (or forgotten long ago).
+    Unknown,
+}
+
 use crate::store::Record;
 use flavors::FlavorCache;
 use tombs::{IdGen, Tomb, TombKind, Tombstones};
@@ -358,6 +385,24 @@ impl Ledger {
         match self.by_contract.get(id).and_then(|r| self.deals.get(r)) {
             Some(Deal::Active { contract, .. }) => Some(contract),
             _ => None,
+        }
+    }
+
+    /// Where a contract of this provider stands: active, ended (ran out or
+    /// lapsed before it was countersigned), terminated, or unknown (never
+    /// sold here, or forgotten with the oldest tombstones).
+    pub fn contract_standing(&self, id: &ContractId) -> ContractStanding<'_> {
+        if let Some(c) = self.contract(id) {
+            return ContractStanding::Active(c);
+        }
+        match self.tombs.contract(id) {
+            Some(t) if t.kind == TombKind::Terminated => {
+                ContractStanding::Terminated { buyer: t.buyer }
+            }
+            Some(t) if t.kind == TombKind::Ended => ContractStanding::Ended { buyer: t.buyer },
+            Some(t) => ContractStanding::NeverActive { buyer: t.buyer },
+            None if self.by_contract.contains_key(id) => ContractStanding::Pending,
+            None => ContractStanding::Unknown,
         }
     }
 

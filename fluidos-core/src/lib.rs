@@ -32,7 +32,10 @@ pub mod host;
 pub mod ledger;
 #[cfg(feature = "node")]
 mod node;
+pub mod placement;
 pub mod store;
+pub mod view;
+pub mod workload;
 
 #[cfg(feature = "node")]
 pub use node::{

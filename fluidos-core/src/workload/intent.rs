@@ -39,7 +39,7 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Hard {
     /// CPU architecture (`x86_64`, `aarch64`; `amd64`/`arm64` accepted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "arch")]
     pub architecture: Option<Architecture>,
     /// ISO 3166-1 alpha-2 country code, compared case-insensitively.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +65,11 @@ pub struct Hard {
     /// Highest acceptable carbon intensity in gCO2eq/kWh (nodes that do not say are refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_carbon_g_per_kwh: Option<u32>,
+}
+
+fn arch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Architecture>, D::Error> {
+    let name = String::deserialize(d)?;
+    Ok(Some(name.parse().unwrap_or_else(|e| match e {})))
 }
 
 /// A GPU requirement.

@@ -3,13 +3,17 @@
 //!
 //! Run: `nice cargo bench -p fluidos-core --no-default-features --bench view`
 
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fluidos_contracts::{Architecture, NodeId, Resources, SecretKey, Timestamp};
 use fluidos_core::placement::{Hints, place};
-use fluidos_core::view::{NodeEntry, NodeInfo, NodeKind, ReplicaState, ReplicaStatus, View, ViewConfig};
+use fluidos_core::view::{
+    NodeEntry, NodeInfo, NodeKind, ReplicaState, ReplicaStatus, View, ViewConfig,
+};
 use fluidos_core::workload::WorkloadSpec;
 
 fn spec(name: &str) -> WorkloadSpec {
@@ -20,8 +24,15 @@ fn spec(name: &str) -> WorkloadSpec {
 }
 
 fn pair(config: ViewConfig) -> (View, View) {
-    let (a, b) = (SecretKey::generate().node_id(), SecretKey::generate().node_id());
-    let (c, p) = if a.as_bytes() < b.as_bytes() { (a, b) } else { (b, a) };
+    let (a, b) = (
+        SecretKey::generate().node_id(),
+        SecretKey::generate().node_id(),
+    );
+    let (c, p) = if a.as_bytes() < b.as_bytes() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let mut cv = View::new(c, config.clone());
     let mut pv = View::new(p, config);
     cv.open(p);
@@ -51,7 +62,12 @@ fn pump(a: &mut View, b: &mut View) {
 }
 
 fn st(state: ReplicaState, at: u64) -> ReplicaStatus {
-    ReplicaStatus { state, since: Timestamp(at), restarts: 0, output_tail: String::new() }
+    ReplicaStatus {
+        state,
+        since: Timestamp(at),
+        restarts: 0,
+        output_tail: String::new(),
+    }
 }
 
 /// 2,000 workloads × 5 events (add, place, starting, running, exited) = 10,000 events.
@@ -67,9 +83,12 @@ fn lifecycle(compact: bool) -> (usize, usize) {
         let id = c.add_workload(spec("job"), Timestamp(n)).unwrap();
         c.place(&id, 0, pid, Timestamp(n)).unwrap();
         pump(&mut c, &mut p);
-        p.set_status(&cid, &id, 0, st(ReplicaState::Starting, n)).unwrap();
-        p.set_status(&cid, &id, 0, st(ReplicaState::Running, n)).unwrap();
-        p.set_status(&cid, &id, 0, st(ReplicaState::Exited { code: 0 }, n)).unwrap();
+        p.set_status(&cid, &id, 0, st(ReplicaState::Starting, n))
+            .unwrap();
+        p.set_status(&cid, &id, 0, st(ReplicaState::Running, n))
+            .unwrap();
+        p.set_status(&cid, &id, 0, st(ReplicaState::Exited { code: 0 }, n))
+            .unwrap();
         pump(&mut c, &mut p);
         if compact && n % 100 == 99 {
             c.age_out(Timestamp(n + 1)).unwrap();
@@ -82,7 +101,12 @@ fn lifecycle(compact: bool) -> (usize, usize) {
 fn virtual_nodes(n: usize) -> Vec<NodeInfo> {
     (0..n)
         .map(|i| {
-            let cap = Resources { cpu_millis: 1000 + (i as u64 % 7) * 500, memory_bytes: 4 << 30, pods: 10, ..Resources::ZERO };
+            let cap = Resources {
+                cpu_millis: 1000 + (i as u64 % 7) * 500,
+                memory_bytes: 4 << 30,
+                pods: 10,
+                ..Resources::ZERO
+            };
             NodeInfo {
                 id: SecretKey::generate().node_id(),
                 free: cap,
@@ -128,9 +152,11 @@ fn benches(c: &mut Criterion) {
     c.bench_function("one status change: generate + apply sync message", |b| {
         b.iter(|| {
             t += 1;
-            pv.set_status(&cid, &id, 0, st(ReplicaState::Running, t)).unwrap();
+            pv.set_status(&cid, &id, 0, st(ReplicaState::Running, t))
+                .unwrap();
             let frame = pv.poll_transmit().unwrap();
-            cv.handle_message(&pid, &frame.bytes, Instant::now()).unwrap();
+            cv.handle_message(&pid, &frame.bytes, Instant::now())
+                .unwrap();
             // Drain the acknowledgements so the next round starts clean.
             pump(&mut cv, &mut pv);
         })

@@ -1,6 +1,8 @@
 //! A view exported by fluidos loads with the plain `automerge` crate and shows the
 //! schema documented in docs/ARCHITECTURE.md.
 
+#![allow(clippy::unwrap_used)]
+
 use automerge::{Automerge, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use fluidos_contracts::{Architecture, Resources, SecretKey, Timestamp};
 use fluidos_core::view::{NodeEntry, NodeKind, View, ViewConfig};
@@ -37,7 +39,12 @@ fn map_at(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> automerge::ObjI
 fn exported_view_has_the_documented_schema() {
     let me = SecretKey::generate().node_id();
     let mut view = View::new(me, ViewConfig::default());
-    let cap = Resources { cpu_millis: 4000, memory_bytes: 8 << 30, pods: 20, ..Resources::ZERO };
+    let cap = Resources {
+        cpu_millis: 4000,
+        memory_bytes: 8 << 30,
+        pods: 20,
+        ..Resources::ZERO
+    };
     view.set_physical(NodeEntry {
         kind: NodeKind::Physical,
         capacity: cap,
@@ -63,11 +70,17 @@ fn exported_view_has_the_documented_schema() {
     std::fs::write(&path, view.export()).unwrap();
 
     let doc = Automerge::load(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(str_at(&doc, &ROOT, "schema").as_deref(), Some("fluidos-view/1"));
+    assert_eq!(
+        str_at(&doc, &ROOT, "schema").as_deref(),
+        Some("fluidos-view/1")
+    );
     let nodes = map_at(&doc, &ROOT, "nodes");
     let mine = map_at(&doc, &nodes, &me.to_did_key());
     assert_eq!(str_at(&doc, &mine, "kind").as_deref(), Some("physical"));
-    assert_eq!(str_at(&doc, &mine, "architecture").as_deref(), Some("x86_64"));
+    assert_eq!(
+        str_at(&doc, &mine, "architecture").as_deref(),
+        Some("x86_64")
+    );
     let capacity = map_at(&doc, &mine, "capacity");
     assert_eq!(uint_at(&doc, &capacity, "cpu_millis"), Some(4000));
     assert_eq!(uint_at(&doc, &mine, "updated_at"), Some(7));

@@ -1,5 +1,7 @@
 //! Workload specs in TOML and JSON, and their typed errors.
 
+#![allow(clippy::unwrap_used)]
+
 use fluidos_core::workload::{PreferenceKind, RestartPolicy, Run, SpecError, WorkloadSpec};
 
 const FULL: &str = r#"
@@ -48,7 +50,9 @@ kind = "spread"
 fn full_toml_parses_and_round_trips_through_json_and_toml() {
     let s = WorkloadSpec::from_toml(FULL).unwrap();
     assert_eq!(s.replicas, 3);
-    assert!(matches!(&s.run, Run::Command { command, args } if command == "/bin/echo" && args.len() == 2));
+    assert!(
+        matches!(&s.run, Run::Command { command, args } if command == "/bin/echo" && args.len() == 2)
+    );
     assert_eq!(s.requests().cpu_millis, 500);
     assert_eq!(s.requests().memory_bytes, 256 << 20);
     assert_eq!(s.limits().cpu_millis, 1000);
@@ -74,13 +78,25 @@ fn json_with_an_image() {
 
 #[test]
 fn each_mistake_has_its_own_error() {
-    let base = |run: &str, rest: &str| format!("name = \"a\"\n{rest}\n[run]\n{run}\n[requests]\ncpu = 1\n");
+    let base = |run: &str, rest: &str| {
+        format!("name = \"a\"\n{rest}\n[run]\n{run}\n[requests]\ncpu = 1\n")
+    };
     let err = |t: String| WorkloadSpec::from_toml(&t).unwrap_err();
-    assert!(matches!(err(base("command = \"x\"\nimage = \"y\"", "")), SpecError::Toml(m) if m.contains("not both")));
+    assert!(
+        matches!(err(base("command = \"x\"\nimage = \"y\"", "")), SpecError::Toml(m) if m.contains("not both"))
+    );
     assert!(matches!(err(base("", "")), SpecError::Toml(m) if m.contains("command")));
-    assert!(matches!(err(base("command = \"\"", "")), SpecError::EmptyRun));
-    assert!(matches!(err(base("command = \"x\"", "replicas = 0")), SpecError::Replicas(0)));
-    assert!(matches!(err(base("command = \"x\"", "colour = 1")), SpecError::Toml(m) if m.contains("colour")));
+    assert!(matches!(
+        err(base("command = \"\"", "")),
+        SpecError::EmptyRun
+    ));
+    assert!(matches!(
+        err(base("command = \"x\"", "replicas = 0")),
+        SpecError::Replicas(0)
+    ));
+    assert!(
+        matches!(err(base("command = \"x\"", "colour = 1")), SpecError::Toml(m) if m.contains("colour"))
+    );
     assert!(matches!(
         err("name = \"Bad Name\"\n[run]\ncommand = \"x\"\n[requests]\ncpu = 1\n".into()),
         SpecError::BadName(_)
@@ -89,13 +105,24 @@ fn each_mistake_has_its_own_error() {
         err("name = \"a\"\n[run]\ncommand = \"x\"\n[requests]\ncpu = \"lots\"\n".into()),
         SpecError::Toml(m) if m.contains("lots")
     ));
-    assert!(matches!(err("name = \"a\"\n[run]\ncommand = \"x\"\n".into()), SpecError::EmptyRequests));
     assert!(matches!(
-        err("name = \"a\"\n[run]\ncommand = \"x\"\n[requests]\ncpu = 2\n[limits]\ncpu = 1\n".into()),
-        SpecError::LimitBelowRequest { resource: "cpu", .. }
+        err("name = \"a\"\n[run]\ncommand = \"x\"\n".into()),
+        SpecError::EmptyRequests
     ));
     assert!(matches!(
-        err(base("command = \"x\"", "[[ports]]\nport = 80\n[[ports]]\nport = 80")),
+        err(
+            "name = \"a\"\n[run]\ncommand = \"x\"\n[requests]\ncpu = 2\n[limits]\ncpu = 1\n".into()
+        ),
+        SpecError::LimitBelowRequest {
+            resource: "cpu",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(base(
+            "command = \"x\"",
+            "[[ports]]\nport = 80\n[[ports]]\nport = 80"
+        )),
         SpecError::BadPort(_)
     ));
     assert!(matches!(
@@ -106,5 +133,8 @@ fn each_mistake_has_its_own_error() {
         err("name = \"a\"\n[run]\ncommand = \"x\"\n[requests]\ncpu = 1\n[[intent.prefer]]\nkind = \"spread\"\nweight = 0\n".into()),
         SpecError::Intent(_)
     ));
-    assert!(matches!(WorkloadSpec::from_json("{"), Err(SpecError::Json(_))));
+    assert!(matches!(
+        WorkloadSpec::from_json("{"),
+        Err(SpecError::Json(_))
+    ));
 }

@@ -71,10 +71,14 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::NotTheNamedNode => write!(f, "not the node the intent names"),
             Rejection::Architecture(a) => write!(f, "architecture is {a}"),
-            Rejection::Country(c) => write!(f, "country is {}", c.as_deref().unwrap_or("undisclosed")),
+            Rejection::Country(c) => {
+                write!(f, "country is {}", c.as_deref().unwrap_or("undisclosed"))
+            }
             Rejection::City(c) => write!(f, "city is {}", c.as_deref().unwrap_or("undisclosed")),
             Rejection::Label(l) => write!(f, "label {l} does not match"),
-            Rejection::Price { per_replica, max } => write!(f, "price {per_replica} µ/h per replica exceeds {max}"),
+            Rejection::Price { per_replica, max } => {
+                write!(f, "price {per_replica} µ/h per replica exceeds {max}")
+            }
             Rejection::Currency(c) => write!(f, "currency is {}", c.as_deref().unwrap_or("none")),
             Rejection::Gpu => write!(f, "no matching GPU"),
             Rejection::Carbon(c) => match c {
@@ -132,7 +136,7 @@ pub enum Decision {
     /// Some replicas need capacity bought first.
     Acquire {
         /// What to buy.
-        plan: AcquirePlan,
+        plan: Box<AcquirePlan>,
         /// Every node and its verdict.
         candidates: Vec<Candidate>,
     },
@@ -167,7 +171,11 @@ impl fmt::Display for Decision {
                 writeln!(f)?;
             }
             Decision::Acquire { plan, .. } => {
-                writeln!(f, "acquire {} for replicas {:?}", plan.missing, plan.unplaced)?;
+                writeln!(
+                    f,
+                    "acquire {} for replicas {:?}",
+                    plan.missing, plan.unplaced
+                )?;
             }
             Decision::Unschedulable { reason, .. } => writeln!(f, "unschedulable: {reason}")?,
         }
@@ -184,7 +192,8 @@ impl fmt::Display for Decision {
 }
 
 fn eq_ci(want: &Option<String>, have: Option<&str>) -> bool {
-    want.as_ref().is_none_or(|w| have.is_some_and(|h| h.eq_ignore_ascii_case(w)))
+    want.as_ref()
+        .is_none_or(|w| have.is_some_and(|h| h.eq_ignore_ascii_case(w)))
 }
 
 /// The hard-constraint reasons against `n` (capacity not included).
@@ -195,7 +204,10 @@ fn hard_rejections(spec: &WorkloadSpec, n: &NodeInfo) -> Vec<Rejection> {
     if h.node.is_some_and(|want| want != n.id) {
         out.push(Rejection::NotTheNamedNode);
     }
-    if h.architecture.as_ref().is_some_and(|a| *a != e.architecture) {
+    if h.architecture
+        .as_ref()
+        .is_some_and(|a| *a != e.architecture)
+    {
         out.push(Rejection::Architecture(e.architecture.to_string()));
     }
     let loc = e.location.as_ref();
@@ -213,15 +225,23 @@ fn hard_rejections(spec: &WorkloadSpec, n: &NodeInfo) -> Vec<Rejection> {
     if let Some(max) = h.max_price_micros_per_hour {
         let per = per_replica_price(spec, n);
         if per > max {
-            out.push(Rejection::Price { per_replica: per, max });
+            out.push(Rejection::Price {
+                per_replica: per,
+                max,
+            });
         }
     }
-    if h.currency.is_some() && e.price_micros_per_hour.is_some() && !eq_ci(&h.currency, e.currency.as_deref()) {
+    if h.currency.is_some()
+        && e.price_micros_per_hour.is_some()
+        && !eq_ci(&h.currency, e.currency.as_deref())
+    {
         out.push(Rejection::Currency(e.currency.clone()));
     }
     if let Some(g) = &h.gpu {
         let model_ok = g.model.as_ref().is_none_or(|m| {
-            e.gpu_model.as_ref().is_some_and(|have| have.to_lowercase().contains(&m.to_lowercase()))
+            e.gpu_model
+                .as_ref()
+                .is_some_and(|have| have.to_lowercase().contains(&m.to_lowercase()))
         });
         if e.capacity.gpus == 0 || !model_ok {
             out.push(Rejection::Gpu);
@@ -237,7 +257,9 @@ fn hard_rejections(spec: &WorkloadSpec, n: &NodeInfo) -> Vec<Rejection> {
 
 /// One replica's share of the node's hourly price (0 for own capacity).
 fn per_replica_price(spec: &WorkloadSpec, n: &NodeInfo) -> u64 {
-    let Some(price) = n.entry.price_micros_per_hour else { return 0 };
+    let Some(price) = n.entry.price_micros_per_hour else {
+        return 0;
+    };
     let share = spec.requests().dominant_share_ppm(&n.entry.capacity) as u128;
     ((price as u128 * share).div_ceil(1_000_000)).min(u64::MAX as u128) as u64
 }
@@ -251,22 +273,37 @@ fn distance(a: &NodeInfo, b: Option<&NodeInfo>) -> Option<u64> {
 }
 
 /// Scores `n` for the next replica; `placed_here` counts replicas already on it.
-fn score(spec: &WorkloadSpec, n: &NodeInfo, all: &[NodeInfo], hints: &Hints, placed_here: u32, max_price: u64) -> u64 {
+fn score(
+    spec: &WorkloadSpec,
+    n: &NodeInfo,
+    all: &[NodeInfo],
+    hints: &Hints,
+    placed_here: u32,
+    max_price: u64,
+) -> u64 {
     let mut total = 0u64;
     for p in &spec.intent.prefer {
         let s: u64 = match &p.kind {
             PreferenceKind::LowerPrice => {
                 let price = per_replica_price(spec, n);
-                if max_price == 0 { 1000 } else { 1000 - (price.min(max_price) * 1000 / max_price) }
+                (price.min(max_price) * 1000)
+                    .checked_div(max_price)
+                    .map_or(1000, |used| 1000 - used)
             }
             PreferenceKind::LowerLatency { to } => {
                 let ms = match to {
                     None => hints.rtt_ms.get(&n.id).copied().map(u64::from),
-                    Some(peer) => distance(n, all.iter().find(|x| x.id == *peer)).map(|d| d / 10_000),
+                    Some(peer) => {
+                        distance(n, all.iter().find(|x| x.id == *peer)).map(|d| d / 10_000)
+                    }
                 };
                 ms.map(|ms| 1000 * 100 / (100 + ms)).unwrap_or(500)
             }
-            PreferenceKind::LowerCarbon => n.entry.carbon_g_per_kwh.map(|c| 1000 * 100 / (100 + c as u64)).unwrap_or(300),
+            PreferenceKind::LowerCarbon => n
+                .entry
+                .carbon_g_per_kwh
+                .map(|c| 1000 * 100 / (100 + c as u64))
+                .unwrap_or(300),
             PreferenceKind::Spread => 1000 / (1 + placed_here as u64),
         };
         total += s * p.weight as u64;
@@ -286,11 +323,22 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
             if !need.fits_within(&n.free) {
                 rejected.push(Rejection::Capacity { need, free: n.free });
             }
-            Candidate { node: n.id, rejected, score: 0 }
+            Candidate {
+                node: n.id,
+                rejected,
+                score: 0,
+            }
         })
         .collect();
-    let qualified: Vec<&NodeInfo> = nodes.iter().filter(|n| hard_rejections(spec, n).is_empty()).collect();
-    let max_price = qualified.iter().map(|n| per_replica_price(spec, n)).max().unwrap_or(0);
+    let qualified: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| hard_rejections(spec, n).is_empty())
+        .collect();
+    let max_price = qualified
+        .iter()
+        .map(|n| per_replica_price(spec, n))
+        .max()
+        .unwrap_or(0);
     for c in candidates.iter_mut().filter(|c| c.rejected.is_empty()) {
         if let Some(n) = nodes.iter().find(|n| n.id == c.node) {
             c.score = score(spec, n, nodes, hints, 0, max_price);
@@ -303,7 +351,19 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
         let best = qualified
             .iter()
             .filter(|n| free.get(&n.id).is_some_and(|f| need.fits_within(f)))
-            .map(|n| (score(spec, n, nodes, hints, placed_count.get(&n.id).copied().unwrap_or(0), max_price), n.id))
+            .map(|n| {
+                (
+                    score(
+                        spec,
+                        n,
+                        nodes,
+                        hints,
+                        placed_count.get(&n.id).copied().unwrap_or(0),
+                        max_price,
+                    ),
+                    n.id,
+                )
+            })
             // Highest score; ties to the smaller id, so the choice is deterministic.
             .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         match best {
@@ -312,27 +372,51 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
                     *f = f.saturating_sub(&need);
                 }
                 *placed_count.entry(id).or_default() += 1;
-                assignments.push(Assignment { replica: r, node: id });
+                assignments.push(Assignment {
+                    replica: r,
+                    node: id,
+                });
             }
             None => unplaced.push(r),
         }
     }
     if unplaced.is_empty() {
-        return Decision::Place { assignments, candidates };
+        return Decision::Place {
+            assignments,
+            candidates,
+        };
     }
     let h = &spec.intent.require;
     if !spec.intent.acquire || h.node.is_some() {
-        let why = if h.node.is_some() { "the intent names a node that cannot take it" } else { "the intent does not allow buying capacity" };
+        let why = if h.node.is_some() {
+            "the intent names a node that cannot take it"
+        } else {
+            "the intent does not allow buying capacity"
+        };
         let rejected: Vec<String> = candidates
             .iter()
             .filter(|c| !c.rejected.is_empty())
-            .map(|c| format!("{} ({})", c.node.short(), c.rejected.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")))
+            .map(|c| {
+                format!(
+                    "{} ({})",
+                    c.node.short(),
+                    c.rejected
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
             .collect();
         let reason = format!(
             "{} of {} replicas do not fit and {why}; rejected: {}",
             unplaced.len(),
             replicas.len(),
-            if rejected.is_empty() { "no nodes".to_string() } else { rejected.join(", ") }
+            if rejected.is_empty() {
+                "no nodes".to_string()
+            } else {
+                rejected.join(", ")
+            }
         );
         return Decision::Unschedulable { reason, candidates };
     }
@@ -344,7 +428,11 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
         Some(step) => {
             let (m, s) = (raw.as_array(), step.as_array());
             Resources::from_array(std::array::from_fn(|i| {
-                if s[i] == 0 || m[i] == 0 { m[i] } else { m[i].div_ceil(s[i]).saturating_mul(s[i]) }
+                if s[i] == 0 || m[i] == 0 {
+                    m[i]
+                } else {
+                    m[i].div_ceil(s[i]).saturating_mul(s[i])
+                }
             }))
         }
         None => raw,
@@ -364,7 +452,12 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
         duration_ms: hints.acquire_duration_ms.unwrap_or(3_600_000),
     };
     Decision::Acquire {
-        plan: AcquirePlan { placed: assignments, unplaced, missing, request },
+        plan: Box::new(AcquirePlan {
+            placed: assignments,
+            unplaced,
+            missing,
+            request,
+        }),
         candidates,
     }
 }
@@ -377,14 +470,28 @@ pub fn unschedulable_after(decision: Decision, buy_error: &str) -> Decision {
             let rejected: Vec<String> = candidates
                 .iter()
                 .filter(|c| !c.rejected.is_empty())
-                .map(|c| format!("{} ({})", c.node.short(), c.rejected.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")))
+                .map(|c| {
+                    format!(
+                        "{} ({})",
+                        c.node.short(),
+                        c.rejected
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                })
                 .collect();
             Decision::Unschedulable {
                 reason: format!(
                     "replicas {:?} need {} and buying failed: {buy_error}; rejected: {}",
                     plan.unplaced,
                     plan.missing,
-                    if rejected.is_empty() { "no nodes".to_string() } else { rejected.join(", ") }
+                    if rejected.is_empty() {
+                        "no nodes".to_string()
+                    } else {
+                        rejected.join(", ")
+                    }
                 ),
                 candidates,
             }

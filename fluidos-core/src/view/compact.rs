@@ -59,8 +59,13 @@ pub(crate) fn adopt(
         new.get(automerge::ROOT, "schema"),
         Ok(Some((automerge::Value::Scalar(s), _))) if s.as_str() == Some(SCHEMA)
     );
-    if !schema_ok || schema::root_map(&new, "nodes").is_none() || schema::root_map(&new, "workloads").is_none() {
-        return Err(SyncError::Malformed("snapshot is not a fluidos-view/1 document".into()));
+    if !schema_ok
+        || schema::root_map(&new, "nodes").is_none()
+        || schema::root_map(&new, "workloads").is_none()
+    {
+        return Err(SyncError::Malformed(
+            "snapshot is not a fluidos-view/1 document".into(),
+        ));
     }
     new.set_actor(schema::actor_of(me));
     let old = &link.doc;

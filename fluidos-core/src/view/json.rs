@@ -93,10 +93,7 @@ fn reconcile_at<T: Transactable + ReadDoc>(
                 Some((Value::Object(ObjType::Map), id)) => id,
                 _ => tx.put_object(obj, key, ObjType::Map)?,
             };
-            let stale: Vec<String> = tx
-                .keys(&existing)
-                .filter(|k| !m.contains_key(k))
-                .collect();
+            let stale: Vec<String> = tx.keys(&existing).filter(|k| !m.contains_key(k)).collect();
             for k in stale {
                 path.push(k.clone());
                 let skip = keep(path);

@@ -48,8 +48,8 @@ pub use schema::{
     NodeEntry, NodeKind, ReplicaRecord, ReplicaState, ReplicaStatus, SCHEMA, WorkloadRecord,
 };
 use schema::{Part, put_node, put_status, put_workload};
-pub use sync::{Frame, FrameKind, Transmit};
 use sync::Link;
+pub use sync::{Frame, FrameKind, Transmit};
 
 /// Limits of a [`View`]. The defaults keep a relationship's document well under 1 MiB.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,7 +297,9 @@ impl View {
 
     pub(crate) fn write<F>(doc: &mut Automerge, f: F) -> Result<(), ViewError>
     where
-        F: FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), automerge::AutomergeError>,
+        F: FnOnce(
+            &mut automerge::transaction::Transaction<'_>,
+        ) -> Result<(), automerge::AutomergeError>,
     {
         let mut tx = doc.transaction();
         f(&mut tx).map_err(doc_err)?;
@@ -314,14 +316,25 @@ impl View {
 
     /// Writes the entry this node shows `peer`: the capacity it sells it (its
     /// virtual node on the peer's side), or removes it with `None`.
-    pub fn set_entry_for(&mut self, peer: &NodeId, entry: Option<NodeEntry>) -> Result<(), ViewError> {
+    pub fn set_entry_for(
+        &mut self,
+        peer: &NodeId,
+        entry: Option<NodeEntry>,
+    ) -> Result<(), ViewError> {
         let me = self.me;
-        let link = self.links.get_mut(peer).ok_or(ViewError::UnknownPeer(*peer))?;
+        let link = self
+            .links
+            .get_mut(peer)
+            .ok_or(ViewError::UnknownPeer(*peer))?;
         Self::write(&mut link.doc, |tx| put_node(tx, &me, entry.as_ref()))
     }
 
     /// Adds a workload owned by this node, every replica pending; returns its id.
-    pub fn add_workload(&mut self, spec: WorkloadSpec, now: Timestamp) -> Result<String, ViewError> {
+    pub fn add_workload(
+        &mut self,
+        spec: WorkloadSpec,
+        now: Timestamp,
+    ) -> Result<String, ViewError> {
         self.next_id += 1;
         let id = format!("{}-{:x}-{}", spec.name, now.0, self.next_id);
         let status = ReplicaStatus {
@@ -365,7 +378,13 @@ impl View {
 
     /// Places replica `replica` of this node's workload `id` on `node` (this node
     /// or a peer), moving it out of the document that held it.
-    pub fn place(&mut self, id: &str, replica: u32, node: NodeId, now: Timestamp) -> Result<(), ViewError> {
+    pub fn place(
+        &mut self,
+        id: &str,
+        replica: u32,
+        node: NodeId,
+        now: Timestamp,
+    ) -> Result<(), ViewError> {
         let me = self.me;
         let mut local = self.local_record(id)?;
         let key = replica.to_string();
@@ -373,7 +392,10 @@ impl View {
             return Err(ViewError::UnknownWorkload(id.to_string()));
         };
         if replica >= spec.replicas {
-            return Err(ViewError::UnknownReplica { workload: id.into(), replica });
+            return Err(ViewError::UnknownReplica {
+                workload: id.into(),
+                replica,
+            });
         }
         if node != me && !self.links.contains_key(&node) {
             return Err(ViewError::UnknownPeer(node));
@@ -388,7 +410,9 @@ impl View {
                 && rec.replicas.remove(&key).is_some()
             {
                 let rec = (!rec.replicas.is_empty()).then_some(rec);
-                Self::write(&mut link.doc, |tx| put_workload(tx, &me, id, rec.as_ref(), Part::OwnerPart))?;
+                Self::write(&mut link.doc, |tx| {
+                    put_workload(tx, &me, id, rec.as_ref(), Part::OwnerPart)
+                })?;
             }
         }
         let placed = ReplicaRecord {
@@ -405,7 +429,10 @@ impl View {
             local.replicas.insert(key, placed);
         } else {
             local.replicas.remove(&key);
-            let link = self.links.get_mut(&node).ok_or(ViewError::UnknownPeer(node))?;
+            let link = self
+                .links
+                .get_mut(&node)
+                .ok_or(ViewError::UnknownPeer(node))?;
             let mut shared = schema::workloads(&link.doc)
                 .remove(&(me, id.to_string()))
                 .unwrap_or(WorkloadRecord {
@@ -416,9 +443,13 @@ impl View {
                     replicas: BTreeMap::new(),
                 });
             shared.replicas.insert(key, placed);
-            Self::write(&mut link.doc, |tx| put_workload(tx, &me, id, Some(&shared), Part::OwnerPart))?;
+            Self::write(&mut link.doc, |tx| {
+                put_workload(tx, &me, id, Some(&shared), Part::OwnerPart)
+            })?;
         }
-        Self::write(&mut self.local, |tx| put_workload(tx, &me, id, Some(&local), Part::All))
+        Self::write(&mut self.local, |tx| {
+            put_workload(tx, &me, id, Some(&local), Part::All)
+        })
     }
 
     /// Sets the status of a replica: as its host (a peer's workload placed here,
@@ -440,7 +471,10 @@ impl View {
         }
         let key = replica.to_string();
         let me = self.me;
-        let not_hosted = || ViewError::NotHosted { workload: id.to_string(), replica };
+        let not_hosted = || ViewError::NotHosted {
+            workload: id.to_string(),
+            replica,
+        };
         let doc = if *owner == me {
             let rec = self.local_record(id)?;
             let r = rec.replicas.get(&key).ok_or_else(not_hosted)?;
@@ -449,7 +483,10 @@ impl View {
             }
             &mut self.local
         } else {
-            let link = self.links.get_mut(owner).ok_or(ViewError::UnknownPeer(*owner))?;
+            let link = self
+                .links
+                .get_mut(owner)
+                .ok_or(ViewError::UnknownPeer(*owner))?;
             let rec = schema::workloads(&link.doc)
                 .remove(&(*owner, id.to_string()))
                 .ok_or_else(|| ViewError::UnknownWorkload(id.to_string()))?;
@@ -470,9 +507,13 @@ impl View {
     pub fn remove_workload(&mut self, id: &str) -> Result<(), ViewError> {
         self.local_record(id)?;
         let me = self.me;
-        Self::write(&mut self.local, |tx| put_workload(tx, &me, id, None, Part::All))?;
+        Self::write(&mut self.local, |tx| {
+            put_workload(tx, &me, id, None, Part::All)
+        })?;
         for link in self.links.values_mut() {
-            Self::write(&mut link.doc, |tx| put_workload(tx, &me, id, None, Part::OwnerPart))?;
+            Self::write(&mut link.doc, |tx| {
+                put_workload(tx, &me, id, None, Part::OwnerPart)
+            })?;
         }
         Ok(())
     }
@@ -536,12 +577,20 @@ impl View {
         };
         if let Some(e) = schema::nodes(&self.local).remove(&self.me) {
             let free = e.capacity.saturating_sub(&used(&self.me));
-            out.push(NodeInfo { id: self.me, entry: e, free });
+            out.push(NodeInfo {
+                id: self.me,
+                entry: e,
+                free,
+            });
         }
         for (peer, link) in &self.links {
             if let Some(e) = schema::nodes(&link.doc).remove(peer) {
                 let free = e.capacity.saturating_sub(&used(peer));
-                out.push(NodeInfo { id: *peer, entry: e, free });
+                out.push(NodeInfo {
+                    id: *peer,
+                    entry: e,
+                    free,
+                });
             }
         }
         out
@@ -559,7 +608,12 @@ impl View {
 
     /// Saved size of every document, bytes.
     pub fn saved_size(&self) -> usize {
-        self.local.save().len() + self.links.values().map(|l| l.doc.save().len()).sum::<usize>()
+        self.local.save().len()
+            + self
+                .links
+                .values()
+                .map(|l| l.doc.save().len())
+                .sum::<usize>()
     }
 
     /// The whole view as one standard Automerge document (schema in
@@ -583,14 +637,25 @@ impl View {
     // ---- sync -------------------------------------------------------------------
 
     /// Applies one frame from `peer`. On error nothing of it reached the view.
-    pub fn handle_message(&mut self, peer: &NodeId, bytes: &[u8], now: Instant) -> Result<(), SyncError> {
+    pub fn handle_message(
+        &mut self,
+        peer: &NodeId,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), SyncError> {
         if bytes.len() > self.config.max_message_bytes {
-            return Err(SyncError::TooLarge { size: bytes.len(), limit: self.config.max_message_bytes });
+            return Err(SyncError::TooLarge {
+                size: bytes.len(),
+                limit: self.config.max_message_bytes,
+            });
         }
         let frame = Frame::decode(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
         let leader = self.is_leader(peer);
         let me = self.me;
-        let link = self.links.get_mut(peer).ok_or(SyncError::UnknownPeer(*peer))?;
+        let link = self
+            .links
+            .get_mut(peer)
+            .ok_or(SyncError::UnknownPeer(*peer))?;
         link.last_heard = Some(now);
         match frame.kind {
             FrameKind::Snapshot => {
@@ -614,7 +679,10 @@ impl View {
             }
             FrameKind::Sync if frame.epoch > link.epoch => {
                 if !leader {
-                    return Err(SyncError::EpochAhead { theirs: frame.epoch, ours: link.epoch });
+                    return Err(SyncError::EpochAhead {
+                        theirs: frame.epoch,
+                        ours: link.epoch,
+                    });
                 }
                 Err(SyncError::Malformed(format!(
                     "epoch {} is ahead of ours ({}) and we compact",
@@ -631,8 +699,14 @@ impl View {
                     .map_err(|e| SyncError::Malformed(e.to_string()))?;
                 if let Err(violation) = ownership::check(&fork, &before, &me, peer) {
                     tracing::warn!(peer = %peer, %violation, "view change rejected");
-                    self.push_event(ViewEvent::Rejected { peer: *peer, violation: violation.clone() });
-                    return Err(SyncError::Rejected { peer: *peer, violation });
+                    self.push_event(ViewEvent::Rejected {
+                        peer: *peer,
+                        violation: violation.clone(),
+                    });
+                    return Err(SyncError::Rejected {
+                        peer: *peer,
+                        violation,
+                    });
                 }
                 let changed = fork.get_heads() != before;
                 link.doc = fork;
@@ -654,27 +728,45 @@ impl View {
             let limit = self.config.max_message_bytes;
             let threshold = self.config.compact_after_changes;
             let me = self.me;
-            let Some(link) = self.links.get_mut(&peer) else { continue };
-            if leader && link.doc.stats().num_changes > threshold && compact::compact(link, &me, &peer) {
+            let Some(link) = self.links.get_mut(&peer) else {
+                continue;
+            };
+            if leader
+                && link.doc.stats().num_changes > threshold
+                && compact::compact(link, &me, &peer)
+            {
                 let epoch = link.epoch;
                 self.push_event(ViewEvent::Compacted { peer, epoch });
             }
-            let Some(link) = self.links.get_mut(&peer) else { continue };
+            let Some(link) = self.links.get_mut(&peer) else {
+                continue;
+            };
             if !link.connected {
                 continue;
             }
             let frame = if link.snapshot_due {
                 link.snapshot_due = false;
                 link.snapshot_sent = Some(link.epoch);
-                Frame { kind: FrameKind::Snapshot, epoch: link.epoch, payload: link.doc.save() }
+                Frame {
+                    kind: FrameKind::Snapshot,
+                    epoch: link.epoch,
+                    payload: link.doc.save(),
+                }
             } else if let Some(msg) = link.doc.generate_sync_message(&mut link.sync) {
-                Frame { kind: FrameKind::Sync, epoch: link.epoch, payload: msg.encode() }
+                Frame {
+                    kind: FrameKind::Sync,
+                    epoch: link.epoch,
+                    payload: msg.encode(),
+                }
             } else {
                 continue;
             };
             let bytes = frame.encode();
             if bytes.len() > limit {
-                self.push_event(ViewEvent::Oversize { peer, bytes: bytes.len() });
+                self.push_event(ViewEvent::Oversize {
+                    peer,
+                    bytes: bytes.len(),
+                });
                 continue;
             }
             return Some(Transmit { peer, bytes });
@@ -689,7 +781,10 @@ impl View {
             return false;
         }
         let me = self.me;
-        let done = self.links.get_mut(peer).is_some_and(|l| compact::compact(l, &me, peer));
+        let done = self
+            .links
+            .get_mut(peer)
+            .is_some_and(|l| compact::compact(l, &me, peer));
         if done && let Some(epoch) = self.epoch(peer) {
             self.push_event(ViewEvent::Compacted { peer: *peer, epoch });
         }
@@ -718,17 +813,25 @@ impl View {
                 .map(|s| s.since)
                 .max();
             let all_final = !rec.replicas.is_empty()
-                && rec.replicas.values().all(|r| r.status.as_ref().is_some_and(|s| s.state.is_final()));
+                && rec
+                    .replicas
+                    .values()
+                    .all(|r| r.status.as_ref().is_some_and(|s| s.state.is_final()));
             if !all_final {
                 continue;
             }
             let ended_at = rec.ended_at.or(ended).unwrap_or(now);
-            if rec.spec.is_some() && now.0.saturating_sub(ended_at.0) >= self.config.retain_ended_ms {
+            if rec.spec.is_some() && now.0.saturating_sub(ended_at.0) >= self.config.retain_ended_ms
+            {
                 rec.spec = None;
                 rec.ended_at = Some(ended_at);
-                Self::write(&mut self.local, |tx| put_workload(tx, &me, &w.id, Some(&rec), Part::All))?;
+                Self::write(&mut self.local, |tx| {
+                    put_workload(tx, &me, &w.id, Some(&rec), Part::All)
+                })?;
                 for link in self.links.values_mut() {
-                    Self::write(&mut link.doc, |tx| put_workload(tx, &me, &w.id, None, Part::OwnerPart))?;
+                    Self::write(&mut link.doc, |tx| {
+                        put_workload(tx, &me, &w.id, None, Part::OwnerPart)
+                    })?;
                 }
             }
             if rec.spec.is_none() {
@@ -738,7 +841,9 @@ impl View {
         aged.sort();
         let excess = aged.len().saturating_sub(self.config.max_ended);
         for (_, id) in aged.into_iter().take(excess) {
-            Self::write(&mut self.local, |tx| put_workload(tx, &me, &id, None, Part::All))?;
+            Self::write(&mut self.local, |tx| {
+                put_workload(tx, &me, &id, None, Part::All)
+            })?;
         }
         self.local = compact::rebuild(&self.local, &me);
         Ok(())
@@ -754,9 +859,14 @@ impl View {
     /// bypassing the typed API — for tests that play a forging peer.
     pub fn danger_raw_write<F>(&mut self, peer: &NodeId, f: F) -> Result<(), ViewError>
     where
-        F: FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), automerge::AutomergeError>,
+        F: FnOnce(
+            &mut automerge::transaction::Transaction<'_>,
+        ) -> Result<(), automerge::AutomergeError>,
     {
-        let link = self.links.get_mut(peer).ok_or(ViewError::UnknownPeer(*peer))?;
+        let link = self
+            .links
+            .get_mut(peer)
+            .ok_or(ViewError::UnknownPeer(*peer))?;
         Self::write(&mut link.doc, f)
     }
 }

@@ -84,11 +84,7 @@ pub(crate) fn check(
     let me_key = me.to_did_key();
     let peer_key = peer.to_did_key();
     for patch in fork.diff(before, &after) {
-        let mut path: Vec<String> = patch
-            .path
-            .iter()
-            .map(|(_, p)| prop_str(p))
-            .collect();
+        let mut path: Vec<String> = patch.path.iter().map(|(_, p)| prop_str(p)).collect();
         match &patch.action {
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
                 path.push(key.clone())
@@ -125,8 +121,7 @@ fn allowed(fork: &Automerge, path: &[String], me: &str, peer: &str) -> Result<()
             }
         }
         [root, owner, rest @ ..] if root == "workloads" => {
-            let is_status =
-                rest.len() >= 4 && rest[1] == "replicas" && rest[3] == "status";
+            let is_status = rest.len() >= 4 && rest[1] == "replicas" && rest[3] == "status";
             if owner == peer {
                 if is_status {
                     Err(Violation::OwnerWroteStatus { path: joined() })

@@ -108,7 +108,9 @@ impl ReplicaState {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            ReplicaState::Exited { .. } | ReplicaState::Failed { .. } | ReplicaState::Evicted { .. }
+            ReplicaState::Exited { .. }
+                | ReplicaState::Failed { .. }
+                | ReplicaState::Evicted { .. }
         )
     }
 

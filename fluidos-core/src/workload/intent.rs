@@ -39,7 +39,11 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Hard {
     /// CPU architecture (`x86_64`, `aarch64`; `amd64`/`arm64` accepted).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "arch")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "arch"
+    )]
     pub architecture: Option<Architecture>,
     /// ISO 3166-1 alpha-2 country code, compared case-insensitively.
     #[serde(default, skip_serializing_if = "Option::is_none")]

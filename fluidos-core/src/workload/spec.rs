@@ -166,9 +166,7 @@ pub enum SpecError {
     #[error("workload spec (JSON): {0}")]
     Json(String),
     /// The name is empty, too long, or has characters other than `a-z0-9-`.
-    #[error(
-        "name `{0}`: use 1–63 characters of a-z, 0-9 and `-`, starting with a letter or digit"
-    )]
+    #[error("name `{0}`: use 1–63 characters of a-z, 0-9 and `-`, starting with a letter or digit")]
     BadName(String),
     /// The command or image is empty.
     #[error("run: the command or image is empty")]

@@ -8,6 +8,10 @@
 //! - [`buyer`]: the buyer's acquisition logic (the FLUIDOS "solver"), I/O-free;
 //! - [`offload`]: the provider's admission of offloaded replicas under contracts
 //!   and their quota, I/O-free;
+//! - [`view`]: the replicated view (Automerge) of physical and virtual nodes and
+//!   workloads, with ownership checked on arrival, sync and compaction, I/O-free;
+//! - [`workload`]: workload specs and intents (TOML, JSON);
+//! - [`placement`]: placing replicas by intent, or saying what to acquire, I/O-free;
 //! - [`store`]: crash-safe persistence of reservations and contracts;
 //! - [`host`]: measuring the host and turning its sellable capacity into flavors;
 //! - [`Node`] (feature `node`, on by default): the builder and driver that runs all
@@ -35,7 +39,10 @@ pub mod ledger;
 #[cfg(feature = "node")]
 mod node;
 pub mod offload;
+pub mod placement;
 pub mod store;
+pub mod view;
+pub mod workload;
 
 #[cfg(feature = "node")]
 pub use node::{

@@ -8,6 +8,8 @@
 //! - [`buyer`]: the buyer's acquisition logic (the FLUIDOS "solver"), I/O-free;
 //! - [`store`]: crash-safe persistence of reservations and contracts;
 //! - [`host`]: measuring the host and turning its sellable capacity into flavors;
+//! - [`runtime`]: running replicas on a provider — the `Runtime` trait and the process
+//!   runtime (cgroups or rlimits, a supervisor per replica that survives restarts);
 //! - [`Node`] (feature `node`, on by default): the builder and driver that runs all
 //!   of the above over `fluidos-discovery` (libp2p) and tokio. Without the feature
 //!   the crate has no networking and no async runtime: only the state machines,
@@ -32,6 +34,7 @@ pub mod host;
 pub mod ledger;
 #[cfg(feature = "node")]
 mod node;
+pub mod runtime;
 pub mod store;
 
 #[cfg(feature = "node")]

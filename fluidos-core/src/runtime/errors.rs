@@ -18,10 +18,14 @@ pub enum BuildError {
         source: io::Error,
     },
     /// Another runtime (another daemon over the same data dir?) holds the state dir's lock.
-    #[error("the runtime state dir {0} is in use by another runtime; stop it, or give this one another dir")]
+    #[error(
+        "the runtime state dir {0} is in use by another runtime; stop it, or give this one another dir"
+    )]
     Locked(PathBuf),
     /// The supervisor program does not exist or is not executable.
-    #[error("the replica supervisor {0} is not an executable file; install fluidos-supervise or configure its path")]
+    #[error(
+        "the replica supervisor {0} is not an executable file; install fluidos-supervise or configure its path"
+    )]
     SupervisorNotFound(PathBuf),
 }
 

@@ -94,8 +94,10 @@ mod runtime_trait {
 
         /// Stops a replica (SIGTERM to all its processes, SIGKILL after the grace period) and
         /// returns its final status. Stopping an ended replica returns its status unchanged.
-        fn stop<'a>(&'a self, id: &'a ReplicaId)
-        -> RuntimeFuture<'a, Result<ReplicaInfo, StopError>>;
+        fn stop<'a>(
+            &'a self,
+            id: &'a ReplicaId,
+        ) -> RuntimeFuture<'a, Result<ReplicaInfo, StopError>>;
 
         /// The current status of one replica.
         fn status<'a>(

@@ -443,13 +443,14 @@ impl ProcessRuntime {
                     _ = shutdown.changed() => return,
                 }
                 let d = dir.clone();
-                let probe = tokio::task::spawn_blocking(move || -> io::Result<Option<ReplicaStatus>> {
-                    match try_lock(&d.join(LOCK))? {
-                        Some(_held) => settle(&d).map(Some),
-                        None => Ok(read_json::<State>(&d.join(STATE))?.map(|s| s.status)),
-                    }
-                })
-                .await;
+                let probe =
+                    tokio::task::spawn_blocking(move || -> io::Result<Option<ReplicaStatus>> {
+                        match try_lock(&d.join(LOCK))? {
+                            Some(_held) => settle(&d).map(Some),
+                            None => Ok(read_json::<State>(&d.join(STATE))?.map(|s| s.status)),
+                        }
+                    })
+                    .await;
                 match probe {
                     Ok(Ok(Some(status))) => {
                         let end = status.is_terminal();
@@ -466,7 +467,9 @@ impl ProcessRuntime {
                         }
                     }
                     Ok(Ok(None)) => {}
-                    Ok(Err(e)) => tracing::warn!(replica = %id, error = %e, "cannot check a recovered replica"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(replica = %id, error = %e, "cannot check a recovered replica")
+                    }
                     Err(_) => return,
                 }
             }
@@ -670,10 +673,7 @@ fn resolve_program(spec: &ReplicaSpec) -> Result<PathBuf, StartError> {
         }
         path
     } else {
-        let search = spec
-            .env()
-            .get("PATH")
-            .map_or(DEFAULT_PATH, String::as_str);
+        let search = spec.env().get("PATH").map_or(DEFAULT_PATH, String::as_str);
         search
             .split(':')
             .filter(|d| !d.is_empty())
@@ -696,10 +696,7 @@ impl Runtime for ProcessRuntime {
         Box::pin(self.start_impl(spec))
     }
 
-    fn stop<'a>(
-        &'a self,
-        id: &'a ReplicaId,
-    ) -> RuntimeFuture<'a, Result<ReplicaInfo, StopError>> {
+    fn stop<'a>(&'a self, id: &'a ReplicaId) -> RuntimeFuture<'a, Result<ReplicaInfo, StopError>> {
         Box::pin(self.stop_impl(id))
     }
 

@@ -15,6 +15,8 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_ARGS: usize = 4096;
 /// Most environment variables a replica may set.
 pub const MAX_ENV: usize = 1024;
+/// Smallest memory limit accepted: below it no program can even be loaded.
+pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
 
 /// Who a replica is: the workload, its replica index and the contract it runs under.
 ///
@@ -39,7 +41,9 @@ pub enum ReplicaIdError {
     #[error("the {0} id is longer than {MAX_ID_LEN} bytes")]
     TooLong(&'static str),
     /// The id has a character outside `A-Z a-z 0-9 - _ .`, or starts with `.`.
-    #[error("the {0} id may only contain A-Z, a-z, 0-9, '-', '_' and '.', and may not start with '.'")]
+    #[error(
+        "the {0} id may only contain A-Z, a-z, 0-9, '-', '_' and '.', and may not start with '.'"
+    )]
     BadCharacter(&'static str),
 }
 
@@ -148,11 +152,18 @@ pub enum SpecError {
     BadEnvName(String),
     /// The environment sets a `FLUIDOS_` variable, which the runtime reserves for the
     /// replica's labels.
-    #[error("environment variable {0:?} is reserved: names starting with FLUIDOS_ are set by the runtime")]
+    #[error(
+        "environment variable {0:?} is reserved: names starting with FLUIDOS_ are set by the runtime"
+    )]
     ReservedEnvName(String),
     /// The memory limit is zero.
     #[error("the memory limit is zero: give at least a few MiB, or no limit")]
     ZeroMemory,
+    /// The memory limit is below [`MIN_MEMORY_BYTES`].
+    #[error(
+        "the memory limit of {0} bytes is below the minimum of {MIN_MEMORY_BYTES} bytes (1 MiB)"
+    )]
+    MemoryTooSmall(u64),
     /// The cpu limit is zero.
     #[error("the cpu limit is zero: give at least 1 millicore, or no limit")]
     ZeroCpu,
@@ -238,6 +249,9 @@ impl ReplicaSpec {
         if self.limits.memory_bytes == Some(0) {
             return Err(SpecError::ZeroMemory);
         }
+        if let Some(m) = self.limits.memory_bytes.filter(|m| *m < MIN_MEMORY_BYTES) {
+            return Err(SpecError::MemoryTooSmall(m));
+        }
         if self.limits.cpu_millicores == Some(0) {
             return Err(SpecError::ZeroCpu);
         }
@@ -307,8 +321,14 @@ mod tests {
 
     #[test]
     fn ids_are_checked() {
-        assert_eq!(ReplicaId::new("", 0, "c"), Err(ReplicaIdError::Empty("workload")));
-        assert_eq!(ReplicaId::new("w", 0, ""), Err(ReplicaIdError::Empty("contract")));
+        assert_eq!(
+            ReplicaId::new("", 0, "c"),
+            Err(ReplicaIdError::Empty("workload"))
+        );
+        assert_eq!(
+            ReplicaId::new("w", 0, ""),
+            Err(ReplicaIdError::Empty("contract"))
+        );
         assert_eq!(
             ReplicaId::new("../x", 0, "c"),
             Err(ReplicaIdError::BadCharacter("workload"))
@@ -342,7 +362,10 @@ mod tests {
             b().env("A=B", "x").build(),
             Err(SpecError::BadEnvName("A=B".into()))
         );
-        assert_eq!(b().env("", "x").build(), Err(SpecError::BadEnvName(String::new())));
+        assert_eq!(
+            b().env("", "x").build(),
+            Err(SpecError::BadEnvName(String::new()))
+        );
         assert_eq!(
             b().env("FLUIDOS_CONTRACT", "x").build(),
             Err(SpecError::ReservedEnvName("FLUIDOS_CONTRACT".into()))
@@ -352,6 +375,14 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(b().limits(zero_mem).build(), Err(SpecError::ZeroMemory));
+        let tiny = Limits {
+            memory_bytes: Some(4096),
+            ..Limits::default()
+        };
+        assert_eq!(
+            b().limits(tiny).build(),
+            Err(SpecError::MemoryTooSmall(4096))
+        );
         let zero_cpu = Limits {
             cpu_millicores: Some(0),
             ..Limits::default()

@@ -57,7 +57,9 @@ const DRAIN: Duration = Duration::from_millis(200);
 pub fn supervise_main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
     let [dir] = args.as_slice() else {
-        eprintln!("usage: fluidos-supervise <replica-dir> (started by the fluidos process runtime)");
+        eprintln!(
+            "usage: fluidos-supervise <replica-dir> (started by the fluidos process runtime)"
+        );
         return ExitCode::from(2);
     };
     match supervise(Path::new(dir)) {
@@ -180,7 +182,10 @@ fn supervise(dir: &Path) -> io::Result<()> {
     };
     let pid = child.id();
     let started_at_ms = now_ms();
-    let cgroup_dirs = cgroups.as_ref().map(ReplicaCgroups::dirs).unwrap_or_default();
+    let cgroup_dirs = cgroups
+        .as_ref()
+        .map(ReplicaCgroups::dirs)
+        .unwrap_or_default();
     let record = |status: ReplicaStatus| {
         write_json(
             dir,
@@ -270,7 +275,10 @@ fn supervise(dir: &Path) -> io::Result<()> {
     while out_open && Instant::now() < drain_until {
         let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
         let left = drain_until.saturating_duration_since(Instant::now());
-        match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
+        ) {
             Ok(0) => break,
             Ok(_) | Err(Errno::EINTR) => out_open = drain(&mut out, &mut ring, &mut buf)?,
             Err(e) => return Err(e.into()),
@@ -315,6 +323,13 @@ impl ChildSetup {
     /// Runs in the forked child. Only system calls on memory and files prepared before the
     /// fork: no allocation, no locks.
     fn apply(&self) -> io::Result<()> {
+        // The supervisor blocks the signals it reads from its signalfd; the replica must not
+        // inherit that mask (std's spawn does not reset it).
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::empty()),
+            None,
+        )?;
         for mut f in self.procs.iter() {
             // "0" means the writing process (cgroup v1 and v2 alike).
             f.write_all(b"0")?;
@@ -339,7 +354,7 @@ impl ChildSetup {
 /// lock at the moment of the fork).
 #[allow(unsafe_code)]
 fn install_child_setup(cmd: &mut Command, setup: ChildSetup) {
-    // SAFETY: the closure calls only `write(2)` on already-open files, `setrlimit(2)`,
+    // SAFETY: the closure calls only `sigprocmask(2)`, `write(2)` on already-open files, `setrlimit(2)`,
     // `prctl(2)` and `getppid(2)` — all async-signal-safe — and allocates nothing (its
     // errors are `io::Error`s made from an errno, which do not allocate).
     // It captures only owned data moved in here. Besides, the supervisor is single-threaded

@@ -241,12 +241,14 @@ mod tests {
             e.to_string(),
             "killed by signal 9 (out of memory: exceeded its memory limit)"
         );
-        assert!(ReplicaStatus::Exited {
-            exit: e,
-            started_at_ms: 0,
-            finished_at_ms: 0
-        }
-        .is_terminal());
+        assert!(
+            ReplicaStatus::Exited {
+                exit: e,
+                started_at_ms: 0,
+                finished_at_ms: 0
+            }
+            .is_terminal()
+        );
         assert!(!ReplicaStatus::Starting.is_terminal());
     }
 }

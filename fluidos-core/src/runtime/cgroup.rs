@@ -191,10 +191,10 @@ fn detect_v1() -> Option<CgroupPlan> {
             .find(|m| m.fstype == "cgroup" && m.super_opts.split(',').any(|o| o == ctrl))?;
         let own = own_cgroup(ctrl)?;
         let parent = join_cgroup_path(m, &own).join("fluidos");
-        if let Err(e) = fs::create_dir(&parent) {
-            if e.kind() != io::ErrorKind::AlreadyExists {
-                return None;
-            }
+        if let Err(e) = fs::create_dir(&parent)
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return None;
         }
         probe_dir(&parent, file, value).then_some(parent)
     };
@@ -361,10 +361,7 @@ pub(crate) fn kill_all(dirs: &[PathBuf], remove: bool) {
                 .open(&kill_file)
                 .and_then(|mut f| f.write_all(b"1"));
         }
-        loop {
-            let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) else {
-                break;
-            };
+        while let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
             let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
             if pids.is_empty() || Instant::now() > deadline {
                 break;

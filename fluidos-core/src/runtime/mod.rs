@@ -82,8 +82,11 @@ mod runtime_trait {
     ///   started twice, including across restarts of the runtime;
     /// - records survive the runtime: after a restart, [`recover`](Self::recover) reports every
     ///   replica that was started and not removed, without starting any of them;
-    /// - status changes are sent on the bounded channel of [`take_events`](Self::take_events);
-    ///   a full channel makes the runtime wait, it never drops an event;
+    /// - status changes the caller did not just get as a return value (a replica ended by
+    ///   itself, or was stopped, lost or found running by recovery) are sent on the bounded
+    ///   channel of [`take_events`](Self::take_events) once it has been taken; a full channel
+    ///   makes the runtime's watchers wait, it never drops an event and never blocks
+    ///   `start`/`stop`. [`status`](Self::status) always has the current state;
     /// - [`capabilities`](Self::capabilities) says truthfully which isolation applies.
     pub trait Runtime: Send + Sync {
         /// What this runtime enforces. Cheap; suitable for a `status` command.

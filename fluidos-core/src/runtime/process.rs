@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -193,6 +194,7 @@ impl ProcessRuntimeBuilder {
                 entries: Mutex::new(BTreeMap::new()),
                 events: tx,
                 events_rx: Mutex::new(Some(rx)),
+                events_taken: AtomicBool::new(false),
                 shutdown_rx,
             }),
             _shutdown: shutdown,
@@ -233,6 +235,7 @@ struct Shared {
     entries: Mutex<BTreeMap<ReplicaId, Entry>>,
     events: mpsc::Sender<ReplicaEvent>,
     events_rx: Mutex<Option<mpsc::Receiver<ReplicaEvent>>>,
+    events_taken: AtomicBool,
     shutdown_rx: watch::Receiver<()>,
 }
 
@@ -254,8 +257,16 @@ impl Shared {
         })
     }
 
-    /// Records a new status and sends it as an event (waiting while the channel is full,
-    /// unless the runtime is dropped meanwhile).
+    /// Records a new status without an event (for changes the caller made itself and
+    /// learns from the return value).
+    fn set_status_quietly(&self, id: &ReplicaId, status: ReplicaStatus) {
+        if let Some(e) = lock(&self.entries).get(id) {
+            e.status.send_replace(status);
+        }
+    }
+
+    /// Records a new status and sends it as an event once the receiver has been taken
+    /// (waiting while the channel is full, unless the runtime is dropped meanwhile).
     async fn set_status(&self, id: &ReplicaId, status: ReplicaStatus) {
         {
             let entries = lock(&self.entries);
@@ -264,6 +275,9 @@ impl Shared {
                 return;
             }
             e.status.send_replace(status.clone());
+        }
+        if !self.events_taken.load(Ordering::Acquire) {
+            return;
         }
         let mut shutdown = self.shutdown_rx.clone();
         let event = ReplicaEvent {
@@ -392,7 +406,7 @@ impl ProcessRuntime {
                 if let Some(e) = lock(&sh.entries).get_mut(&id) {
                     e.supervisor_pid = supervisor_pid;
                 }
-                sh.set_status(&id, status.clone()).await;
+                sh.set_status_quietly(&id, status.clone());
                 tracing::debug!(replica = %id, pid, "replica running");
                 self.watch_child(id.clone(), dir.to_owned(), child);
                 Ok(ReplicaInfo { id, status })
@@ -443,23 +457,20 @@ impl ProcessRuntime {
                     _ = shutdown.changed() => return,
                 }
                 let d = dir.clone();
-                let probe =
-                    tokio::task::spawn_blocking(move || -> io::Result<Option<ReplicaStatus>> {
-                        match try_lock(&d.join(LOCK))? {
-                            Some(_held) => settle(&d).map(Some),
-                            None => Ok(read_json::<State>(&d.join(STATE))?.map(|s| s.status)),
-                        }
-                    })
-                    .await;
+                type Probe = Option<(ReplicaStatus, Option<u32>)>;
+                let probe = tokio::task::spawn_blocking(move || -> io::Result<Probe> {
+                    match try_lock(&d.join(LOCK))? {
+                        Some(_held) => settle(&d).map(|s| Some((s, None))),
+                        None => Ok(read_json::<State>(&d.join(STATE))?
+                            .map(|s| (s.status, Some(s.supervisor_pid)))),
+                    }
+                })
+                .await;
                 match probe {
-                    Ok(Ok(Some(status))) => {
+                    Ok(Ok(Some((status, pid)))) => {
                         let end = status.is_terminal();
-                        if let ReplicaStatus::Running { .. } = status {
-                            if let Ok(Some(s)) = read_json::<State>(&dir.join(STATE)) {
-                                if let Some(e) = lock(&sh.entries).get_mut(&id) {
-                                    e.supervisor_pid = Some(s.supervisor_pid);
-                                }
-                            }
+                        if let (Some(pid), Some(e)) = (pid, lock(&sh.entries).get_mut(&id)) {
+                            e.supervisor_pid = Some(pid);
                         }
                         sh.set_status(&id, status).await;
                         if end {
@@ -732,6 +743,8 @@ impl Runtime for ProcessRuntime {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<ReplicaEvent>> {
-        lock(&self.shared.events_rx).take()
+        let rx = lock(&self.shared.events_rx).take();
+        self.shared.events_taken.store(true, Ordering::Release);
+        rx
     }
 }

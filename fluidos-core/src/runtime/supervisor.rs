@@ -212,16 +212,10 @@ fn supervise(dir: &Path) -> io::Result<()> {
     let mut stop_requested = false;
     let mut kill_at: Option<Instant> = None;
 
-    loop {
-        // WNOWAIT: the exited leader stays a zombie, so its pid (= the process group id)
-        // cannot be reused before the group has been killed below.
-        match waitid(
-            Id::Pid(pgid),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        ) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-            Ok(_) | Err(_) => break,
-        }
+    // WNOWAIT: the exited leader stays a zombie, so its pid (= the process group id)
+    // cannot be reused before the group has been killed below.
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    while let Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) = waitid(Id::Pid(pgid), flags) {
         let timeout = match kill_at {
             Some(t) => PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
                 .unwrap_or(PollTimeout::MAX),

@@ -261,8 +261,10 @@ fn has_perl() -> bool {
     Path::new("/usr/bin/perl").exists()
 }
 
+/// Skips (printing why) outside CI; fails under `CI`, unless `FLUIDOS_SKIP_CGROUP_TESTS` is
+/// set for a CI machine known to have no writable cgroups.
 fn skip_or_fail(why: &str) {
-    if std::env::var_os("CI").is_some() {
+    if std::env::var_os("CI").is_some() && std::env::var_os("FLUIDOS_SKIP_CGROUP_TESTS").is_none() {
         panic!("required in CI: {why}");
     }
     eprintln!("skipped: {why}");
@@ -388,6 +390,36 @@ async fn cpu_limit_by_cgroup_throttles() {
         ticks < 100,
         "used {ticks} ticks in ~2 s under a 0.1-core limit"
     );
+}
+
+#[tokio::test]
+async fn pids_limit_by_cgroup_refuses_forks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), CgroupMode::Auto);
+    if !matches!(
+        rt.capabilities().pids,
+        Enforcement::CgroupV1 | Enforcement::CgroupV2
+    ) {
+        return skip_or_fail("no writable pids cgroup for this process");
+    }
+    let r = id("forky");
+    let spec = ReplicaSpec::builder(r.clone(), "/bin/sh")
+        .args([
+            "-c",
+            "n=0; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & n=$((n+1)); done; echo forked $n",
+        ])
+        .limits(Limits {
+            pids: Some(4),
+            ..Limits::default()
+        })
+        .build()
+        .unwrap();
+    rt.start(spec).await.unwrap();
+    let status = ended(&rt, &r).await;
+    let out = String::from_utf8_lossy(&rt.logs(&r, 4096).await.unwrap().data).into_owned();
+    // The shell cannot start ten background sleeps with four pids: fork fails.
+    assert!(!out.contains("forked 10"), "{out} / {status}");
+    assert!(out.to_lowercase().contains("fork"), "{out}");
 }
 
 fn supervisor_pid(dir: &Path, r: &ReplicaId) -> u32 {
@@ -635,4 +667,60 @@ async fn the_trait_is_object_safe() {
     let r = id("dyn");
     rt.start(sh(r.clone(), "exit 0")).await.unwrap();
     assert_eq!(exit_code(&ended(rt.as_ref(), &r).await), Some(0));
+}
+
+const CHILD_DIR_ENV: &str = "FLUIDOS_RUNTIME_TEST_CHILD_DIR";
+
+/// The "daemon" of `replicas_survive_kill_9_of_the_daemon`: does nothing unless started by it.
+#[tokio::test]
+async fn daemon_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let rt = runtime(Path::new(&dir), CgroupMode::Auto);
+    let long = rt
+        .start(sh(id("long"), "echo up; exec sleep 60"))
+        .await
+        .unwrap();
+    rt.start(sh(id("short"), "sleep 1; echo done; exit 9"))
+        .await
+        .unwrap();
+    let ReplicaStatus::Running { pid, .. } = long.status else {
+        panic!("{long:?}")
+    };
+    println!("READY {pid}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn replicas_survive_kill_9_of_the_daemon() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "daemon_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid: u32 = loop {
+        let line = lines.next().expect("the daemon child ended early").unwrap();
+        // libtest may print "test daemon_child ... " on the same line first.
+        if let Some((_, p)) = line.split_once("READY ") {
+            break p.trim().parse().unwrap();
+        }
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(pid_alive(pid), "the replica died with the daemon");
+    let rt = runtime(dir.path(), CgroupMode::Auto);
+    let found = rt.recover().await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(
+        matches!(rt.status(&id("long")).await.unwrap().status, ReplicaStatus::Running { pid: p, .. } if p == pid)
+    );
+    assert_eq!(exit_code(&ended(&rt, &id("short")).await), Some(9));
+    assert_eq!(rt.logs(&id("short"), 100).await.unwrap().data, b"done\n");
+    rt.stop(&id("long")).await.unwrap();
+    assert!(!pid_alive(pid));
 }

@@ -99,9 +99,14 @@ struct Mount {
 }
 
 fn mounts() -> Vec<Mount> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .unwrap_or_default()
+}
+
+/// The mounts of a `/proc/<pid>/mountinfo` text (proc(5)): root, mount point, fs type and
+/// super options of each line.
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
@@ -119,7 +124,11 @@ fn mounts() -> Vec<Mount> {
 
 /// This process's cgroup path in the hierarchy named `controller` ("" = the v2 hierarchy).
 fn own_cgroup(controller: &str) -> Option<String> {
-    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    parse_own_cgroup(&fs::read_to_string("/proc/self/cgroup").ok()?, controller)
+}
+
+/// The path for `controller` in a `/proc/<pid>/cgroup` text (`id:controllers:path` lines).
+fn parse_own_cgroup(text: &str, controller: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let mut it = l.splitn(3, ':');
         let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
@@ -374,5 +383,83 @@ pub(crate) fn kill_all(dirs: &[PathBuf], remove: bool) {
         if remove {
             let _ = fs::remove_dir(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // This development VM's hybrid layout, abridged.
+    const MOUNTINFO: &str = "\
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:40 /sub /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const CGROUP: &str = "8:pids:/sub/x\n4:memory:/process_api/48\n1:cpu:/\n0::/\n";
+
+    #[test]
+    fn parses_mounts_and_own_cgroups() {
+        let m = parse_mountinfo(MOUNTINFO);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[3].fstype, "cgroup2");
+        assert_eq!(m[3].point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(m[1].super_opts, "rw,memory");
+        assert_eq!(
+            parse_own_cgroup(CGROUP, "memory").as_deref(),
+            Some("/process_api/48")
+        );
+        assert_eq!(parse_own_cgroup(CGROUP, "").as_deref(), Some("/"));
+        assert_eq!(parse_own_cgroup(CGROUP, "blkio"), None);
+        // Own cgroup joined under the mount point, minus the mount's own root.
+        assert_eq!(
+            join_cgroup_path(&m[1], "/process_api/48"),
+            Path::new("/sys/fs/cgroup/memory/process_api/48")
+        );
+        assert_eq!(
+            join_cgroup_path(&m[2], "/sub/x"),
+            Path::new("/sys/fs/cgroup/pids/x")
+        );
+        assert_eq!(
+            join_cgroup_path(&m[0], "/"),
+            Path::new("/sys/fs/cgroup/cpu")
+        );
+    }
+
+    #[test]
+    fn off_means_no_cgroups() {
+        assert_eq!(detect(&CgroupMode::Off), None);
+        assert_eq!(detect(&CgroupMode::V2("/nonexistent/cgroup".into())), None);
+    }
+
+    #[test]
+    fn enforcement_follows_the_plan() {
+        let v1 = CgroupPlan::V1 {
+            memory: Some("/m".into()),
+            cpu: None,
+            pids: Some("/p".into()),
+        };
+        assert_eq!(
+            v1.enforcement(),
+            (
+                Enforcement::CgroupV1,
+                Enforcement::None,
+                Enforcement::CgroupV1
+            )
+        );
+        assert!(v1.has_memory());
+        let v2 = CgroupPlan::V2 {
+            parent: "/x".into(),
+            pids: false,
+        };
+        assert_eq!(
+            v2.enforcement(),
+            (
+                Enforcement::CgroupV2,
+                Enforcement::CgroupV2,
+                Enforcement::None
+            )
+        );
     }
 }

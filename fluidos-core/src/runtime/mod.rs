@@ -28,8 +28,12 @@
 //! # Ok(()) }
 //! ```
 
+// Without `node` only the supervisor's half of these is used; the runtime's half (detection,
+// reading output) serves `ProcessRuntime`.
+#[cfg_attr(not(feature = "node"), allow(dead_code))]
 mod cgroup;
 pub mod spec;
+#[cfg_attr(not(feature = "node"), allow(dead_code))]
 mod state;
 pub mod supervisor;
 pub mod types;

@@ -572,8 +572,8 @@ impl ProcessRuntime {
     async fn recover_impl(&self) -> Result<Vec<ReplicaInfo>, RecoverError> {
         let sh = &self.shared;
         let state_dir = sh.state_dir.clone();
-        let known: Vec<String> = lock(&sh.entries).keys().map(ReplicaId::dir_name).collect();
-        let found = tokio::task::spawn_blocking(move || scan(&state_dir, &known))
+        let shared = Arc::clone(sh);
+        let found = tokio::task::spawn_blocking(move || scan(&state_dir, &shared))
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
@@ -618,8 +618,11 @@ impl ProcessRuntime {
 
 type Found = (ReplicaId, PathBuf, ReplicaStatus, Option<u32>);
 
-/// Reads every replica directory not in `known`.
-fn scan(state_dir: &Path, known: &[String]) -> io::Result<Vec<Found>> {
+/// Reads every replica directory this runtime does not know. `start` creates a directory and
+/// its entry in one critical section of `entries`, so a directory without an entry, checked
+/// under that lock, belongs to no start in progress.
+fn scan(state_dir: &Path, sh: &Shared) -> io::Result<Vec<Found>> {
+    let known = |dir: &Path| lock(&sh.entries).values().any(|e| e.dir == dir);
     let mut found = Vec::new();
     let mut names: Vec<_> = fs::read_dir(state_dir)?
         .filter_map(Result::ok)
@@ -631,10 +634,10 @@ fn scan(state_dir: &Path, known: &[String]) -> io::Result<Vec<Found>> {
         let Some(name) = name.to_str().map(str::to_owned) else {
             continue;
         };
-        if name.starts_with('.') || known.contains(&name) {
+        let dir = state_dir.join(&name);
+        if name.starts_with('.') || known(&dir) {
             continue;
         }
-        let dir = state_dir.join(&name);
         let launch: Option<Launch> = match read_json(&dir.join(LAUNCH)) {
             Ok(l) => l,
             Err(e) => {
@@ -645,8 +648,11 @@ fn scan(state_dir: &Path, known: &[String]) -> io::Result<Vec<Found>> {
         let Some(launch) = launch else {
             // The runtime died between claiming the directory and writing what to run:
             // no supervisor was started for it.
-            tracing::info!(dir = %dir.display(), "removing a replica directory that never got a launch record");
-            let _ = fs::remove_dir_all(&dir);
+            let entries = lock(&sh.entries);
+            if !entries.values().any(|e| e.dir == dir) {
+                tracing::info!(dir = %dir.display(), "removing a replica directory that never got a launch record");
+                let _ = fs::remove_dir_all(&dir);
+            }
             continue;
         };
         let id = launch.spec.id().clone();

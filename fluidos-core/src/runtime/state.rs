@@ -154,6 +154,7 @@ pub(crate) struct OutputRing {
     cur: File,
     cur_len: u64,
     dropped: bool,
+    errors: u64,
 }
 
 impl OutputRing {
@@ -165,6 +166,7 @@ impl OutputRing {
             cur,
             cur_len: 0,
             dropped: false,
+            errors: 0,
         })
     }
 
@@ -178,6 +180,14 @@ impl OutputRing {
         self.cur = File::create(self.dir.join(OUT_CUR))?;
         self.cur_len = 0;
         Ok(())
+    }
+
+    /// A write failed (disk full?): said once on the supervisor's stderr, then counted.
+    pub(crate) fn note_error(&mut self, e: &io::Error) {
+        if self.errors == 0 {
+            eprintln!("cannot write the replica's output, dropping it: {e}");
+        }
+        self.errors += 1;
     }
 
     pub(crate) fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {

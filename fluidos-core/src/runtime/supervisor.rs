@@ -295,7 +295,12 @@ fn drain(out: &mut File, ring: &mut OutputRing, buf: &mut [u8]) -> io::Result<bo
     loop {
         match out.read(buf) {
             Ok(0) => return Ok(false),
-            Ok(n) => ring.write(&buf[..n])?,
+            // Output is best effort: a full disk loses output, never the replica.
+            Ok(n) => {
+                if let Err(e) = ring.write(&buf[..n]) {
+                    ring.note_error(&e);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -444,7 +444,7 @@ async fn recover_after_the_runtime_died() {
         rt.start(sh(short.clone(), "echo bye; exit 7"))
             .await
             .unwrap();
-        rt.start(sh(later.clone(), "sleep 1.5; exit 5"))
+        rt.start(sh(later.clone(), "sleep 3; exit 5"))
             .await
             .unwrap();
         let ReplicaStatus::Running { pid, .. } = info.status else {

@@ -24,6 +24,7 @@ pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
 /// names, the `FLUIDOS_*` environment variables of the process) and refuses a second
 /// replica with the same id while the first one's record exists.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawReplicaId")]
 pub struct ReplicaId {
     workload: String,
     index: u32,
@@ -45,6 +46,22 @@ pub enum ReplicaIdError {
         "the {0} id may only contain A-Z, a-z, 0-9, '-', '_' and '.', and may not start with '.'"
     )]
     BadCharacter(&'static str),
+}
+
+/// A [`ReplicaId`] as read from a file, before its check.
+#[derive(Deserialize)]
+struct RawReplicaId {
+    workload: String,
+    index: u32,
+    contract: String,
+}
+
+impl TryFrom<RawReplicaId> for ReplicaId {
+    type Error = ReplicaIdError;
+
+    fn try_from(r: RawReplicaId) -> Result<Self, Self::Error> {
+        Self::new(r.workload, r.index, r.contract)
+    }
 }
 
 fn check_id_part(what: &'static str, s: &str) -> Result<(), ReplicaIdError> {
@@ -122,6 +139,7 @@ pub struct Limits {
 
 /// A validated description of one replica: what to run, with which environment and limits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawReplicaSpec")]
 pub struct ReplicaSpec {
     id: ReplicaId,
     program: String,
@@ -129,6 +147,34 @@ pub struct ReplicaSpec {
     env: BTreeMap<String, String>,
     limits: Limits,
     ports: Vec<u16>,
+}
+
+/// A [`ReplicaSpec`] as read from a file, before its check.
+#[derive(Deserialize)]
+struct RawReplicaSpec {
+    id: ReplicaId,
+    program: String,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    limits: Limits,
+    ports: Vec<u16>,
+}
+
+impl TryFrom<RawReplicaSpec> for ReplicaSpec {
+    type Error = SpecError;
+
+    fn try_from(r: RawReplicaSpec) -> Result<Self, Self::Error> {
+        let spec = Self {
+            id: r.id,
+            program: r.program,
+            args: r.args,
+            env: r.env,
+            limits: r.limits,
+            ports: r.ports,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
 }
 
 /// Why a [`ReplicaSpec`] was refused.
@@ -396,5 +442,12 @@ mod tests {
         let spec = b().arg("x").env("K", "v").ports([80]).build().unwrap();
         assert_eq!(spec.args(), ["x"]);
         assert_eq!(spec.ports(), [80]);
+        // Read back from JSON through the same checks.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ReplicaSpec>(&json).unwrap(), spec);
+        let forged = json.replace("\"/bin/true\"", "\"\"");
+        assert!(serde_json::from_str::<ReplicaSpec>(&forged).is_err());
+        let bad_id = json.replace("\"w1\"", "\"../w1\"");
+        assert!(serde_json::from_str::<ReplicaSpec>(&bad_id).is_err());
     }
 }

@@ -724,3 +724,48 @@ async fn replicas_survive_kill_9_of_the_daemon() {
     rt.stop(&id("long")).await.unwrap();
     assert!(!pid_alive(pid));
 }
+
+#[tokio::test]
+async fn a_replica_whose_supervisor_never_ran_is_failed_and_never_starts_late() {
+    // A launch record as the runtime writes it, taken from a real start.
+    let a = tempfile::tempdir().unwrap();
+    let r = id("late");
+    {
+        let rt = runtime(a.path(), CgroupMode::Off);
+        rt.start(sh(r.clone(), "echo ran")).await.unwrap();
+        ended(&rt, &r).await;
+    }
+    // The daemon "died" after writing launch.json and before its supervisor ran; another
+    // directory was claimed but never got a launch record.
+    let b = tempfile::tempdir().unwrap();
+    let late = b.path().join(r.dir_name());
+    std::fs::create_dir_all(late.join("work")).unwrap();
+    std::fs::copy(
+        a.path().join(r.dir_name()).join("launch.json"),
+        late.join("launch.json"),
+    )
+    .unwrap();
+    let empty = b.path().join("junk~0~c1");
+    std::fs::create_dir(&empty).unwrap();
+    let rt = runtime(b.path(), CgroupMode::Off);
+    let found = rt.recover().await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(
+        matches!(&found[0].status, ReplicaStatus::Failed { reason } if reason.contains("before the replica's supervisor started")),
+        "{found:?}"
+    );
+    assert!(!empty.exists());
+    // The supervisor, arriving late, refuses: nothing runs, the record is unchanged.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluidos-supervise"))
+        .arg(&late)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not started twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!late.join("output.cur").exists());
+    assert_eq!(rt.status(&r).await.unwrap().status, found[0].status);
+}

@@ -11,7 +11,8 @@
 //!    recovery and a late supervisor race;
 //! 3. creates the replica's cgroups, starts the process in a process group of its own with
 //!    stdin `/dev/null` and stdout+stderr on one pipe, records `state.json` (pid, start time),
-//!    and prints one [`Report`] line on its stdout for the runtime;
+//!    and prints one JSON line (`Running {pid, started_at_ms}` or `Failed {reason}`) on its
+//!    stdout for the runtime;
 //! 4. copies the output into the bounded ring (`output.cur`/`output.old`);
 //! 5. on SIGTERM/SIGINT sends SIGTERM to the replica's process group and SIGKILL after the
 //!    grace period;
@@ -19,7 +20,7 @@
 //!    records the exit (code, signal, out-of-memory kill) in `state.json` and exits.
 //!
 //! Between fork and exec the child joins its cgroups, sets its rlimits and asks for SIGKILL
-//! when the supervisor dies (`PR_SET_PDEATHSIG`), see [`install_child_setup`].
+//! when the supervisor dies (`PR_SET_PDEATHSIG`), see `install_child_setup`.
 
 use std::ffi::OsString;
 use std::fs::File;

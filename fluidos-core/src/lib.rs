@@ -14,6 +14,8 @@
 //! - [`placement`]: placing replicas by intent, or saying what to acquire, I/O-free;
 //! - [`store`]: crash-safe persistence of reservations and contracts;
 //! - [`host`]: measuring the host and turning its sellable capacity into flavors;
+//! - [`runtime`]: running replicas on a provider — the `Runtime` trait and the process
+//!   runtime (cgroups or rlimits, a supervisor per replica that survives restarts);
 //! - [`Node`] (feature `node`, on by default): the builder and driver that runs all
 //!   of the above over `fluidos-discovery` (libp2p) and tokio. Without the feature
 //!   the crate has no networking and no async runtime: only the state machines,
@@ -40,6 +42,7 @@ pub mod ledger;
 mod node;
 pub mod offload;
 pub mod placement;
+pub mod runtime;
 pub mod store;
 pub mod view;
 pub mod workload;

@@ -41,11 +41,15 @@
 //!
 //! [boringtun]: https://github.com/cloudflare/boringtun
 
+pub mod fabric;
 mod key;
 pub mod keyfile;
 pub mod overlay;
 mod params;
 
 pub use fluidos_contracts::FabricParams;
+pub use fabric::{
+    AddPeerError, DEFAULT_MTU, DropCounters, Fabric, FabricConfig, PeerConfig, PeerStatus, Transmit,
+};
 pub use key::{WireGuardSecret, x25519_public};
 pub use params::{MAX_ENDPOINTS, PeerFabric, PeerParamsError, fabric_params};

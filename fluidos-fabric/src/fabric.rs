@@ -283,8 +283,7 @@ impl Fabric {
                 return Err(AddPeerError::Overlap { net: *net });
             }
         }
-        if !self.peers.contains_key(&peer.public_key) && self.peers.len() >= self.config.max_peers
-        {
+        if !self.peers.contains_key(&peer.public_key) && self.peers.len() >= self.config.max_peers {
             return Err(AddPeerError::TooManyPeers {
                 max: self.config.max_peers,
             });
@@ -365,8 +364,9 @@ impl Fabric {
             return;
         };
         let Some(to) = peer.endpoint else { return };
-        if let TunnResult::WriteToNetwork(d) =
-            peer.tunn.format_handshake_initiation(&mut self.scratch, false)
+        if let TunnResult::WriteToNetwork(d) = peer
+            .tunn
+            .format_handshake_initiation(&mut self.scratch, false)
         {
             let payload = d.to_vec();
             push_bounded(
@@ -393,7 +393,10 @@ impl Fabric {
         let mut input = datagram;
         let mut authenticated = false;
         loop {
-            match peer.tunn.decapsulate(Some(from.ip()), input, &mut self.scratch) {
+            match peer
+                .tunn
+                .decapsulate(Some(from.ip()), input, &mut self.scratch)
+            {
                 TunnResult::Done => {
                     authenticated |= !input.is_empty();
                     break;
@@ -418,12 +421,26 @@ impl Fabric {
                 }
                 TunnResult::WriteToTunnelV4(packet, src) => {
                     authenticated = true;
-                    deliver(peer, IpAddr::V4(src), packet, &mut self.packets, max, &mut self.drops);
+                    deliver(
+                        peer,
+                        IpAddr::V4(src),
+                        packet,
+                        &mut self.packets,
+                        max,
+                        &mut self.drops,
+                    );
                     break;
                 }
                 TunnResult::WriteToTunnelV6(packet, src) => {
                     authenticated = true;
-                    deliver(peer, IpAddr::V6(src), packet, &mut self.packets, max, &mut self.drops);
+                    deliver(
+                        peer,
+                        IpAddr::V6(src),
+                        packet,
+                        &mut self.packets,
+                        max,
+                        &mut self.drops,
+                    );
                     break;
                 }
             }
@@ -539,28 +556,29 @@ impl Fabric {
 
     /// Which peer a datagram is for, or `None` to drop it silently.
     fn peer_of(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<WireGuardKey> {
-        let packet = match self
-            .rate_limiter
-            .verify_packet(Some(from.ip()), datagram, &mut self.scratch)
-        {
-            Ok(packet) => packet,
-            Err(TunnResult::WriteToNetwork(cookie)) => {
-                // Under load: a cookie reply, as WireGuard sends to any initiator
-                // with a valid mac1 (it needs our public key to compute).
-                let payload = cookie.to_vec();
-                push_bounded(
-                    &mut self.transmits,
-                    Transmit { to: from, payload },
-                    self.config.max_queued,
-                    &mut self.drops,
-                );
-                return None;
-            }
-            Err(_) => {
-                self.drops.invalid += 1;
-                return None;
-            }
-        };
+        let packet =
+            match self
+                .rate_limiter
+                .verify_packet(Some(from.ip()), datagram, &mut self.scratch)
+            {
+                Ok(packet) => packet,
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    // Under load: a cookie reply, as WireGuard sends to any initiator
+                    // with a valid mac1 (it needs our public key to compute).
+                    let payload = cookie.to_vec();
+                    push_bounded(
+                        &mut self.transmits,
+                        Transmit { to: from, payload },
+                        self.config.max_queued,
+                        &mut self.drops,
+                    );
+                    return None;
+                }
+                Err(_) => {
+                    self.drops.invalid += 1;
+                    return None;
+                }
+            };
         let index = match packet {
             Packet::HandshakeInit(init) => {
                 let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
@@ -584,25 +602,24 @@ impl Fabric {
         }
         key
     }
-
 }
 
 /// The peer whose allowed networks hold `dst`, longest prefix first.
 fn route(peers: &mut BTreeMap<WireGuardKey, Peer>, dst: IpAddr) -> Option<&mut Peer> {
-        peers
-            .values_mut()
-            .filter_map(|p| {
-                let len = p
-                    .config
-                    .allowed_ips
-                    .iter()
-                    .filter(|n| n.contains(&dst))
-                    .map(IpNet::prefix_len)
-                    .max()?;
-                Some((len, p))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, p)| p)
+    peers
+        .values_mut()
+        .filter_map(|p| {
+            let len = p
+                .config
+                .allowed_ips
+                .iter()
+                .filter(|n| n.contains(&dst))
+                .map(IpNet::prefix_len)
+                .max()?;
+            Some((len, p))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, p)| p)
 }
 
 /// Length of a WireGuard cookie reply message.

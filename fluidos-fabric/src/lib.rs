@@ -41,15 +41,19 @@
 //!
 //! [boringtun]: https://github.com/cloudflare/boringtun
 
+#[cfg(target_os = "linux")]
+pub mod driver;
 pub mod fabric;
 mod key;
 pub mod keyfile;
 pub mod overlay;
 mod params;
+#[cfg(target_os = "linux")]
+pub mod tun;
 
-pub use fluidos_contracts::FabricParams;
 pub use fabric::{
     AddPeerError, DEFAULT_MTU, DropCounters, Fabric, FabricConfig, PeerConfig, PeerStatus, Transmit,
 };
+pub use fluidos_contracts::FabricParams;
 pub use key::{WireGuardSecret, x25519_public};
 pub use params::{MAX_ENDPOINTS, PeerFabric, PeerParamsError, fabric_params};

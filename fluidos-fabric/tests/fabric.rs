@@ -37,7 +37,9 @@ fn node(i: u8, config: FabricConfig) -> Node {
 /// Makes `b` a peer of `a`, as a contract between them would.
 fn peer(a: &mut Node, b: &Node) {
     let checked = PeerFabric::check(&b.params, &b.node_id).unwrap();
-    a.fabric.add_peer(PeerConfig::from_contract(&checked)).unwrap();
+    a.fabric
+        .add_peer(PeerConfig::from_contract(&checked))
+        .unwrap();
 }
 
 fn overlay_of(n: &Node) -> Ipv6Addr {
@@ -61,7 +63,11 @@ fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
 /// Delivers every queued datagram to the node at its address until the network is
 /// quiet (bounded), rewriting the source of node `i` to `sources[i]` when given.
 /// Returns the datagrams sent, as (from node, transmit).
-fn pump(nodes: &mut [Node], now: Instant, sources: &[Option<SocketAddr>]) -> Vec<(usize, Transmit)> {
+fn pump(
+    nodes: &mut [Node],
+    now: Instant,
+    sources: &[Option<SocketAddr>],
+) -> Vec<(usize, Transmit)> {
     let mut log = Vec::new();
     for _ in 0..100 {
         let mut moved = false;
@@ -130,16 +136,22 @@ fn a_peer_that_roams_is_answered_at_its_new_endpoint() {
     let now = Instant::now();
     let mut nodes = pair();
     let (oa, ob) = (overlay_of(&nodes[0]), overlay_of(&nodes[1]));
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"1"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"1"), now);
     pump(&mut nodes, now, &[]);
     assert_eq!(nodes[1].fabric.peers()[0].endpoint, Some(nodes[0].addr));
 
     // A's NAT mapping changes: its datagrams now come from another address.
     let moved: SocketAddr = "198.18.7.7:40000".parse().unwrap();
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"2"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"2"), now);
     pump(&mut nodes, now, &[Some(moved)]);
     assert_eq!(nodes[1].fabric.peers()[0].endpoint, Some(moved));
-    nodes[1].fabric.handle_packet(&ipv6_packet(ob, oa, b"3"), now);
+    nodes[1]
+        .fabric
+        .handle_packet(&ipv6_packet(ob, oa, b"3"), now);
     let t = nodes[1].fabric.poll_transmit().unwrap();
     assert_eq!(t.to, moved);
 
@@ -156,7 +168,9 @@ fn a_revoked_key_gets_no_response_and_cannot_come_back() {
     let now = Instant::now();
     let mut nodes = pair();
     let (oa, ob) = (overlay_of(&nodes[0]), overlay_of(&nodes[1]));
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"before"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"before"), now);
     pump(&mut nodes, now, &[]);
     assert_eq!(nodes[1].delivered.len(), 1);
 
@@ -166,13 +180,17 @@ fn a_revoked_key_gets_no_response_and_cannot_come_back() {
     assert!(nodes[1].fabric.peers().is_empty());
 
     // Data on the old session and a fresh handshake: B sends nothing back.
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"after"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"after"), now);
     let log = pump(&mut nodes, now, &[]);
     assert!(log.iter().all(|(from, _)| *from == 0), "{log:?}");
     let b_key = nodes[1].fabric.public_key();
     nodes[0].fabric.remove_peer(&b_key);
     peer_from(&mut nodes, 0, 1);
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"again"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"again"), now);
     let log = pump(&mut nodes, now, &[]);
     assert_eq!(log.len(), 1, "only A's initiation: {log:?}");
     assert_eq!(log[0].1.payload.len(), 148);
@@ -181,7 +199,9 @@ fn a_revoked_key_gets_no_response_and_cannot_come_back() {
 
     let checked = PeerFabric::check(&nodes[0].params, &nodes[0].node_id).unwrap();
     assert_eq!(
-        nodes[1].fabric.add_peer(PeerConfig::from_contract(&checked)),
+        nodes[1]
+            .fabric
+            .add_peer(PeerConfig::from_contract(&checked)),
         Err(AddPeerError::Revoked)
     );
 }
@@ -203,7 +223,9 @@ fn an_unknown_key_is_dropped_silently_and_peers_are_kept_apart() {
     peer(&mut c, &nodes[1]);
     nodes.push(c);
     let (ob, oc) = (overlay_of(&nodes[1]), overlay_of(&nodes[2]));
-    nodes[2].fabric.handle_packet(&ipv6_packet(oc, ob, b"let me in"), now);
+    nodes[2]
+        .fabric
+        .handle_packet(&ipv6_packet(oc, ob, b"let me in"), now);
     let log = pump(&mut nodes, now, &[]);
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].0, 2);
@@ -230,22 +252,34 @@ fn three_nodes_route_by_destination_and_check_sources() {
     peer(&mut b, &a);
     peer(&mut c, &a);
     let mut nodes = vec![a, b, c];
-    let (oa, ob, oc) = (overlay_of(&nodes[0]), overlay_of(&nodes[1]), overlay_of(&nodes[2]));
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"to b"), now);
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, oc, b"to c"), now);
+    let (oa, ob, oc) = (
+        overlay_of(&nodes[0]),
+        overlay_of(&nodes[1]),
+        overlay_of(&nodes[2]),
+    );
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"to b"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, oc, b"to c"), now);
     pump(&mut nodes, now, &[]);
     assert_eq!(nodes[1].delivered, vec![ipv6_packet(oa, ob, b"to b")]);
     assert_eq!(nodes[2].delivered, vec![ipv6_packet(oa, oc, b"to c")]);
 
     // B pretends to be C inside the tunnel: A drops it (cryptokey routing).
-    nodes[1].fabric.handle_packet(&ipv6_packet(oc, oa, b"spoof"), now);
+    nodes[1]
+        .fabric
+        .handle_packet(&ipv6_packet(oc, oa, b"spoof"), now);
     pump(&mut nodes, now, &[]);
     assert!(nodes[0].delivered.is_empty());
     assert_eq!(nodes[0].fabric.drops().wrong_source, 1);
 
     // No peer for a destination: dropped and counted.
     let nowhere: Ipv6Addr = "fdf0:6a54:bda7::99".parse().unwrap();
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, nowhere, b"?"), now);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, nowhere, b"?"), now);
     assert_eq!(nodes[0].fabric.drops().no_route, 1);
     assert!(nodes[0].fabric.poll_transmit().is_none());
 }
@@ -269,7 +303,9 @@ fn overlapping_allowed_networks_and_own_key_are_refused() {
     );
     let a_checked = PeerFabric::check(&nodes[0].params, &nodes[0].node_id).unwrap();
     assert_eq!(
-        nodes[0].fabric.add_peer(PeerConfig::from_contract(&a_checked)),
+        nodes[0]
+            .fabric
+            .add_peer(PeerConfig::from_contract(&a_checked)),
         Err(AddPeerError::OwnKey)
     );
 }
@@ -282,11 +318,15 @@ fn oversized_packets_and_full_queues_are_dropped_and_counted() {
     peer(&mut a, &b);
     let (oa, ob) = (overlay_of(&a), overlay_of(&b));
     assert_eq!(a.fabric.config().mtu, 1280);
-    a.fabric.handle_packet(&ipv6_packet(oa, ob, &[0; 1300]), now);
+    a.fabric
+        .handle_packet(&ipv6_packet(oa, ob, &[0; 1300]), now);
     assert_eq!(a.fabric.drops().too_big, 1);
     assert!(a.fabric.poll_transmit().is_none());
     // Three handshake initiations to three peers: the third does not fit the queue.
-    let (c, d) = (node(3, FabricConfig::default()), node(4, FabricConfig::default()));
+    let (c, d) = (
+        node(3, FabricConfig::default()),
+        node(4, FabricConfig::default()),
+    );
     peer(&mut a, &c);
     peer(&mut a, &d);
     for other in [&b, &c, &d] {
@@ -301,14 +341,24 @@ fn oversized_packets_and_full_queues_are_dropped_and_counted() {
 #[test]
 fn timers_send_persistent_keepalives_and_retry_handshakes() {
     let start = Instant::now();
-    let mut a = node(1, FabricConfig::default().with_persistent_keepalive(Some(1)));
+    let mut a = node(
+        1,
+        FabricConfig::default().with_persistent_keepalive(Some(1)),
+    );
     let mut b = node(2, FabricConfig::default());
     peer(&mut a, &b);
     peer(&mut b, &a);
-    assert!(node(9, FabricConfig::default()).fabric.poll_timeout().is_none());
+    assert!(
+        node(9, FabricConfig::default())
+            .fabric
+            .poll_timeout()
+            .is_none()
+    );
     let mut nodes = vec![a, b];
     let (oa, ob) = (overlay_of(&nodes[0]), overlay_of(&nodes[1]));
-    nodes[0].fabric.handle_packet(&ipv6_packet(oa, ob, b"x"), start);
+    nodes[0]
+        .fabric
+        .handle_packet(&ipv6_packet(oa, ob, b"x"), start);
     pump(&mut nodes, start, &[]);
     let due = nodes[0].fabric.poll_timeout().unwrap();
     assert_eq!(due, start + fluidos_fabric::fabric::TICK);
@@ -334,9 +384,10 @@ fn timers_send_persistent_keepalives_and_retry_handshakes() {
     let silent = node(5, FabricConfig::default());
     peer(&mut lonely, &silent);
     let t0 = Instant::now();
-    lonely
-        .fabric
-        .handle_packet(&ipv6_packet(overlay_of(&lonely), overlay_of(&silent), b"?"), t0);
+    lonely.fabric.handle_packet(
+        &ipv6_packet(overlay_of(&lonely), overlay_of(&silent), b"?"),
+        t0,
+    );
     let first = lonely.fabric.poll_transmit().unwrap();
     assert_eq!(first.payload.len(), 148);
     let mut retry = None;

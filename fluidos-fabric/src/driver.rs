@@ -135,10 +135,10 @@ async fn flush(
     }
     while let Some(p) = fabric.poll_packet() {
         // A full device queue drops the packet, as a router would.
-        if let Err(e) = tun.device().try_send(&p) {
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(e.into());
-            }
+        if let Err(e) = tun.device().try_send(&p)
+            && e.kind() != std::io::ErrorKind::WouldBlock
+        {
+            return Err(e.into());
         }
     }
     Ok(())

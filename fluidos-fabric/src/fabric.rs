@@ -519,21 +519,18 @@ impl Fabric {
         }
         let max = self.config.max_queued;
         for peer in self.peers.values_mut() {
-            match peer.tunn.update_timers(&mut self.scratch) {
-                TunnResult::WriteToNetwork(d) => {
-                    if let Some(to) = peer.endpoint {
-                        let payload = d.to_vec();
-                        push_bounded(
-                            &mut self.transmits,
-                            Transmit { to, payload },
-                            max,
-                            &mut self.drops,
-                        );
-                    }
-                }
-                // ConnectionExpired and the like: boringtun has cleared the sessions;
-                // the next packet starts a new handshake.
-                _ => {}
+            // Other results (ConnectionExpired and the like) mean boringtun cleared the
+            // sessions; the next packet starts a new handshake.
+            if let TunnResult::WriteToNetwork(d) = peer.tunn.update_timers(&mut self.scratch)
+                && let Some(to) = peer.endpoint
+            {
+                let payload = d.to_vec();
+                push_bounded(
+                    &mut self.transmits,
+                    Transmit { to, payload },
+                    max,
+                    &mut self.drops,
+                );
             }
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! Needs root, `ip`, `/dev/net/tun`, `ping` and `iperf3` (and `wireguard-go` + `wg`
 //! for the interop test): skipped with a message when missing, failed when CI is set.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,8 +54,7 @@ fn can_run(tools: &[&str]) -> bool {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    out
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
 }
 
 fn must(args: &[&str]) -> String {

@@ -56,7 +56,7 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
 ) -> Result<(), DriverError> {
     let mut datagram = vec![0u8; 65_536];
-    let mut packet = vec![0u8; 65_536];
+    let mut io = TunIo::new(fabric.config().mtu);
     loop {
         let wake = fabric
             .poll_timeout()
@@ -74,12 +74,12 @@ pub async fn run(
                     }
                 }
             }
-            read = tun.device().recv(&mut packet) => {
-                let len = read?;
-                fabric.handle_packet(&packet[..len], Instant::now());
-                for _ in 0..63 {
-                    match tun.device().try_recv(&mut packet) {
-                        Ok(len) => fabric.handle_packet(&packet[..len], Instant::now()),
+            read = tun.device().recv_multiple(&mut io.original, &mut io.segments, &mut io.sizes, 0) => {
+                let count = read?;
+                io.handle(&mut fabric, count);
+                for _ in 0..15 {
+                    match tun.device().try_recv_multiple(&mut io.original, &mut io.segments, &mut io.sizes, 0) {
+                        Ok(count) => io.handle(&mut fabric, count),
                         Err(_) => break,
                     }
                 }
@@ -121,25 +121,69 @@ pub async fn run(
                 }
             }
         }
-        flush(&mut fabric, &tun, &socket).await?;
+        flush(&mut fabric, &tun, &socket, &mut io).await?;
     }
 }
+
+/// Buffers for batched device I/O: with offloads one read yields up to 64 KiB split
+/// into MTU-sized segments, and the packets for the device are coalesced (GRO) into
+/// as few writes as possible.
+struct TunIo {
+    original: Vec<u8>,
+    segments: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    outgoing: Vec<Vec<u8>>,
+    gro: tun_rs::GROTable,
+}
+
+impl TunIo {
+    fn new(mtu: u16) -> Self {
+        let segment = usize::from(mtu) + 64;
+        Self {
+            original: vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + 65_535],
+            segments: vec![vec![0u8; segment]; tun_rs::IDEAL_BATCH_SIZE],
+            sizes: vec![0; tun_rs::IDEAL_BATCH_SIZE],
+            outgoing: Vec::new(),
+            gro: tun_rs::GROTable::default(),
+        }
+    }
+
+    fn handle(&self, fabric: &mut Fabric, count: usize) {
+        let now = Instant::now();
+        for (segment, &size) in self.segments.iter().zip(&self.sizes).take(count) {
+            fabric.handle_packet(&segment[..size], now);
+        }
+    }
+}
+
+/// Room the offload header needs in front of each packet written to the device.
+const WRITE_OFFSET: usize = tun_rs::VIRTIO_NET_HDR_LEN + 2;
 
 async fn flush(
     fabric: &mut Fabric,
     tun: &TunDevice,
     socket: &UdpSocket,
+    io: &mut TunIo,
 ) -> Result<(), DriverError> {
     while let Some(t) = fabric.poll_transmit() {
         send(socket, t.to, &t.payload).await;
     }
+    io.outgoing.clear();
     while let Some(p) = fabric.poll_packet() {
-        // A full device queue drops the packet, as a router would.
-        if let Err(e) = tun.device().try_send(&p)
-            && e.kind() != std::io::ErrorKind::WouldBlock
-        {
-            return Err(e.into());
-        }
+        let mut buf = Vec::with_capacity(WRITE_OFFSET + p.len());
+        buf.resize(WRITE_OFFSET, 0);
+        buf.extend_from_slice(&p);
+        io.outgoing.push(buf);
+    }
+    if !io.outgoing.is_empty()
+        && let Err(e) = tun
+            .device()
+            .send_multiple(&mut io.gro, &mut io.outgoing, WRITE_OFFSET)
+            .await
+        // A full device queue drops packets, as a router would.
+        && e.kind() != std::io::ErrorKind::WouldBlock
+    {
+        return Err(e.into());
     }
     Ok(())
 }
@@ -147,5 +191,7 @@ async fn flush(
 async fn send(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) {
     // Unreachable peers and full buffers lose the datagram; WireGuard's timers
     // retry what matters.
-    let _ = socket.send_to(payload, to).await;
+    if socket.try_send_to(payload, to).is_err() {
+        let _ = socket.send_to(payload, to).await;
+    }
 }

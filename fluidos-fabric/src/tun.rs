@@ -26,6 +26,10 @@ pub struct TunConfig {
     pub address: Ipv6Addr,
     /// The node's optional IPv4 overlay address, assigned as a /32.
     pub ipv4: Option<Ipv4Addr>,
+    /// TUN offloads (`IFF_VNET_HDR`, TSO/GSO from the kernel, GRO towards it): the
+    /// kernel hands over 64 KiB TCP segments that are split in userspace, and received
+    /// packets are coalesced before they are written. Default on.
+    pub offload: bool,
 }
 
 impl TunConfig {
@@ -36,12 +40,19 @@ impl TunConfig {
             mtu: crate::DEFAULT_MTU,
             address,
             ipv4: None,
+            offload: true,
         }
     }
 
     /// Sets the MTU.
     pub fn with_mtu(mut self, mtu: u16) -> Self {
         self.mtu = mtu;
+        self
+    }
+
+    /// Turns TUN offloads on or off.
+    pub fn with_offload(mut self, offload: bool) -> Self {
+        self.offload = offload;
         self
     }
 
@@ -96,6 +107,9 @@ impl TunDevice {
         let device = tun_rs::DeviceBuilder::new()
             .name(config.name.clone())
             .mtu(config.mtu)
+            .with(|b| {
+                b.offload(config.offload);
+            })
             .build_async()
             .map_err(|source| TunError::Open {
                 name: config.name.clone(),

@@ -35,8 +35,14 @@ struct Config {
     mtu: Option<u16>,
     #[serde(default)]
     persistent_keepalive: Option<u16>,
+    #[serde(default = "yes")]
+    offload: bool,
     #[serde(default)]
     peers: Vec<Peer>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -89,7 +95,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tun = TunDevice::open(
         &TunConfig::new(config.interface.clone(), config.address)
             .with_mtu(mtu)
-            .with_ipv4(config.ipv4),
+            .with_ipv4(config.ipv4)
+            .with_offload(config.offload),
     )?;
     let (tx, rx) = mpsc::channel(16);
     let task = tokio::spawn(driver::run(fabric, tun, socket, rx));

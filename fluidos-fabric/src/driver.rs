@@ -1,7 +1,6 @@
 //! The tokio driver of the TUN backend: one task owning the UDP socket, the TUN
 //! device and the I/O-free [`Fabric`], steered through a bounded command channel.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use fluidos_contracts::WireGuardKey;
@@ -55,22 +54,20 @@ pub async fn run(
     socket: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
 ) -> Result<(), DriverError> {
-    let mut datagram = vec![0u8; 65_536];
     let mut io = TunIo::new(fabric.config().mtu);
+    let mut udp = UdpIo::new(&socket)?;
     loop {
         let wake = fabric
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + crate::fabric::TICK * 4);
         tokio::select! {
-            received = socket.recv_from(&mut datagram) => {
-                let (len, from) = received?;
-                fabric.handle_datagram(from, &datagram[..len], Instant::now());
-                // Drain what else is already waiting, without another wake-up.
-                for _ in 0..63 {
-                    match socket.try_recv_from(&mut datagram) {
-                        Ok((len, from)) => fabric.handle_datagram(from, &datagram[..len], Instant::now()),
-                        Err(_) => break,
+            readable = socket.readable() => {
+                readable?;
+                // Bounded: at most 8 batches (each up to BATCH_SIZE GRO'd buffers) per wake-up.
+                for _ in 0..8 {
+                    if !udp.recv(&socket, &mut fabric)? {
+                        break;
                     }
                 }
             }
@@ -121,7 +118,7 @@ pub async fn run(
                 }
             }
         }
-        flush(&mut fabric, &tun, &socket, &mut io).await?;
+        flush(&mut fabric, &tun, &socket, &mut io, &mut udp).await?;
     }
 }
 
@@ -164,10 +161,9 @@ async fn flush(
     tun: &TunDevice,
     socket: &UdpSocket,
     io: &mut TunIo,
+    udp: &mut UdpIo,
 ) -> Result<(), DriverError> {
-    while let Some(t) = fabric.poll_transmit() {
-        send(socket, t.to, &t.payload).await;
-    }
+    udp.send_all(socket, fabric).await;
     io.outgoing.clear();
     while let Some(p) = fabric.poll_packet() {
         let mut buf = Vec::with_capacity(WRITE_OFFSET + p.len());
@@ -188,10 +184,111 @@ async fn flush(
     Ok(())
 }
 
-async fn send(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) {
-    // Unreachable peers and full buffers lose the datagram; WireGuard's timers
-    // retry what matters.
-    if socket.try_send_to(payload, to).is_err() {
-        let _ = socket.send_to(payload, to).await;
+/// Batched UDP I/O: GRO'd receive buffers and GSO sends of equal-sized datagrams to
+/// one destination (what a TCP flow through the tunnel produces).
+struct UdpIo {
+    state: quinn_udp::UdpSocketState,
+    buffers: Vec<Vec<u8>>,
+    metas: Vec<quinn_udp::RecvMeta>,
+    gso: Vec<u8>,
+}
+
+/// One receive buffer: room for a full GRO batch of datagrams.
+const GRO_BUFFER: usize = 65_536;
+
+impl UdpIo {
+    fn new(socket: &UdpSocket) -> std::io::Result<Self> {
+        let state = quinn_udp::UdpSocketState::new(socket.into())?;
+        Ok(Self {
+            buffers: vec![vec![0u8; GRO_BUFFER]; quinn_udp::BATCH_SIZE],
+            metas: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+            gso: Vec::with_capacity(GRO_BUFFER),
+            state,
+        })
+    }
+
+    /// Reads one batch if one is waiting; returns whether anything was read.
+    fn recv(&mut self, socket: &UdpSocket, fabric: &mut Fabric) -> Result<bool, DriverError> {
+        let Self {
+            state,
+            buffers,
+            metas,
+            ..
+        } = self;
+        let mut slices: Vec<std::io::IoSliceMut<'_>> = buffers
+            .iter_mut()
+            .map(|b| std::io::IoSliceMut::new(b))
+            .collect();
+        let received = socket.try_io(tokio::io::Interest::READABLE, || {
+            state.recv(socket.into(), &mut slices, metas)
+        });
+        let count = match received {
+            Ok(count) => count,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            // ICMP errors surface as failed reads on Linux; they are not fatal.
+            Err(_) => return Ok(true),
+        };
+        let now = Instant::now();
+        for (meta, slice) in metas.iter().zip(&slices).take(count) {
+            let data = slice.get(..meta.len).unwrap_or_default();
+            let stride = meta.stride.max(1);
+            for datagram in data.chunks(stride) {
+                fabric.handle_datagram(meta.addr, datagram, now);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends every queued datagram, runs of equal size to one destination as one GSO
+    /// send. Datagrams that cannot be sent are lost; WireGuard's timers retry what
+    /// matters.
+    async fn send_all(&mut self, socket: &UdpSocket, fabric: &mut Fabric) {
+        let max_segments = self.state.max_gso_segments().clamp(1, 64);
+        let mut pending = fabric.poll_transmit();
+        while let Some(first) = pending.take() {
+            let size = first.payload.len();
+            self.gso.clear();
+            self.gso.extend_from_slice(&first.payload);
+            let mut segments = 1;
+            while segments < max_segments && self.gso.len() + size <= GRO_BUFFER {
+                match fabric.poll_transmit() {
+                    Some(next) if next.to == first.to && next.payload.len() <= size => {
+                        self.gso.extend_from_slice(&next.payload);
+                        segments += 1;
+                        if next.payload.len() < size {
+                            // A shorter datagram can only end a GSO batch.
+                            break;
+                        }
+                    }
+                    other => {
+                        pending = other;
+                        break;
+                    }
+                }
+            }
+            let transmit = quinn_udp::Transmit {
+                destination: first.to,
+                ecn: None,
+                contents: &self.gso,
+                segment_size: (segments > 1).then_some(size),
+                src_ip: None,
+            };
+            for _ in 0..4 {
+                let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                    self.state.try_send(socket.into(), &transmit)
+                });
+                match sent {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if socket.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if pending.is_none() {
+                pending = fabric.poll_transmit();
+            }
+        }
     }
 }

@@ -81,6 +81,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     use fluidos_fabric::{Fabric, FabricConfig, PeerConfig, keyfile};
     use tokio::sync::{mpsc, oneshot};
 
+    // Peers are checked before anything is created.
+    let mut peers = Vec::new();
+    for peer in config.peers {
+        let key = STANDARD
+            .decode(peer.public_key.trim())
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .with_context(|| format!("peer key `{}` is not 32 bytes of base64", peer.public_key))?;
+        peers.push(PeerConfig {
+            public_key: WireGuardKey(key),
+            allowed_ips: peer.allowed_ips,
+            endpoint: peer.endpoint,
+        });
+    }
     let (secret, _) = keyfile::load_or_create(&config.key_file)?;
     let mut fabric_config =
         FabricConfig::default().with_persistent_keepalive(config.persistent_keepalive);
@@ -100,22 +114,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let (tx, rx) = mpsc::channel(16);
     let task = tokio::spawn(driver::run(fabric, tun, socket, rx));
-    for peer in config.peers {
-        let key = STANDARD
-            .decode(peer.public_key.trim())
-            .ok()
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .with_context(|| format!("peer key `{}` is not 32 bytes of base64", peer.public_key))?;
+    for peer in peers {
         let (done, answer) = oneshot::channel();
-        tx.send(Command::AddPeer(
-            PeerConfig {
-                public_key: WireGuardKey(key),
-                allowed_ips: peer.allowed_ips,
-                endpoint: peer.endpoint,
-            },
-            done,
-        ))
-        .await?;
+        tx.send(Command::AddPeer(peer, done)).await?;
         answer.await??;
     }
     println!("ready {}", config.interface);

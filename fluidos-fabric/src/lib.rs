@@ -18,16 +18,23 @@
 //! - [`fabric_params`]: this node's [`FabricParams`] for a contract, and
 //!   [`PeerFabric::check`]: a peer's, checked (weak keys, endpoints, overlay address).
 //!
-//! The keys are the ones boringtun's `Tunn` takes: the crate's tests complete a real
-//! WireGuard handshake between two in-memory tunnels and carry a packet.
+//! - [`overlay::ipv4_address`]: the optional IPv4 overlay address in `100.64.0.0/10`,
+//!   derived the same way (collisions among one node's peers are detected, see there).
 //!
-//! ## What the fabric issue will add
+//! And the data plane:
 //!
-//! The tunnels themselves: an I/O-free state machine that keeps one `Tunn` per active
-//! contract peer (opened when a contract becomes active, closed when it ends), a
-//! driver owning the UDP socket and the TUN device, routing of the overlay prefix
-//! through the device, endpoint roaming and keepalives, and the namespace tests
-//! against `wireguard-go`.
+//! - [`Fabric`] ([`fabric`]): the I/O-free state machine, one boringtun `Tunn` per
+//!   peer, with time passed in; datagrams in and out, IP packets in and out, timers;
+//!   roaming, keepalive, retry and rekey as WireGuard; unknown keys dropped silently,
+//!   revoked keys refused for good, bounded queues, MTU 1420 by default;
+//! - `tun` and `driver` (Linux): the TUN interface (addresses, per-peer routes,
+//!   teardown) and the tokio task that runs a [`Fabric`] over a UDP socket and the
+//!   device, with TUN offloads and UDP GSO/GRO;
+//! - the `fluidos-fabric-peer` binary: one endpoint from a JSON file (tests, interop
+//!   with wireguard-go, benchmarks).
+//!
+//! Not yet: the userspace (no TUN) backend, hub-and-spoke forwarding, and the wiring
+//! into the node (contracts starting and ending tunnels).
 //!
 //! ```no_run
 //! use fluidos_fabric::{keyfile, overlay, fabric_params};
@@ -41,11 +48,19 @@
 //!
 //! [boringtun]: https://github.com/cloudflare/boringtun
 
+#[cfg(target_os = "linux")]
+pub mod driver;
+pub mod fabric;
 mod key;
 pub mod keyfile;
 pub mod overlay;
 mod params;
+#[cfg(target_os = "linux")]
+pub mod tun;
 
+pub use fabric::{
+    AddPeerError, DEFAULT_MTU, DropCounters, Fabric, FabricConfig, PeerConfig, PeerStatus, Transmit,
+};
 pub use fluidos_contracts::FabricParams;
 pub use key::{WireGuardSecret, x25519_public};
 pub use params::{MAX_ENDPOINTS, PeerFabric, PeerParamsError, fabric_params};

@@ -6,9 +6,11 @@
 //! its TTL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fluidos_contracts::Resources;
@@ -19,6 +21,11 @@ use libp2p::Multiaddr;
 
 const ROLE_VAR: &str = "FLUIDOS_CRASH_CHILD";
 const TTL_MS: u64 = 2_000;
+/// How many SIGKILLs the parent sends.
+const KILLS: usize = 12;
+/// At least this many of them must land while a negotiation is open, so a run
+/// where every kill hit an idle process fails.
+const MIN_MID_NEGOTIATION: usize = 4;
 
 fn tuning() -> LedgerTuning {
     LedgerTuning {
@@ -63,9 +70,13 @@ async fn consumer(dir: &Path, provider_addr: Multiaddr) -> Node {
 }
 
 /// The child side: runs when the parent re-executes this binary with `ROLE_VAR` set.
+/// Ignored, so a normal run does not count it as a test; the parent runs it with
+/// `--ignored --exact`.
 #[test]
+#[ignore = "helper process: run by kill_9_during_negotiation_loses_no_countersigned_contract"]
 fn crash_child() {
     let Ok(role) = std::env::var(ROLE_VAR) else {
+        println!("crash_child is a helper process; it does nothing on its own");
         return;
     };
     let dir = PathBuf::from(std::env::var("FLUIDOS_CRASH_DIR").unwrap());
@@ -97,9 +108,15 @@ fn crash_child() {
                     ..AcquisitionRequest::default()
                 };
                 loop {
+                    // `BUY` opens a negotiation (reserve ... countersign); `CONTRACT` or
+                    // `FAILED` closes it. The parent counts kills that land in between.
+                    println!("BUY");
                     match node.buy(want.clone(), None).await {
                         Ok(c) => println!("CONTRACT {}", c.id()),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Err(_) => {
+                            println!("FAILED");
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
                     }
                 }
             }
@@ -108,8 +125,18 @@ fn crash_child() {
     });
 }
 
+/// What the consumer told the parent, read from its stdout.
+#[derive(Default)]
+struct Reported {
+    /// Every contract id the consumer reported as bought, across all its lives.
+    contracts: BTreeSet<String>,
+    /// A negotiation is open: `BUY` seen, no `CONTRACT`/`FAILED` yet.
+    in_flight: bool,
+}
+
 struct Proc {
     role: &'static str,
+    reported: Arc<Mutex<Reported>>,
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
@@ -119,12 +146,18 @@ struct Proc {
 impl Proc {
     fn start(&mut self) -> String {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE_VAR, self.role)
-            .env("FLUIDOS_CRASH_DIR", &self.dir)
-            .env("FLUIDOS_CRASH_PORT", self.port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_VAR, self.role)
+        .env("FLUIDOS_CRASH_DIR", &self.dir)
+        .env("FLUIDOS_CRASH_PORT", self.port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
         if let Some(peer) = &self.peer {
             cmd.env("FLUIDOS_CRASH_PEER", peer);
         }
@@ -148,13 +181,32 @@ impl Proc {
                 break id.trim().to_string();
             }
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        // A new life starts with no negotiation open.
+        self.reported.lock().unwrap().in_flight = false;
+        // Keep draining stdout (so the child never blocks on a full pipe), recording
+        // what the consumer reports.
+        let reported = self.reported.clone();
+        std::thread::spawn(move || {
+            while let Ok(line) = rx.recv() {
+                let mut r = reported.lock().unwrap();
+                if line == "BUY" {
+                    r.in_flight = true;
+                } else if line == "FAILED" {
+                    r.in_flight = false;
+                } else if let Some(id) = line.strip_prefix("CONTRACT ") {
+                    r.contracts.insert(id.trim().to_string());
+                    r.in_flight = false;
+                }
+            }
+        });
         peer_id
     }
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The reader thread sees the child's lines a little late: a negotiation that
+            // just ended may still count as open, so the count is an upper estimate by at
+            // most one line's latency per kill.
             c.kill().unwrap(); // SIGKILL
             c.wait().unwrap();
         }
@@ -182,8 +234,10 @@ async fn kill_9_during_negotiation_loses_no_countersigned_contract() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let reported = Arc::new(Mutex::new(Reported::default()));
     let mut p = Proc {
         role: "provider",
+        reported: reported.clone(),
         child: None,
         dir: dir.path().join("p"),
         port,
@@ -193,6 +247,7 @@ async fn kill_9_during_negotiation_loses_no_countersigned_contract() {
     let addr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}");
     let mut c = Proc {
         role: "consumer",
+        reported: reported.clone(),
         child: None,
         dir: dir.path().join("c"),
         port: 0,
@@ -208,8 +263,11 @@ async fn kill_9_during_negotiation_loses_no_countersigned_contract() {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    for _ in 0..12 {
+    let mut mid_negotiation = 0;
+    for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(100 + next(400))).await;
+        // Read just before the kill: the consumer is between `BUY` and its outcome.
+        mid_negotiation += usize::from(reported.lock().unwrap().in_flight);
         if next(2) == 0 {
             p.kill();
             p.start();
@@ -255,13 +313,44 @@ async fn kill_9_during_negotiation_loses_no_countersigned_contract() {
         .iter()
         .filter(|i| i.role == ContractRole::Buyer && i.state == ContractState::Active)
         .collect();
+    let told = std::mem::take(&mut reported.lock().unwrap().contracts);
     println!(
-        "after 12 kills: provider holds {} active contracts ({} in all), consumer {} active ({} in all)",
+        "after {KILLS} kills ({mid_negotiation} mid-negotiation): the buyer was told of {} contracts; \
+         provider holds {} active contracts ({} in all), consumer {} active ({} in all)",
+        told.len(),
         active_sold.len(),
         sold.len(),
         active_bought.len(),
         bought.len()
     );
+    assert!(
+        mid_negotiation >= MIN_MID_NEGOTIATION,
+        "only {mid_negotiation} of {KILLS} kills landed mid-negotiation"
+    );
+    assert!(!told.is_empty(), "the buyer was told of no contract");
+    // Every contract the buyer was told about is in both stores, countersigned, active
+    // and byte-identical.
+    for id in &told {
+        let find = |list: &[fluidos_core::ContractInfo], role| {
+            list.iter()
+                .find(|i| i.id.to_string() == *id && i.role == role)
+                .unwrap_or_else(|| panic!("{role:?} lost reported contract {id}"))
+                .clone()
+        };
+        let at_provider = find(&sold, ContractRole::Provider);
+        let at_buyer = find(&bought, ContractRole::Buyer);
+        assert_eq!(
+            at_provider.state,
+            ContractState::Active,
+            "{id} at the provider"
+        );
+        assert_eq!(at_buyer.state, ContractState::Active, "{id} at the buyer");
+        let mine = prov.contract(at_provider.id).await.unwrap().unwrap();
+        let theirs = cons.contract(at_buyer.id).await.unwrap().unwrap();
+        assert_eq!(mine.signed(), theirs.signed(), "{id} differs");
+        // Both signatures check out on the stored bytes.
+        mine.signed().verify().unwrap();
+    }
     assert!(
         !active_bought.is_empty(),
         "the consumer bought something between the kills"

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use fluidos_contracts::rear::ErrorCode;
 use fluidos_contracts::{NodeId, Resources, SignedContract};
 use fluidos_core::buyer::{AcquisitionRequest, CandidateFailure};
+use fluidos_core::host::{self, HostProbe, HostReserve, OfferConfig};
 use fluidos_core::{BuyError, ContractRole, ContractState, LedgerTuning, Node, Roles};
 use fluidos_discovery::CatalogName;
 use libp2p::Multiaddr;
@@ -262,19 +263,70 @@ async fn sixty_four_buyers_race_and_exactly_the_capacity_is_sold() {
         )
         .await;
     }
-    // The host keeps at least one core for itself, so on a small machine the
-    // limit may be below 1500m: the number of 500m partitions follows capacity.
-    let capacity = p.status().await.unwrap().capacity;
-    let partitions = (capacity.cpu_millis / 500).min(capacity.memory_bytes / GIB) as usize;
+    // The expected number of partitions, from the configuration alone: what this host
+    // may sell (measured here, minus the default host reserve, capped by the limit), cut
+    // into the 500m / 1 GiB partitions every buyer asks for, as the default partition
+    // policy (min and step) allows.
+    let offer = OfferConfig::default();
+    let mut probe = HostProbe::new(dir.path()).unwrap().detect_gpus(false);
+    let measured = probe.measure().unwrap();
+    let sellable = host::sellable(&measured, &HostReserve::default(), offer.pods);
+    let (s, l) = (sellable.as_array(), limit.as_array());
+    let capacity = Resources::from_array(std::array::from_fn(|i| s[i].min(l[i])));
+    let (cpu, mem) = (500, GIB);
+    assert!(cpu >= offer.min.cpu_millis && cpu % offer.step.cpu_millis == 0);
+    assert!(mem >= offer.min.memory_bytes && mem % offer.step.memory_bytes == 0);
+    let partitions = (capacity.cpu_millis / cpu).min(capacity.memory_bytes / mem) as usize;
     assert!(
         partitions >= 1,
         "the provider has something to sell: {capacity}"
     );
-    let results =
-        futures::future::join_all(buyers.iter().map(|b| b.buy(want(500, GIB), None))).await;
+    // Each buyer in its own task on the multi-thread runtime: the provider's engine
+    // gets the 64 negotiations truly concurrently. A buyer told "no suitable flavor"
+    // checks at once that the provider has really run out: what contracts and open
+    // reservations hold (each one partition) leaves less than one partition.
+    let tasks: Vec<_> = buyers
+        .iter()
+        .cloned()
+        .map(|b| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let r = b.buy(want(cpu, mem), None).await;
+                let mut exhausted_at_loss = None;
+                if let Err(BuyError::Failed(f)) = &r
+                    && f.reasons
+                        .iter()
+                        .any(|(_, w)| matches!(w, CandidateFailure::NoSuitableFlavor { .. }))
+                {
+                    let st = p.status().await.unwrap();
+                    let held_cpu = st.committed.cpu_millis + st.reservations as u64 * cpu;
+                    let held_mem = st.committed.memory_bytes + st.reservations as u64 * mem;
+                    exhausted_at_loss = Some(
+                        st.capacity.cpu_millis.saturating_sub(held_cpu) < cpu
+                            || st.capacity.memory_bytes.saturating_sub(held_mem) < mem,
+                    );
+                }
+                (r, exhausted_at_loss)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
 
-    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let won: Vec<_> = results
+        .iter()
+        .filter_map(|(r, _)| r.as_ref().ok())
+        .collect();
     let sold: u64 = won.iter().map(|c| c.terms().partition.cpu_millis).sum();
+    let no_flavor = results.iter().filter(|(_, e)| e.is_some()).count();
+    println!(
+        "{BUYERS} buyers in {BUYERS} concurrent tasks: {} won ({partitions} partitions expected), \
+         {} lost ({no_flavor} of them told no suitable flavor)",
+        won.len(),
+        BUYERS - won.len()
+    );
     assert_eq!(
         won.len(),
         partitions,
@@ -283,11 +335,19 @@ async fn sixty_four_buyers_race_and_exactly_the_capacity_is_sold() {
     assert!(won.iter().all(|c| c.terms().provider == p.node_id()));
     assert_eq!(sold, partitions as u64 * 500);
     let status = p.status().await.unwrap();
+    assert_eq!(
+        status.capacity, capacity,
+        "the provider's own capacity agrees"
+    );
     assert_eq!(status.committed.cpu_millis, sold);
     assert!(status.committed.fits_within(&status.capacity));
 
-    // Every loser was told why: no capacity left, or nothing left that fits.
-    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+    // Every loser was told why: no capacity left, or nothing left that fits, and the
+    // latter only once the capacity really was gone.
+    for (r, exhausted) in results
+        .iter()
+        .filter_map(|(r, e)| r.as_ref().err().map(|r| (r, e)))
+    {
         let BuyError::Failed(f) = r else {
             panic!("unexpected error {r}")
         };
@@ -298,7 +358,7 @@ async fn sixty_four_buyers_race_and_exactly_the_capacity_is_sold() {
                     error.code,
                     ErrorCode::InsufficientCapacity | ErrorCode::InvalidPartition
                 ),
-                CandidateFailure::NoSuitableFlavor { .. } => true,
+                CandidateFailure::NoSuitableFlavor { .. } => *exhausted == Some(true),
                 _ => false,
             };
             assert!(ok, "unexpected loss reason: {why}");

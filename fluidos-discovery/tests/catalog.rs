@@ -293,6 +293,13 @@ async fn several_catalogs_and_the_outgoing_policy() {
         Source::Catalog("b".parse().unwrap()),
     ]
     .into();
+    // Found through the catalogs only (no mDNS, no manual peer), with its own advert.
+    assert!(
+        !both_cand.sources.is_empty() && both_cand.sources.is_subset(&want),
+        "sources {:?}",
+        both_cand.sources
+    );
+    assert_eq!(both_cand.advert.node, both.id());
     wait_for(
         &shy.handle,
         "both sources",
@@ -300,7 +307,6 @@ async fn several_catalogs_and_the_outgoing_policy() {
         |c| c.iter().any(|x| x.node == both.id() && x.sources == want),
     )
     .await;
-    let _ = both_cand;
     // root_a sees shy (it announces in a); root_b, whose only catalog is b, never does.
     wait_for(
         &root_a.handle,

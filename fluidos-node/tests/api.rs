@@ -279,13 +279,19 @@ async fn requests_beyond_the_bound_wait_for_a_slot() {
         }));
     }
     // Let two requests in, wait until both are inside, then open the gate fully.
+    let mut inside = 0;
     for _ in 0..1000 {
-        if s.fake.inside.load(Ordering::SeqCst) == 2 {
+        inside = s.fake.inside.load(Ordering::SeqCst);
+        if inside == 2 {
             break;
         }
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    assert_eq!(
+        inside, 2,
+        "after 10 s, {inside} requests inside, not the bound (2)"
+    );
     s.fake.gate.add_permits(5);
     for c in calls {
         c.await.unwrap().unwrap();

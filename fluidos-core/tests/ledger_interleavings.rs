@@ -1,6 +1,9 @@
-//! 64 buyers race for the last capacity of a provider, their requests
-//! interleaved in many seeded orders. Exactly as much is sold as exists, and
-//! every loser is told why.
+//! 64 buyers compete for the last capacity of a provider, their requests
+//! interleaved in many seeded orders and handed to the ledger one at a time
+//! (deterministic interleavings, not threads). Exactly as much is sold as exists,
+//! and every loser is told why. The truly concurrent version, 64 buyer nodes in
+//! their own tasks on a multi-thread runtime against one provider node, is
+//! `sixty_four_buyers_race_and_exactly_the_capacity_is_sold` in `node_e2e.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod ledger_support;

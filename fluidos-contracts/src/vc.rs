@@ -27,7 +27,7 @@
 //!     "partition": { "cpuMillis": 2000, "memoryBytes": 4294967296, "storageBytes": 0, "pods": 1, "gpus": 0 },
 //!     "price": { "amountMicros": 800000, "currency": "EUR", "period": "hour", "model": "reserved" },
 //!     "validFromMs": 1767225600000, "validUntilMs": 1767229200000,
-//!     "forwardedVia": [],
+//!     "forwardedVia": [{ "hop": 1, "node": "did:key:z6Mk…" }],
 //!     "signedContract": "u…"
 //!   },
 //!   "proof": { "type": "DataIntegrityProof", "cryptosuite": "eddsa-rdfc-2022", "proofPurpose": "assertionMethod",
@@ -42,9 +42,17 @@
 //! every fluidos term expands to that IRI followed by the term name
 //! (`https://fluidos.invalid/ns#contractId`). `.invalid` is reserved (RFC 2606), so the
 //! IRI is an identifier that no one can own and that no processor will try to fetch;
-//! the inline context is all a JSON-LD processor needs. `provider`, `buyer` and
-//! `forwardedVia` are typed `@id` (the did:keys are IRIs, `forwardedVia` an ordered
-//! `@list`), and `signedContract` is typed `https://w3id.org/security#multibase`.
+//! the inline context is all a JSON-LD processor needs. `provider`, `buyer` and the
+//! hops' `node` are typed `@id` (the did:keys are IRIs), and `signedContract` is typed
+//! [`MULTIBASE_DATATYPE`]; those four terms name their full IRI.
+//!
+//! The context uses nothing else, so every conformant JSON-LD processor produces the
+//! same RDF and the proof verifies outside ssi too (tested against jsonld.js and
+//! `@digitalbazaar/vc` in `tests/vc_interop.rs`). In particular `forwardedVia` is a set
+//! of `{hop, node}` objects, not an `@list`: ssi 0.16 turns a JSON-LD list into an RDF
+//! list that ends in a fresh blank node instead of `rdf:nil`, so what it signed could
+//! not be reproduced by any other processor. Numbers above [`MAX_JSON_INTEGER`] are
+//! refused at export, because JavaScript reads them as doubles.
 //!
 //! Validity times are unix milliseconds (`validFromMs`, `validUntilMs`), the same
 //! values the parties signed. The credential itself has no `validFrom`/`validUntil`: it
@@ -68,6 +76,14 @@ pub const VOCABULARY: &str = "https://fluidos.invalid/ns#";
 
 /// The W3C VC Data Model 2.0 context, always first.
 pub const VC_V2_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
+
+/// The RDF datatype of `signedContract` (Data Integrity's multibase string).
+pub const MULTIBASE_DATATYPE: &str = "https://w3id.org/security#multibase";
+
+/// The largest integer the credential carries as a JSON number, 2^53 − 1 (I-JSON,
+/// RFC 7493): a JavaScript JSON-LD processor reads larger numbers as doubles, which
+/// canonicalize differently, so the proof would not verify there.
+pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
 
 /// The credential type added to `VerifiableCredential`.
 pub const CREDENTIAL_TYPE: &str = "FluidosContractCredential";
@@ -94,6 +110,18 @@ pub enum VcExportError {
     IssuerNotParty {
         /// The node of the key that was given.
         issuer: NodeId,
+    },
+    /// A number of the terms exceeds [`MAX_JSON_INTEGER`], so not every verifier would
+    /// read the credential as it was signed. The contract itself is unaffected; share
+    /// it as raw bytes instead.
+    #[error(
+        "`{field}` = {value} is above 2^53 - 1, which JSON-LD processors in JavaScript cannot read exactly; share the raw contract instead of a credential"
+    )]
+    NumberTooLarge {
+        /// The subject field (`partition.memoryBytes`, `validUntilMs`, …).
+        field: String,
+        /// Its value.
+        value: u64,
     },
     /// The contract could not be encoded (canonical CBOR).
     #[error(transparent)]
@@ -163,6 +191,9 @@ pub async fn export(
     }
     let bytes = contract.signed().to_bytes()?;
     let unsigned = credential(contract.terms(), &bytes, &issuer_id);
+    if let Some((field, value)) = first_large_number(&unsigned["credentialSubject"], "") {
+        return Err(VcExportError::NumberTooLarge { field, value });
+    }
     let credential: JsonCredential =
         serde_json::from_value(unsigned).map_err(|e| VcExportError::Credential(e.to_string()))?;
 
@@ -263,25 +294,37 @@ fn malformed(what: &str) -> VcVerifyError {
     VcVerifyError::Malformed(what.to_owned())
 }
 
+/// The inline context, second after [`VC_V2_CONTEXT`]. Only plain JSON-LD: a vocabulary
+/// for every fluidos term, full IRIs for the terms whose values are IRIs (`@type: @id`)
+/// or multibase, no prefixes, no containers.
+fn context() -> Value {
+    let term = |name: &str| format!("{VOCABULARY}{name}");
+    json!({
+        "@vocab": VOCABULARY,
+        "provider": { "@id": term("provider"), "@type": "@id" },
+        "buyer": { "@id": term("buyer"), "@type": "@id" },
+        "node": { "@id": term("node"), "@type": "@id" },
+        "signedContract": { "@id": term("signedContract"), "@type": MULTIBASE_DATATYPE }
+    })
+}
+
 /// The unsigned credential for `terms`, whose signed form is `signed_contract`.
 fn credential(terms: &ContractTerms, signed_contract: &[u8], issuer: &NodeId) -> Value {
     let p = &terms.partition;
     // The enums' serde names (`hour`, `reserved`) are the contract's own spelling.
     let period = serde_json::to_value(terms.price.period).unwrap_or(Value::Null);
     let model = serde_json::to_value(terms.price.model).unwrap_or(Value::Null);
-    let forwarded: Vec<String> = terms.forwarded_via.iter().map(NodeId::to_did_key).collect();
+    // Hop objects rather than a JSON-LD `@list`: ssi 0.16 ends every RDF list with a
+    // fresh blank node instead of `rdf:nil`, so no other processor reproduced what it
+    // signed. The hop number keeps the order in the signed graph.
+    let forwarded: Vec<Value> = terms
+        .forwarded_via
+        .iter()
+        .zip(1u64..)
+        .map(|(node, hop)| json!({ "hop": hop, "node": node.to_did_key() }))
+        .collect();
     json!({
-        "@context": [
-            VC_V2_CONTEXT,
-            {
-                "@vocab": VOCABULARY,
-                "fluidos": VOCABULARY,
-                "provider": { "@id": "fluidos:provider", "@type": "@id" },
-                "buyer": { "@id": "fluidos:buyer", "@type": "@id" },
-                "forwardedVia": { "@id": "fluidos:forwardedVia", "@type": "@id", "@container": "@list" },
-                "signedContract": { "@id": "fluidos:signedContract", "@type": "https://w3id.org/security#multibase" }
-            }
-        ],
+        "@context": [VC_V2_CONTEXT, context()],
         "type": ["VerifiableCredential", CREDENTIAL_TYPE],
         "issuer": issuer.to_did_key(),
         "credentialSubject": {
@@ -311,6 +354,29 @@ fn credential(terms: &ContractTerms, signed_contract: &[u8], issuer: &NodeId) ->
             "signedContract": MultibaseBuf::encode(Base::Base64Url, signed_contract).as_str()
         }
     })
+}
+
+/// The first integer above [`MAX_JSON_INTEGER`] in `value`, with its dotted path.
+fn first_large_number(value: &Value, path: &str) -> Option<(String, u64)> {
+    match value {
+        Value::Number(n) => n
+            .as_u64()
+            .filter(|n| *n > MAX_JSON_INTEGER)
+            .map(|n| (path.to_owned(), n)),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            first_large_number(v, &path)
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_large_number(v, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// Decodes `signedContract`: multibase, and only base64url (`u`), whose decoding is
@@ -458,7 +524,7 @@ mod tests {
             let err = verify_proof(&tampered.to_string()).await.unwrap_err();
             assert!(matches!(err, VcVerifyError::BadProof(_)), "{field}: {err}");
         }
-        // The order of `forwardedVia` is signed too (it is a JSON-LD list).
+        // The order of `forwardedVia` is signed too: its hop numbers are.
         let mut t = terms(&p, &b);
         t.forwarded_via = vec![
             SecretKey::generate().node_id(),
@@ -473,7 +539,9 @@ mod tests {
         let via = swapped["credentialSubject"]["forwardedVia"]
             .as_array_mut()
             .unwrap();
-        via.swap(0, 1);
+        let first = via[0]["node"].clone();
+        via[0]["node"] = via[1]["node"].clone();
+        via[1]["node"] = first;
         let err = verify_proof(&swapped.to_string()).await.unwrap_err();
         assert!(matches!(err, VcVerifyError::BadProof(_)), "{err}");
     }

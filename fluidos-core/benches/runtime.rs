@@ -6,7 +6,8 @@
 //! available) it starts `/bin/true` in a loop: `start` returns once the supervisor has
 //! spawned the process and recorded it durably (launch.json and state.json, each fsynced).
 //! Baselines in the same run: a bare `fork+exec` of `/bin/true`, and of the supervisor
-//! binary itself (the cost of the extra process).
+//! binary itself (the cost of the extra process). `FLUIDOS_BENCH_SUPERVISOR=<path>` runs
+//! another supervisor binary (e.g. a release build of `fluidos-supervise`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,6 +30,12 @@ fn percentiles(name: &str, mut v: Vec<Duration>) {
         at(0.99),
         at(1.0)
     );
+}
+
+fn supervisor_path() -> PathBuf {
+    std::env::var_os("FLUIDOS_BENCH_SUPERVISOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fluidos-supervise")))
 }
 
 async fn bench_runtime(mode: CgroupMode, label: &str, rounds: usize, base: &std::path::Path) {
@@ -111,8 +118,10 @@ fn main() {
         "baseline: spawn /bin/true (fork+exec)",
         rounds,
     );
+    let sup = supervisor_path();
+    println!("supervisor {}", sup.display());
     bench_spawn(
-        env!("CARGO_BIN_EXE_fluidos-supervise"),
+        sup.to_str().expect("utf-8 path"),
         &[],
         "baseline: spawn fluidos-supervise (fork+exec)",
         rounds,

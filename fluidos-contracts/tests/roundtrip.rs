@@ -279,3 +279,71 @@ proptest! {
         let _ = canonical::from_slice::<Selector>(&bytes);
     }
 }
+
+/// Writes the seed corpus of the fuzz targets in `fuzz/` (valid encodings of each wire
+/// type, so libFuzzer gets past CBOR's length prefixes). Ignored in normal runs; refresh
+/// the seeds with `cargo test -p fluidos-contracts --test roundtrip -- --ignored`.
+#[test]
+#[ignore = "writes fuzz/seeds; run explicitly"]
+fn write_fuzz_seeds() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let write = |target: &str, name: String, bytes: Vec<u8>| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    let mut runner = TestRunner::deterministic();
+    for n in 0..4 {
+        let f = flavor().new_tree(&mut runner).unwrap().current();
+        let s = selector().new_tree(&mut runner).unwrap().current();
+        let t = terms().new_tree(&mut runner).unwrap().current();
+        let req = rear::Request::ListFlavors {
+            selector: s.clone(),
+        };
+        let resp = rear::Response::Error(rear::RearError::new(rear::ErrorCode::Malformed, "seed"));
+        let c = SignedContract {
+            terms: canonical::to_vec(&t).unwrap(),
+            provider_signature: Signature([n; 64]),
+            buyer_signature: (n % 2 == 1).then_some(Signature([n + 1; 64])),
+        };
+        // canonical_roundtrip: the first byte picks the type (see the target).
+        let typed = |which: u8, bytes: Vec<u8>| [vec![which], bytes].concat();
+        write(
+            "canonical_roundtrip",
+            format!("request-{n}"),
+            typed(0, canonical::to_vec(&req).unwrap()),
+        );
+        write(
+            "canonical_roundtrip",
+            format!("response-{n}"),
+            typed(1, canonical::to_vec(&resp).unwrap()),
+        );
+        write(
+            "canonical_roundtrip",
+            format!("terms-{n}"),
+            typed(2, canonical::to_vec(&t).unwrap()),
+        );
+        write(
+            "canonical_roundtrip",
+            format!("contract-{n}"),
+            typed(3, canonical::to_vec(&c).unwrap()),
+        );
+        write(
+            "canonical_roundtrip",
+            format!("flavor-{n}"),
+            typed(4, canonical::to_vec(&f).unwrap()),
+        );
+        write(
+            "canonical_roundtrip",
+            format!("selector-{n}"),
+            typed(5, canonical::to_vec(&s).unwrap()),
+        );
+        write(
+            "contract_verify",
+            format!("contract-{n}"),
+            c.to_bytes().unwrap(),
+        );
+    }
+}

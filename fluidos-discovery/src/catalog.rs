@@ -118,7 +118,7 @@ pub fn advert_key(catalog: &CatalogName, node: &NodeId) -> RecordKey {
 }
 
 /// The catalog and shard named by a provider key, if it is one.
-pub(crate) fn parse_catalog_key(key: &RecordKey) -> Option<(CatalogName, u8)> {
+pub fn parse_catalog_key(key: &RecordKey) -> Option<(CatalogName, u8)> {
     let s = std::str::from_utf8(key.as_ref()).ok()?;
     let (name, text) = s.strip_prefix(CATALOG_PREFIX)?.rsplit_once('/')?;
     let shard: u8 = text.parse().ok()?;
@@ -130,7 +130,7 @@ pub(crate) fn parse_catalog_key(key: &RecordKey) -> Option<(CatalogName, u8)> {
 }
 
 /// The catalog and node named by an advert record key, if it is one.
-pub(crate) fn parse_advert_key(key: &RecordKey) -> Option<(CatalogName, NodeId)> {
+pub fn parse_advert_key(key: &RecordKey) -> Option<(CatalogName, NodeId)> {
     let s = std::str::from_utf8(key.as_ref()).ok()?;
     let (catalog, node) = s.strip_prefix(ADVERT_PREFIX)?.split_once('/')?;
     Some((catalog.parse().ok()?, node.parse().ok()?))

@@ -51,8 +51,9 @@
 //! `@digitalbazaar/vc` in `tests/vc_interop.rs`). In particular `forwardedVia` is a set
 //! of `{hop, node}` objects, not an `@list`: ssi 0.16 turns a JSON-LD list into an RDF
 //! list that ends in a fresh blank node instead of `rdf:nil`, so what it signed could
-//! not be reproduced by any other processor. Numbers above [`MAX_JSON_INTEGER`] are
-//! refused at export, because JavaScript reads them as doubles.
+//! not be reproduced by any other processor. Export refuses numbers above
+//! [`MAX_JSON_INTEGER`] (JavaScript reads them as doubles) and strings with control
+//! characters (ssi escapes only `\n` and `\r` in N-Quads, RDFC-1.0 all of them).
 //!
 //! Validity times are unix milliseconds (`validFromMs`, `validUntilMs`), the same
 //! values the parties signed. The credential itself has no `validFrom`/`validUntil`: it
@@ -123,6 +124,17 @@ pub enum VcExportError {
         /// Its value.
         value: u64,
     },
+    /// A string of the terms (in practice the currency) holds a control character.
+    /// Canonical N-Quads escape those differently in ssi (only `\n`, `\r`) and in
+    /// RDFC-1.0 processors such as jsonld.js (all of them), so the proof would verify
+    /// in fluidos only.
+    #[error(
+        "`{field}` contains a control character, which JSON-LD processors canonicalize differently; share the raw contract instead of a credential"
+    )]
+    ControlCharacter {
+        /// The subject field (`price.currency`).
+        field: String,
+    },
     /// The contract could not be encoded (canonical CBOR).
     #[error(transparent)]
     Encode(#[from] canonical::EncodeError),
@@ -191,8 +203,8 @@ pub async fn export(
     }
     let bytes = contract.signed().to_bytes()?;
     let unsigned = credential(contract.terms(), &bytes, &issuer_id);
-    if let Some((field, value)) = first_large_number(&unsigned["credentialSubject"], "") {
-        return Err(VcExportError::NumberTooLarge { field, value });
+    if let Some(unportable) = first_unportable(&unsigned["credentialSubject"], "") {
+        return Err(unportable);
     }
     let credential: JsonCredential =
         serde_json::from_value(unsigned).map_err(|e| VcExportError::Credential(e.to_string()))?;
@@ -356,25 +368,34 @@ fn credential(terms: &ContractTerms, signed_contract: &[u8], issuer: &NodeId) ->
     })
 }
 
-/// The first integer above [`MAX_JSON_INTEGER`] in `value`, with its dotted path.
-fn first_large_number(value: &Value, path: &str) -> Option<(String, u64)> {
+/// The first value of `value` (with its dotted path) that JSON-LD processors do not
+/// all turn into the same canonical N-Quads: an integer above [`MAX_JSON_INTEGER`], or
+/// a string with a control character.
+fn first_unportable(value: &Value, path: &str) -> Option<VcExportError> {
     match value {
-        Value::Number(n) => n
-            .as_u64()
-            .filter(|n| *n > MAX_JSON_INTEGER)
-            .map(|n| (path.to_owned(), n)),
+        Value::Number(n) => n.as_u64().filter(|n| *n > MAX_JSON_INTEGER).map(|value| {
+            VcExportError::NumberTooLarge {
+                field: path.to_owned(),
+                value,
+            }
+        }),
+        Value::String(s) if s.chars().any(char::is_control) => {
+            Some(VcExportError::ControlCharacter {
+                field: path.to_owned(),
+            })
+        }
         Value::Object(map) => map.iter().find_map(|(k, v)| {
             let path = if path.is_empty() {
                 k.clone()
             } else {
                 format!("{path}.{k}")
             };
-            first_large_number(v, &path)
+            first_unportable(v, &path)
         }),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(i, v)| first_large_number(v, &format!("{path}[{i}]"))),
+            .find_map(|(i, v)| first_unportable(v, &format!("{path}[{i}]"))),
         _ => None,
     }
 }

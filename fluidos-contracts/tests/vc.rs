@@ -12,73 +12,9 @@ use ssi::jwk::{Base64urlUInt, JWK, OctetParams, Params};
 use ssi::security::multibase::{Base, Multibase, MultibaseBuf};
 use ssi::verification_methods::{AnyMethod, ReferenceOrOwned, SingleSecretSigner};
 
-fn resources(cpu_millis: u64, memory_bytes: u64) -> Resources {
-    Resources {
-        cpu_millis,
-        memory_bytes,
-        storage_bytes: 10 << 30,
-        pods: 4,
-        gpus: 0,
-    }
-}
-
-fn flavor(owner: NodeId) -> Flavor {
-    Flavor {
-        id: FlavorId([1; 16]),
-        owner,
-        characteristics: Characteristics {
-            resources: resources(8000, 16 << 30),
-            architecture: Architecture::X86_64,
-            gpu: None,
-        },
-        properties: Properties::default(),
-        policy: Partitionability {
-            partitionable: true,
-            min: Resources::ZERO,
-            step: Resources::ZERO,
-        },
-        price: Price {
-            amount_micros: 800_000,
-            currency: "EUR".into(),
-            period: PricePeriod::Hour,
-            model: PriceModel::Reserved,
-        },
-        price_basis: resources(8000, 16 << 30),
-        valid_until: Timestamp(1_767_229_200_000),
-        revision: 3,
-    }
-}
-
-fn fabric(b: u8) -> FabricParams {
-    FabricParams {
-        wireguard_key: WireGuardKey([b; 32]),
-        endpoints: vec![format!("198.18.0.{b}:51820")],
-        overlay_address: None,
-    }
-}
-
-fn terms(provider: &SecretKey, buyer: &SecretKey, via: Vec<NodeId>) -> ContractTerms {
-    ContractTerms {
-        id: ContractId([9; 16]),
-        reservation: ReservationId([8; 16]),
-        provider: provider.node_id(),
-        buyer: buyer.node_id(),
-        flavor: flavor(provider.node_id()),
-        partition: resources(2000, 4 << 30),
-        price: Quote {
-            amount_micros: 200_000,
-            currency: "EUR".into(),
-            period: PricePeriod::Hour,
-            model: PriceModel::Reserved,
-        },
-        valid_from: Timestamp(1_767_225_600_000),
-        valid_until: Timestamp(1_767_229_200_000),
-        nonce: Nonce([7; 16]),
-        provider_fabric: fabric(1),
-        buyer_fabric: fabric(2),
-        forwarded_via: via,
-    }
-}
+#[path = "support/vc_fixture.rs"]
+mod fixture;
+use fixture::terms;
 
 struct Parties {
     provider: SecretKey,
@@ -383,4 +319,39 @@ async fn malformed_and_oversized_documents_are_refused() {
         matches!(&err, VcVerifyError::SubjectMismatch { field } if field == "@context"),
         "{err}"
     );
+}
+
+/// Terms that not every JSON-LD processor canonicalizes alike are refused at export,
+/// with the field named, rather than exported as a credential only fluidos accepts.
+#[tokio::test]
+async fn unportable_terms_are_refused_at_export() {
+    let (provider, buyer) = (SecretKey::generate(), SecretKey::generate());
+    let sign = |t: ContractTerms| {
+        SignedContract::offer(t, &provider)
+            .unwrap()
+            .countersign(&buyer)
+            .unwrap()
+    };
+
+    let mut t = terms(&provider, &buyer, vec![]);
+    t.partition.memory_bytes = vc::MAX_JSON_INTEGER + 1;
+    let err = vc::export(&sign(t), &provider).await.unwrap_err();
+    assert!(
+        matches!(&err, VcExportError::NumberTooLarge { field, value }
+            if field == "partition.memoryBytes" && *value == vc::MAX_JSON_INTEGER + 1),
+        "{err}"
+    );
+    let mut t = terms(&provider, &buyer, vec![]);
+    t.partition.memory_bytes = vc::MAX_JSON_INTEGER;
+    vc::export(&sign(t), &provider).await.unwrap();
+
+    for currency in ["E\tR", "E\u{1}R", "E\u{7f}R", "E\u{85}R"] {
+        let mut t = terms(&provider, &buyer, vec![]);
+        t.price.currency = currency.into();
+        let err = vc::export(&sign(t), &buyer).await.unwrap_err();
+        assert!(
+            matches!(&err, VcExportError::ControlCharacter { field } if field == "price.currency"),
+            "{currency:?}: {err}"
+        );
+    }
 }

@@ -13,9 +13,17 @@ pub async fn export(
 ) -> Result<serde_json::Value, ApiError> {
     #[cfg(feature = "vc")]
     {
+        use fluidos_contracts::vc::VcExportError as E;
         fluidos_contracts::vc::export(contract, issuer)
             .await
-            .map_err(|e| ApiError::internal(format!("VC export: {e}")))
+            .map_err(|e| match e {
+                // The contract's own terms cannot be carried portably: the caller's
+                // problem to hear about (share the raw contract), not a daemon fault.
+                E::NumberTooLarge { .. } | E::ControlCharacter { .. } => {
+                    ApiError::unprocessable("vc_unportable", format!("VC export: {e}"))
+                }
+                e => ApiError::internal(format!("VC export: {e}")),
+            })
     }
     #[cfg(not(feature = "vc"))]
     {

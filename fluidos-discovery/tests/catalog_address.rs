@@ -1,5 +1,6 @@
 //! A node that joins no catalog but is used as one's address serves it (issue 14),
 //! and a node started before its catalog finds it soon after it comes up (issue 19).
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

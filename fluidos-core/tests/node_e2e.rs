@@ -203,10 +203,15 @@ async fn consumer_buys_from_provider_and_both_hold_the_signed_contract() {
 async fn buying_with_no_candidates_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let c = consumer(dir.path(), vec![]).await;
-    assert!(matches!(
-        c.buy(want(500, GIB), None).await,
-        Err(BuyError::NoCandidates)
-    ));
+    let err = c.buy(want(500, GIB), None).await;
+    // No catalog and no peer: the error says so rather than just "no provider".
+    assert!(
+        matches!(
+            err,
+            Err(BuyError::NoCandidates(fluidos_core::NotReady::NoSource))
+        ),
+        "{err:?}"
+    );
     c.shutdown().await;
 }
 

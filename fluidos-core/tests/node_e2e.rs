@@ -204,11 +204,12 @@ async fn buying_with_no_candidates_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let c = consumer(dir.path(), vec![]).await;
     let err = c.buy(want(500, GIB), None).await;
-    // No catalog and no peer: the error says so rather than just "no provider".
+    // A catalog with no reachable address and no peer: the error names that state.
     assert!(
         matches!(
-            err,
-            Err(BuyError::NoCandidates(fluidos_core::NotReady::NoSource))
+            &err,
+            Err(BuyError::NoCandidates(fluidos_core::NotReady::CatalogNotReached { catalogs }))
+                if catalogs == &["e2e".to_string()]
         ),
         "{err:?}"
     );

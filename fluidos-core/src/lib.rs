@@ -50,5 +50,6 @@ pub mod workload;
 #[cfg(feature = "node")]
 pub use node::{
     BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
-    DEFAULT_OFFER_CACHE_TTL, LedgerTuning, Node, NodeBuilder, NodeError, NodeStatus, Roles,
+    DEFAULT_OFFER_CACHE_TTL, LedgerTuning, Node, NodeBuilder, NodeError, NodeStatus, NotReady,
+    Roles,
 };

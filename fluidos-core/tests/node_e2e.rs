@@ -204,10 +204,16 @@ async fn consumer_buys_from_provider_and_both_hold_the_signed_contract() {
 async fn buying_with_no_candidates_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let c = consumer(dir.path(), vec![]).await;
-    assert!(matches!(
-        c.buy(want(500, GIB), None).await,
-        Err(BuyError::NoCandidates)
-    ));
+    let err = c.buy(want(500, GIB), None).await;
+    // A catalog with no reachable address and no peer: the error names that state.
+    assert!(
+        matches!(
+            &err,
+            Err(BuyError::NoCandidates(fluidos_core::NotReady::CatalogNotReached { catalogs }))
+                if catalogs == &["e2e".to_string()]
+        ),
+        "{err:?}"
+    );
     c.shutdown().await;
 }
 

@@ -160,14 +160,15 @@ fn kademlia(
     let mut kad = kad::Behaviour::with_config(peer, store, kc);
     // Catalog members answer queries even before an external address is confirmed:
     // on a LAN or loopback there is never one, and the catalog would stay empty.
-    // A node in no catalog stays a client: as a server it would enter the routing
-    // table of every provider it buys from, and Kademlia's automatic bootstrap would
-    // then introduce all such buyers to each other (64 buyers of one provider built a
-    // mesh of ~2,400 connections before this).
-    let mode = if cfg.catalogs.is_empty() {
-        kad::Mode::Client
-    } else {
+    // A node in no catalog starts as a client (see `CatalogServer::Auto`): as a
+    // server it would enter the routing table of every provider it buys from, and
+    // Kademlia's automatic bootstrap would then introduce all such buyers to each
+    // other (64 buyers of one provider built a mesh of ~2,400 connections). The
+    // event loop switches it to server once a catalog member dials it.
+    let mode = if cfg.serves_catalogs_from_start() {
         kad::Mode::Server
+    } else {
+        kad::Mode::Client
     };
     kad.set_mode(Some(mode));
     kad

@@ -356,6 +356,7 @@ impl EventLoop {
         };
         match verify_advert(bytes, &expected, Timestamp::now()) {
             Ok(advert) => {
+                self.saw_member(catalog, node);
                 // Adverts change only when re-published: a member fetched successfully
                 // is not fetched again before the next re-publication, which keeps a
                 // refresh of an n-member catalog from costing n lookups every time.
@@ -391,6 +392,7 @@ impl EventLoop {
                             for p in providers {
                                 if let Some(node) = node_id(&p) {
                                     self.stats.members_listed += 1;
+                                    self.saw_member(&catalog, node);
                                     self.enqueue_fetch(catalog.clone(), node);
                                 }
                             }
@@ -505,6 +507,7 @@ impl EventLoop {
                             tracing::debug!(error = ?e, "catalog member not stored");
                         }
                         if self.cfg.catalogs.iter().any(|c| c.name == catalog) {
+                            self.saw_member(&catalog, node);
                             self.enqueue_fetch(catalog, node);
                         }
                     }
@@ -561,6 +564,9 @@ impl EventLoop {
                         }
                         None => return,
                     };
+                    if let Some(d) = self.direct_peers.get_mut(&peer) {
+                        d.failures = 0;
+                    }
                     let (Some(bytes), Some(node)) = (response.0, node_id(&peer)) else {
                         tracing::debug!(%peer, "direct peer has no advert for us");
                         return;

@@ -59,6 +59,101 @@ pub struct DiscoveryConfig {
     pub idle_connection_timeout: Duration,
     /// How often mDNS queries the LAN. Default 20 s.
     pub mdns_query_interval: Duration,
+    /// Whether this node answers Kademlia queries, i.e. serves catalogs to others.
+    /// Default [`CatalogServer::Auto`].
+    pub catalog_server: CatalogServer,
+    /// First delay before a failed catalog bootstrap dial, an unreached catalog or
+    /// an unreachable manual peer is tried again; it doubles (with jitter) on every
+    /// failure up to `retry_max`. Default 50 ms.
+    pub retry_initial: Duration,
+    /// Longest retry delay. Default 1 s.
+    pub retry_max: Duration,
+    /// Seed of the retry jitter; `None` draws one from the node id and the clock.
+    /// Tests set it to make retries repeatable.
+    pub jitter_seed: Option<u64>,
+}
+
+/// When a node serves catalogs (runs Kademlia in server mode).
+///
+/// A Kademlia client can look up and publish but answers nobody; a server stores
+/// and answers membership and advert lookups for every fluidos catalog.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogServer {
+    /// A server when it joins a catalog, or from the moment a catalog member (a peer
+    /// whose identify lists `/fluidos/kad/1`) dials it, which is what using it as a
+    /// catalog address does. A node that only dials out (a buyer in no catalog)
+    /// stays a client, so buyers are never introduced to each other.
+    #[default]
+    Auto,
+    /// Always a server, from the start.
+    #[serde(rename = "true")]
+    Always,
+    /// Never a server: catalogs that name this node as their address will not work.
+    #[serde(rename = "false")]
+    Never,
+}
+
+impl std::str::FromStr for CatalogServer {
+    type Err = CatalogServerError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "true" => Ok(Self::Always),
+            "false" => Ok(Self::Never),
+            other => Err(CatalogServerError(other.chars().take(40).collect())),
+        }
+    }
+}
+
+impl std::fmt::Display for CatalogServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Always => "true",
+            Self::Never => "false",
+        })
+    }
+}
+
+/// A string is not `auto`, `true` or `false`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid catalog_server {0:?}: use auto, true or false")]
+pub struct CatalogServerError(String);
+
+/// Why a [`DiscoveryConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No listen address.
+    #[error("no listen address: give at least one")]
+    NoListenAddress,
+    /// The advert validity is zero or above 24 h.
+    #[error("advert_ttl must be between 1 ms and 24 h")]
+    AdvertTtl,
+    /// The re-publish interval is zero or not below the advert validity.
+    #[error("republish_interval must be non-zero and below advert_ttl")]
+    RepublishInterval,
+    /// A duration that must be positive is zero.
+    #[error("{0} must be non-zero")]
+    ZeroDuration(&'static str),
+    /// A count that must be positive is zero.
+    #[error("{0} must be at least 1")]
+    ZeroCount(&'static str),
+    /// A catalog bootstrap address lacks its peer id.
+    #[error("catalog {catalog} bootstrap address {addr} must end in /p2p/<peer id>")]
+    BootstrapWithoutPeer {
+        /// The catalog.
+        catalog: crate::CatalogName,
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// A relay address lacks its peer id.
+    #[error("relay address {0} must end in /p2p/<peer id>")]
+    RelayWithoutPeer(Multiaddr),
+    /// `retry_max` is below `retry_initial`.
+    #[error("retry_max must be at least retry_initial")]
+    RetryRange,
 }
 
 impl Default for DiscoveryConfig {
@@ -85,6 +180,10 @@ impl Default for DiscoveryConfig {
             max_request_timeout: Duration::from_secs(60),
             idle_connection_timeout: Duration::from_secs(60),
             mdns_query_interval: Duration::from_secs(20),
+            catalog_server: CatalogServer::Auto,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(1),
+            jitter_seed: None,
         }
     }
 }
@@ -149,19 +248,45 @@ impl DiscoveryConfig {
         self
     }
 
+    /// Sets when this node serves catalogs.
+    pub fn with_catalog_server(mut self, mode: CatalogServer) -> Self {
+        self.catalog_server = mode;
+        self
+    }
+
+    /// Sets the retry backoff range and, for repeatable tests, the jitter seed.
+    pub fn with_retry(mut self, initial: Duration, max: Duration, seed: Option<u64>) -> Self {
+        self.retry_initial = initial;
+        self.retry_max = max;
+        self.jitter_seed = seed;
+        self
+    }
+
+    /// Whether Kademlia starts in server mode.
+    pub(crate) fn serves_catalogs_from_start(&self) -> bool {
+        match self.catalog_server {
+            CatalogServer::Always => true,
+            CatalogServer::Never => false,
+            CatalogServer::Auto => !self.catalogs.is_empty(),
+        }
+    }
+
     /// Checks the values that would make the node misbehave.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let ms = |d: Duration| d.as_millis();
         if self.listen.is_empty() {
-            return Err("no listen address: give at least one".into());
+            return Err(ConfigError::NoListenAddress);
         }
         if ms(self.advert_ttl) == 0
             || self.advert_ttl.as_millis() > u128::from(crate::advert::MAX_ADVERT_TTL_MS)
         {
-            return Err("advert_ttl must be between 1 ms and 24 h".into());
+            return Err(ConfigError::AdvertTtl);
         }
         if self.republish_interval >= self.advert_ttl || ms(self.republish_interval) == 0 {
-            return Err("republish_interval must be non-zero and below advert_ttl".into());
+            return Err(ConfigError::RepublishInterval);
+        }
+        if self.retry_max < self.retry_initial {
+            return Err(ConfigError::RetryRange);
         }
         for (name, d) in [
             ("refresh_interval", self.refresh_interval),
@@ -169,9 +294,10 @@ impl DiscoveryConfig {
             ("query_timeout", self.query_timeout),
             ("max_request_timeout", self.max_request_timeout),
             ("mdns_query_interval", self.mdns_query_interval),
+            ("retry_initial", self.retry_initial),
         ] {
             if ms(d) == 0 {
-                return Err(format!("{name} must be non-zero"));
+                return Err(ConfigError::ZeroDuration(name));
             }
         }
         for (name, n) in [
@@ -181,22 +307,22 @@ impl DiscoveryConfig {
             ("max_inbound_per_peer", self.max_inbound_per_peer),
         ] {
             if n == 0 {
-                return Err(format!("{name} must be at least 1"));
+                return Err(ConfigError::ZeroCount(name));
             }
         }
         for c in &self.catalogs {
             for b in &c.bootstrap {
                 if crate::catalog::split_peer(b).is_none() {
-                    return Err(format!(
-                        "catalog {} bootstrap address {b} must end in /p2p/<peer id>",
-                        c.name
-                    ));
+                    return Err(ConfigError::BootstrapWithoutPeer {
+                        catalog: c.name.clone(),
+                        addr: b.clone(),
+                    });
                 }
             }
         }
         for r in &self.relays {
             if crate::catalog::split_peer(r).is_none() {
-                return Err(format!("relay address {r} must end in /p2p/<peer id>"));
+                return Err(ConfigError::RelayWithoutPeer(r.clone()));
             }
         }
         Ok(())
@@ -219,13 +345,44 @@ mod tests {
     fn bad_values_are_refused() {
         let c = DiscoveryConfig::default()
             .with_advert_ttl(Duration::from_secs(10), Duration::from_secs(10));
-        assert!(c.validate().is_err());
+        assert_eq!(c.validate(), Err(ConfigError::RepublishInterval));
         let c = DiscoveryConfig::default().with_catalog(CatalogConfig::new(
             "eu".parse().unwrap(),
             vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
         ));
-        assert!(c.validate().unwrap_err().contains("/p2p/"));
+        let err = c.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BootstrapWithoutPeer { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/p2p/"));
         let c = DiscoveryConfig::default().with_listen([]);
-        assert!(c.validate().is_err());
+        assert_eq!(c.validate(), Err(ConfigError::NoListenAddress));
+        let c = DiscoveryConfig::default().with_retry(
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            None,
+        );
+        assert_eq!(c.validate(), Err(ConfigError::RetryRange));
+        let c = DiscoveryConfig::default().with_retry(Duration::ZERO, Duration::ZERO, None);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("retry_initial"))
+        );
+    }
+
+    #[test]
+    fn catalog_server_parses_the_three_documented_words_only() {
+        assert_eq!("auto".parse(), Ok(CatalogServer::Auto));
+        assert_eq!("true".parse(), Ok(CatalogServer::Always));
+        assert_eq!("false".parse(), Ok(CatalogServer::Never));
+        assert!("yes".parse::<CatalogServer>().is_err());
+        for m in [
+            CatalogServer::Auto,
+            CatalogServer::Always,
+            CatalogServer::Never,
+        ] {
+            assert_eq!(m.to_string().parse(), Ok(m));
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! `tokio::select!` is biased towards finishing local work (replies) before taking new
 //! remote work.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use fluidos_contracts::rear::{ErrorCode, RearError, Response};
@@ -22,17 +22,19 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::DiscoveryConfig;
 use crate::advert::AdvertBody;
+use crate::backoff::Jitter;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::candidates::CandidateTable;
 use crate::catalog::{CatalogName, split_peer};
 use crate::codec::Inbound;
+use crate::config::CatalogServer;
 use crate::handle::{
-    AddPeerError, Command, DiscoveryStats, InboundRequest, RequestError, StartError,
+    AddPeerError, Command, DiscoveryStats, InboundRequest, RequestError, StartError, Unreachable,
 };
 use crate::identity::node_id;
 use crate::policy::Source;
+use crate::{CatalogStatus, DiscoveryConfig};
 
 /// Outbound REAR requests in flight at most.
 const MAX_PENDING_OUTBOUND: usize = 1024;
@@ -77,7 +79,31 @@ pub(crate) struct DirectPeer {
     pub(crate) addrs: Vec<Multiaddr>,
     pub(crate) asking: bool,
     pub(crate) retry_at: Option<std::time::Instant>,
+    /// Dial failures since the last answer (drives the backoff).
+    pub(crate) failures: u32,
 }
+
+/// A catalog bootstrap address: dialled at start and, while none of its catalogs is
+/// reached, again with backoff after every failure.
+#[derive(Debug, Default)]
+pub(crate) struct BootstrapPeer {
+    pub(crate) addrs: Vec<Multiaddr>,
+    pub(crate) catalogs: BTreeSet<CatalogName>,
+    pub(crate) failures: u32,
+    pub(crate) retry_at: Option<std::time::Instant>,
+}
+
+/// What this node knows about one catalog it joined.
+#[derive(Debug, Default)]
+pub(crate) struct CatalogProgress {
+    /// A bootstrap peer that serves Kademlia answered identify.
+    pub(crate) reached: bool,
+    /// Members seen (other than this node), bounded.
+    pub(crate) members: BTreeSet<NodeId>,
+}
+
+/// Members remembered per catalog for the status (the candidate table holds the rest).
+const MAX_MEMBERS_TRACKED: usize = 4096;
 
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -111,6 +137,13 @@ pub(crate) struct EventLoop {
     pub(crate) listen_addrs: Vec<Multiaddr>,
     pending_listeners: HashMap<ListenerId, Multiaddr>,
     bind_error: Option<StartError>,
+    /// Whether Kademlia runs in server mode now.
+    pub(crate) kad_server: bool,
+    /// Established connections that the remote dialled.
+    inbound_conns: HashSet<ConnectionId>,
+    pub(crate) bootstrap: BTreeMap<PeerId, BootstrapPeer>,
+    pub(crate) catalog_progress: BTreeMap<CatalogName, CatalogProgress>,
+    pub(crate) jitter: Jitter,
 }
 
 impl EventLoop {
@@ -123,7 +156,26 @@ impl EventLoop {
         updates: watch::Sender<u64>,
     ) -> Self {
         let max_age = u64::try_from(cfg.candidate_expiry.as_millis()).unwrap_or(u64::MAX);
+        let node = key.node_id();
+        let seed = cfg.jitter_seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&node.as_bytes()[..8]);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|t| t.as_nanos() as u64)
+                .unwrap_or(0);
+            u64::from_le_bytes(b) ^ nanos
+        });
         Self {
+            kad_server: cfg.serves_catalogs_from_start(),
+            inbound_conns: HashSet::new(),
+            bootstrap: BTreeMap::new(),
+            catalog_progress: cfg
+                .catalogs
+                .iter()
+                .map(|c| (c.name.clone(), CatalogProgress::default()))
+                .collect(),
+            jitter: Jitter::new(seed),
             candidates: CandidateTable::new(cfg.incoming.clone(), max_age),
             body: cfg.advert.clone(),
             node: key.node_id(),
@@ -201,19 +253,32 @@ impl EventLoop {
                 tracing::warn!(error = %e, "cannot listen through relay");
             }
         }
+        let me = *self.swarm.local_peer_id();
         for catalog in self.cfg.catalogs.clone() {
             for addr in &catalog.bootstrap {
                 if let Some((peer, base)) = split_peer(addr) {
+                    if peer == me {
+                        // This node is the catalog's address itself.
+                        if let Some(p) = self.catalog_progress.get_mut(&catalog.name) {
+                            p.reached = true;
+                        }
+                        continue;
+                    }
                     self.swarm
                         .behaviour_mut()
                         .kad
                         .add_address(&peer, base.clone());
-                    let opts = DialOpts::peer_id(peer).addresses(vec![base]).build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        tracing::debug!(catalog = %catalog.name, error = %e, "catalog bootstrap dial failed");
+                    let b = self.bootstrap.entry(peer).or_default();
+                    b.catalogs.insert(catalog.name.clone());
+                    if !b.addrs.contains(&base) {
+                        b.addrs.push(base);
                     }
                 }
             }
+        }
+        let peers: Vec<PeerId> = self.bootstrap.keys().copied().collect();
+        for peer in peers {
+            self.dial_bootstrap(peer);
         }
         for addr in self.cfg.manual_peers.clone() {
             if let Err(e) = self.add_peer(addr) {
@@ -240,6 +305,7 @@ impl EventLoop {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         loop {
+            let retry_at = self.next_retry();
             tokio::select! {
                 biased;
                 Some((peer, channel, result)) = self.replies.next(), if !self.replies.is_empty() => {
@@ -264,11 +330,13 @@ impl EventLoop {
                 },
                 _ = republish.tick() => self.publish(),
                 _ = refresh.tick() => self.refresh(),
+                _ = tokio::time::sleep_until(Instant::from_std(retry_at.unwrap_or_else(std::time::Instant::now))), if retry_at.is_some() => {
+                    self.retry_due();
+                }
                 _ = sweep.tick() => {
                     self.candidates.sweep(Timestamp::now());
                     let keep = self.cfg.republish_interval;
                     self.fetched.retain(|_, t| t.elapsed() < keep);
-                    self.retry_direct();
                     // The one periodic release of peers no longer in use (see `keep_alive`).
                     self.swarm
                         .behaviour_mut()
@@ -283,6 +351,99 @@ impl EventLoop {
             self.notify();
         }
         tracing::info!(node = %self.node.short(), "discovery stopped");
+    }
+
+    /// Dials a catalog bootstrap peer (a no-op when connected).
+    fn dial_bootstrap(&mut self, peer: PeerId) {
+        let Some(b) = self.bootstrap.get(&peer) else {
+            return;
+        };
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(b.addrs.clone()).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "catalog bootstrap dial not started");
+        }
+    }
+
+    /// The earliest pending retry (bootstrap or direct peer).
+    fn next_retry(&self) -> Option<std::time::Instant> {
+        self.bootstrap
+            .values()
+            .filter_map(|b| b.retry_at)
+            .chain(self.direct_peers.values().filter_map(|d| d.retry_at))
+            .min()
+    }
+
+    /// Runs the retries that are due.
+    fn retry_due(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<PeerId> = self
+            .bootstrap
+            .iter_mut()
+            .filter(|(_, b)| b.retry_at.is_some_and(|t| t <= now))
+            .map(|(p, b)| {
+                b.retry_at = None;
+                *p
+            })
+            .collect();
+        for peer in due {
+            self.dial_bootstrap(peer);
+        }
+        self.retry_direct();
+    }
+
+    /// A peer that dialled this node speaks Kademlia as a server: it is a catalog
+    /// member using this node as a catalog address, so (in `auto`) serve from now on.
+    fn dialled_by_catalog_member(&mut self, peer: PeerId) {
+        if self.kad_server || self.cfg.catalog_server != CatalogServer::Auto {
+            return;
+        }
+        self.kad_server = true;
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .set_mode(Some(libp2p::kad::Mode::Server));
+        tracing::info!(%peer, "a catalog member dialled this node: serving catalogs from now on");
+    }
+
+    /// A peer that serves Kademlia identified itself: the catalogs it bootstraps are
+    /// reached. The first time, publish and search at once instead of at the next
+    /// re-publication and refresh, since what ran before found nobody.
+    fn catalog_peer_identified(&mut self, peer: PeerId) {
+        let Some(b) = self.bootstrap.get_mut(&peer) else {
+            return;
+        };
+        b.failures = 0;
+        b.retry_at = None;
+        let mut newly = false;
+        for c in b.catalogs.clone() {
+            if let Some(p) = self.catalog_progress.get_mut(&c)
+                && !p.reached
+            {
+                p.reached = true;
+                newly = true;
+                tracing::info!(catalog = %c, %peer, "catalog reached");
+            }
+        }
+        if newly {
+            self.publish();
+            self.refresh();
+        }
+    }
+
+    /// Records a member seen in `catalog`.
+    pub(crate) fn saw_member(&mut self, catalog: &CatalogName, node: NodeId) {
+        if node == self.node {
+            return;
+        }
+        if let Some(p) = self.catalog_progress.get_mut(catalog) {
+            p.reached = true;
+            if p.members.len() < MAX_MEMBERS_TRACKED {
+                p.members.insert(node);
+            }
+        }
     }
 
     fn notify(&self) {
@@ -326,6 +487,26 @@ impl EventLoop {
             Command::SetIncoming(policy) => self.candidates.set_policy(policy),
             Command::Stats(tx) => {
                 let mut stats = self.stats.clone();
+                stats.catalog_server = self.kad_server;
+                stats.catalogs = self
+                    .catalog_progress
+                    .iter()
+                    .map(|(name, p)| {
+                        let failures = self
+                            .bootstrap
+                            .values()
+                            .filter(|b| b.catalogs.contains(name))
+                            .map(|b| b.failures)
+                            .max()
+                            .unwrap_or(0);
+                        let status = CatalogStatus {
+                            reached: p.reached,
+                            members: p.members.len(),
+                            bootstrap_failures: failures,
+                        };
+                        (name.clone(), status)
+                    })
+                    .collect();
                 stats.lookups_in_flight = self.fetches_in_flight;
                 stats.lookups_queued = self.fetch_queue.len();
                 stats.queries = self.queries.len();
@@ -396,9 +577,7 @@ impl EventLoop {
         reply: oneshot::Sender<Result<Response, RequestError>>,
     ) {
         if node == self.node {
-            let _ = reply.send(Err(RequestError::Unreachable(
-                "cannot send a request to this node itself".into(),
-            )));
+            let _ = reply.send(Err(RequestError::Unreachable(Unreachable::SelfRequest)));
             return;
         }
         if self.outbound.len() >= MAX_PENDING_OUTBOUND {
@@ -425,13 +604,21 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Advert(ev)) => self.on_advert(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.on_mdns(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(
-                libp2p::identify::Event::Received { peer_id, info, .. },
+                libp2p::identify::Event::Received {
+                    peer_id,
+                    info,
+                    connection_id,
+                },
             )) => {
                 let kad_proto = libp2p::StreamProtocol::new(crate::catalog::KAD_PROTOCOL);
                 if info.protocols.contains(&kad_proto) {
                     for addr in info.listen_addrs.into_iter().take(8) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
+                    if self.inbound_conns.contains(&connection_id) {
+                        self.dialled_by_catalog_member(peer_id);
+                    }
+                    self.catalog_peer_identified(peer_id);
                 }
             }
             SwarmEvent::Behaviour(_) => {}
@@ -481,6 +668,9 @@ impl EventLoop {
                 ..
             } => {
                 self.stats.connections_established += 1;
+                if endpoint.is_listener() {
+                    self.inbound_conns.insert(connection_id);
+                }
                 if let Some(addr) = self.manual_dials.remove(&connection_id)
                     && (self.direct_peers.contains_key(&peer_id)
                         || self.direct_peers.len() < MAX_DIRECT_PEERS)
@@ -503,6 +693,9 @@ impl EventLoop {
                     self.ask_advert(peer_id);
                 }
             }
+            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                self.inbound_conns.remove(&connection_id);
+            }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 error,
@@ -511,18 +704,35 @@ impl EventLoop {
                 if let Some(addr) = self.manual_dials.remove(&connection_id) {
                     tracing::debug!(%addr, %error, "manual peer unreachable");
                 }
-                if let Some((peer, d)) =
-                    peer_id.and_then(|p| self.direct_peers.get_mut(&p).map(|d| (p, d)))
+                let Some(peer) = peer_id else { return };
+                if self.swarm.is_connected(&peer) {
+                    return; // another dial to it worked
+                }
+                let (initial, max) = (self.cfg.retry_initial, self.cfg.retry_max);
+                let rand = self.jitter.next();
+                if let Some(d) = self.direct_peers.get_mut(&peer)
+                    && d.retry_at.is_none()
                 {
-                    // Retried soon, with jitter so that two peers dialling each other
-                    // at once (TCP simultaneous open) do not collide again.
-                    let jitter = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|t| u64::from(t.subsec_nanos()) % 700)
-                        .unwrap_or(0);
-                    d.retry_at =
-                        Some(std::time::Instant::now() + Duration::from_millis(300 + jitter));
-                    tracing::debug!(%peer, %error, "direct peer dial failed");
+                    // Retried with backoff and jitter, so that two peers dialling each
+                    // other at once (TCP simultaneous open) do not collide again.
+                    let wait = crate::backoff::delay(initial, max, d.failures, rand);
+                    d.failures = d.failures.saturating_add(1);
+                    d.retry_at = Some(std::time::Instant::now() + wait);
+                    tracing::debug!(%peer, %error, ?wait, "direct peer dial failed");
+                }
+                let unreached = self.bootstrap.get(&peer).is_some_and(|b| {
+                    b.catalogs
+                        .iter()
+                        .any(|c| self.catalog_progress.get(c).is_some_and(|p| !p.reached))
+                });
+                if let Some(b) = self.bootstrap.get_mut(&peer)
+                    && unreached
+                    && b.retry_at.is_none()
+                {
+                    let wait = crate::backoff::delay(initial, max, b.failures, rand);
+                    b.failures = b.failures.saturating_add(1);
+                    b.retry_at = Some(std::time::Instant::now() + wait);
+                    tracing::debug!(%peer, %error, ?wait, "catalog bootstrap dial failed; retrying");
                 }
             }
             _ => {}
@@ -557,12 +767,12 @@ impl EventLoop {
                 if let Some(tx) = self.outbound.remove(&request_id) {
                     let err = match error {
                         OutboundFailure::DialFailure => {
-                            RequestError::Unreachable("dial failed".into())
+                            RequestError::Unreachable(Unreachable::DialFailed)
                         }
                         OutboundFailure::Timeout => RequestError::Timeout,
                         OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
                         OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
-                        OutboundFailure::Io(e) => RequestError::Io(e.to_string()),
+                        OutboundFailure::Io(e) => RequestError::Io(std::sync::Arc::new(e)),
                     };
                     let _ = tx.send(Err(err));
                 }

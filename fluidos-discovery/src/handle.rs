@@ -64,6 +64,21 @@ pub struct DiscoveryStats {
     /// Peers whose connections are held open because they carried REAR traffic
     /// within the idle connection timeout.
     pub peers_kept_alive: usize,
+    /// Whether this node serves catalogs now (Kademlia in server mode).
+    pub catalog_server: bool,
+    /// Each catalog this node joined, and how far it got.
+    pub catalogs: BTreeMap<CatalogName, CatalogStatus>,
+}
+
+/// How far a node got with one catalog it joined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatalogStatus {
+    /// A catalog address (or a member) answered: the catalog is reachable.
+    pub reached: bool,
+    /// Members seen other than this node.
+    pub members: usize,
+    /// Failed dials of its catalog addresses since the last success.
+    pub bootstrap_failures: u32,
 }
 
 /// Why a discovery node could not start.
@@ -72,7 +87,7 @@ pub struct DiscoveryStats {
 pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid discovery configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(#[from] crate::config::ConfigError),
     /// The swarm could not be built.
     #[error(transparent)]
     Build(#[from] behaviour::BuildError),
@@ -89,7 +104,7 @@ pub enum StartError {
 }
 
 /// Why an outbound REAR request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// The request is larger than peers accept.
@@ -103,7 +118,7 @@ pub enum RequestError {
     Timeout,
     /// The peer could not be dialled (no known or working address).
     #[error("peer unreachable: {0}")]
-    Unreachable(String),
+    Unreachable(Unreachable),
     /// The connection closed before the answer.
     #[error("connection closed before the answer")]
     ConnectionClosed,
@@ -112,13 +127,28 @@ pub enum RequestError {
     UnsupportedProtocol,
     /// The stream failed or the answer was not a REAR response.
     #[error("stream error: {0}")]
-    Io(String),
+    Io(#[source] std::sync::Arc<std::io::Error>),
+    /// The request could not be encoded.
+    #[error("request not encodable: {0}")]
+    Encode(#[source] std::sync::Arc<fluidos_contracts::canonical::EncodeError>),
     /// Too many requests are outstanding on this node.
     #[error("too many outbound requests in flight; try later")]
     Busy,
     /// The discovery node has stopped.
     #[error("discovery node has stopped")]
     Stopped,
+}
+
+/// Why a peer could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreachable {
+    /// The request was addressed to this node itself.
+    #[error("cannot send a request to this node itself")]
+    SelfRequest,
+    /// Every known address failed to dial, or none is known.
+    #[error("dial failed")]
+    DialFailed,
 }
 
 /// Why a peer address was not taken.
@@ -188,7 +218,7 @@ impl Discovery {
         key: &SecretKey,
         config: DiscoveryConfig,
     ) -> Result<(DiscoveryHandle, mpsc::Receiver<InboundRequest>), StartError> {
-        config.validate().map_err(StartError::InvalidConfig)?;
+        config.validate()?;
         let swarm = behaviour::build_swarm(crate::identity::keypair(key), &config)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue);
@@ -279,7 +309,7 @@ impl DiscoveryHandle {
         timeout: Duration,
     ) -> Result<rear::Response, RequestError> {
         let len = fluidos_contracts::canonical::to_vec(&request)
-            .map_err(|e| RequestError::Io(e.to_string()))?
+            .map_err(|e| RequestError::Encode(std::sync::Arc::new(e)))?
             .len();
         if len > MAX_REQUEST_BYTES {
             return Err(RequestError::TooLarge { len });

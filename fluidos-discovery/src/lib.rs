@@ -50,6 +50,7 @@
 //! ```
 
 pub mod advert;
+mod backoff;
 mod behaviour;
 mod candidates;
 pub mod catalog;
@@ -66,10 +67,10 @@ pub use advert::{Advert, AdvertBody, AdvertError, FlavorSummary, Role};
 pub use behaviour::{AGENT, BuildError, IDENTIFY_PROTOCOL, MAX_PROVIDERS_PER_KEY};
 pub use candidates::{Candidate, CandidateTable, MAX_CANDIDATES, Offer, OfferError, Rating};
 pub use catalog::{CATALOG_SHARDS, CatalogConfig, CatalogName};
-pub use config::DiscoveryConfig;
+pub use config::{CatalogServer, CatalogServerError, ConfigError, DiscoveryConfig};
 pub use handle::{
-    AddPeerError, Discovery, DiscoveryHandle, DiscoveryStats, InboundRequest, RequestError,
-    SetAdvertError, StartError, Stopped,
+    AddPeerError, CatalogStatus, Discovery, DiscoveryHandle, DiscoveryStats, InboundRequest,
+    RequestError, SetAdvertError, StartError, Stopped, Unreachable,
 };
 pub use identity::{keypair, node_id, peer_id};
 pub use policy::{IncomingPolicy, OutgoingPolicy, Refusal, Source, SourceKind};

@@ -30,6 +30,84 @@ pub enum BuyProgress {
     Phase(Phase),
     /// The contract is stored here, countersigned; the provider is told next.
     Persisted(fluidos_contracts::ContractId),
+    /// [`Node::buy_waiting`] has no provider to ask yet and waits for one.
+    Waiting(NotReady),
+}
+
+/// Why a buyer has no provider to ask (what [`Node::buy_waiting`] waits for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// No catalog is configured and no direct peer has answered.
+    NoSource,
+    /// Catalogs are configured but none has been reached yet.
+    CatalogNotReached {
+        /// The catalogs.
+        catalogs: Vec<String>,
+    },
+    /// A catalog was reached but lists no other member yet.
+    CatalogEmpty {
+        /// The reached catalogs.
+        catalogs: Vec<String>,
+    },
+    /// Peers are known, but none announces the provider role.
+    NoProvider {
+        /// How many peers are known.
+        peers: usize,
+    },
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotReady::NoSource => {
+                f.write_str("no catalog joined and no peer found: join a catalog or add a peer")
+            }
+            NotReady::CatalogNotReached { catalogs } => {
+                write!(
+                    f,
+                    "catalog {} configured but not reached yet",
+                    catalogs.join(", ")
+                )
+            }
+            NotReady::CatalogEmpty { catalogs } => {
+                write!(
+                    f,
+                    "catalog {} reached but it has no other members yet",
+                    catalogs.join(", ")
+                )
+            }
+            NotReady::NoProvider { peers } => {
+                write!(f, "{peers} peer(s) known, none of them a provider")
+            }
+        }
+    }
+}
+
+/// What discovery's state says about an empty provider list.
+pub(super) async fn not_ready(node: &Node, peers: usize) -> NotReady {
+    if peers > 0 {
+        return NotReady::NoProvider { peers };
+    }
+    let Ok(stats) = node.inner.discovery.stats().await else {
+        return NotReady::NoSource;
+    };
+    if stats.catalogs.is_empty() {
+        return NotReady::NoSource;
+    }
+    let reached: Vec<String> = stats
+        .catalogs
+        .iter()
+        .filter(|(_, c)| c.reached)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if reached.is_empty() {
+        NotReady::CatalogNotReached {
+            catalogs: stats.catalogs.keys().map(|n| n.to_string()).collect(),
+        }
+    } else {
+        NotReady::CatalogEmpty { catalogs: reached }
+    }
 }
 
 impl fmt::Display for BuyProgress {
@@ -72,6 +150,7 @@ impl fmt::Display for BuyProgress {
             BuyProgress::Persisted(id) => {
                 write!(f, "contract {id} stored (pending acknowledgement)")
             }
+            BuyProgress::Waiting(why) => write!(f, "waiting for a provider: {why}"),
         }
     }
 }
@@ -80,15 +159,43 @@ impl fmt::Display for BuyProgress {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuyError {
-    /// Discovery knows no provider to ask.
-    #[error("no provider among the peering candidates: join a catalog or add a peer first")]
-    NoCandidates,
+    /// Discovery knows no provider to ask; says why.
+    #[error("no provider among the peering candidates: {0}")]
+    NoCandidates(NotReady),
     /// Every candidate refused or failed; the reasons are per candidate.
     #[error("{0}")]
     Failed(AcquisitionFailure),
     /// The node could not persist the contract or has shut down.
     #[error(transparent)]
     Node(#[from] NodeError),
+}
+
+/// [`run`], retried while there is no provider to ask, until `wait` has passed.
+pub(super) async fn run_waiting(
+    node: &Node,
+    request: AcquisitionRequest,
+    progress: Option<mpsc::Sender<BuyProgress>>,
+    wait: Duration,
+) -> Result<VerifiedContract, BuyError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut updates = node.inner.discovery.candidate_updates();
+    let mut last: Option<NotReady> = None;
+    loop {
+        match run(node, request.clone(), progress.clone()).await {
+            Err(BuyError::NoCandidates(why)) if tokio::time::Instant::now() < deadline => {
+                if last.as_ref() != Some(&why) {
+                    if let Some(tx) = &progress {
+                        let _ = tx.send(BuyProgress::Waiting(why.clone())).await;
+                    }
+                    last = Some(why);
+                }
+                // Woken by a candidate change, or after 100 ms to re-read the state.
+                let nap = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+                let _ = tokio::time::timeout_at(nap, updates.changed()).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Discovery's rating type, from the buyer's counts.
@@ -116,7 +223,8 @@ pub(super) async fn run(
     };
     let candidates = providers(node).await?;
     if candidates.is_empty() {
-        return Err(BuyError::NoCandidates);
+        let peers = node.peers().await.map(|p| p.len()).unwrap_or(0);
+        return Err(BuyError::NoCandidates(not_ready(node, peers).await));
     }
     report(BuyProgress::Candidates(candidates.len())).await;
     let ratings = node.inner.ratings.borrow().clone();

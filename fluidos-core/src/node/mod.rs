@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::buyer::AcquisitionRequest;
 use crate::host::{HostReserve, OfferConfig};
 
-pub use buy::{BuyError, BuyProgress};
+pub use buy::{BuyError, BuyProgress, NotReady};
 pub use types::{
     BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus, Roles,
 };
@@ -380,6 +380,17 @@ impl Node {
         progress: Option<mpsc::Sender<BuyProgress>>,
     ) -> Result<VerifiedContract, BuyError> {
         buy::run(self, request, progress).await
+    }
+
+    /// [`Node::buy`], but while there is no provider to ask it waits up to `wait`
+    /// for one, reporting [`BuyProgress::Waiting`] with what it waits for.
+    pub async fn buy_waiting(
+        &self,
+        request: AcquisitionRequest,
+        progress: Option<mpsc::Sender<BuyProgress>>,
+        wait: Duration,
+    ) -> Result<VerifiedContract, BuyError> {
+        buy::run_waiting(self, request, progress, wait).await
     }
 
     /// Ends a contract early, as either party. The other party is told with a

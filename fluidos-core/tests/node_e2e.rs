@@ -341,8 +341,11 @@ async fn sixty_four_buyers_race_and_exactly_the_capacity_is_sold() {
     assert!(won.iter().all(|c| c.terms().provider == p.node_id()));
     assert_eq!(sold, partitions as u64 * 500);
     let status = p.status().await.unwrap();
+    // Storage is left out: free disk space moves while other processes write.
+    let compute = |r: &fluidos_contracts::Resources| (r.cpu_millis, r.memory_bytes, r.pods, r.gpus);
     assert_eq!(
-        status.capacity, capacity,
+        compute(&status.capacity),
+        compute(&capacity),
         "the provider's own capacity agrees"
     );
     assert_eq!(status.committed.cpu_millis, sold);

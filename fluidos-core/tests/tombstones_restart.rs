@@ -153,6 +153,8 @@ fn tombstones_are_bounded_oldest_first() {
             .unwrap();
         ids.push(r.id);
     }
+    let reserved = l.take_records();
+    assert_eq!(reserved.len(), 3);
     l.handle_timeout(T0.plus_ms(60_000));
     let ended = l.take_records();
     assert_eq!(ended.len(), 3);

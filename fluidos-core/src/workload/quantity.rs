@@ -77,7 +77,7 @@ struct QuantityVisitor {
     parse: fn(&str) -> Result<u64, fluidos_contracts::resources::ParseQuantityError>,
 }
 
-impl Visitor<'_> for QuantityVisitor {
+impl<'de> Visitor<'de> for QuantityVisitor {
     type Value = u64;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.what)
@@ -96,6 +96,22 @@ impl Visitor<'_> for QuantityVisitor {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
         (self.parse)(v).map_err(E::custom)
+    }
+    /// serde_json with `arbitrary_precision` (switched on in any build that has
+    /// `ssi`) hands a number to `deserialize_any` as a one-entry map holding its
+    /// text; that text parses like the number.
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+        match map.next_entry::<String, String>()? {
+            Some((key, text)) if key == NUMBER_TOKEN => {
+                let bare = text.parse::<u64>().ok();
+                match bare {
+                    Some(v) => self.visit_u64(v),
+                    None => self.visit_str(&text),
+                }
+            }
+            _ => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod ledger_support;
 
-use fluidos_contracts::{ContractId, Nonce, Resources, Signed, Termination, VerifiedContract};
+use fluidos_contracts::{ContractId, Nonce, Resources, VerifiedContract};
 use fluidos_core::ledger::Ledger;
 use fluidos_core::offload::{AdmitError, QuotaBook};
 use ledger_support::*;
@@ -186,17 +186,7 @@ fn expired_and_terminated_contracts() {
     assert!(matches!(e, AdmitError::NotYourContract { .. }), "{e}");
 
     let (mut l, c) = with_contract();
-    let t = Signed::sign(
-        Termination {
-            contract: c.id(),
-            by: b.node_id(),
-            reason: "done".into(),
-            at: T0,
-            nonce: Nonce([5; 16]),
-        },
-        &b,
-    )
-    .unwrap();
+    let t = terminate_by(&b, c.id(), 5);
     l.terminate(&t, T0).unwrap();
     let e = book
         .admit(&l, &b.node_id(), &c.id(), 0u8, replica(100, 0), T0)

@@ -7,7 +7,7 @@
 mod ledger_support;
 
 use fluidos_contracts::rear::ErrorCode;
-use fluidos_contracts::{Nonce, Signed, Termination, Timestamp};
+use fluidos_contracts::{Nonce, Timestamp};
 use fluidos_core::ledger::Ledger;
 use fluidos_core::store::{LiveSet, Record, Store};
 use ledger_support::*;
@@ -48,17 +48,7 @@ fn tombstones_survive_a_restart_and_a_compaction() {
     let terminated = signed.id();
     l.countersign(b.node_id(), terminated, signed.buyer_signature(), T0)
         .unwrap();
-    let termination = Signed::sign(
-        Termination {
-            contract: terminated,
-            by: b.node_id(),
-            reason: "done".into(),
-            at: T0,
-            nonce: Nonce([9; 16]),
-        },
-        &b,
-    )
-    .unwrap();
+    let termination = terminate_by(&b, terminated, 9);
     l.terminate(&termination, T0).unwrap();
     // 3. An offer that is never countersigned.
     let r3 = l

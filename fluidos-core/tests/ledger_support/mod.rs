@@ -3,8 +3,9 @@
 
 use fluidos_contracts::rear::{Request, Response};
 use fluidos_contracts::{
-    Architecture, BuyerTerms, FabricParams, FlavorId, Location, NodeId, Partitionability, Price,
-    PriceModel, PricePeriod, Properties, Resources, SecretKey, Timestamp, WireGuardKey,
+    Architecture, BuyerTerms, ContractId, FabricParams, FlavorId, Location, NodeId, Nonce,
+    Partitionability, Price, PriceModel, PricePeriod, Properties, Resources, SecretKey, Signed,
+    Termination, Timestamp, Verified, WireGuardKey,
 };
 use fluidos_core::ledger::{FlavorTemplate, Ledger, LedgerConfig};
 use fluidos_core::store::Record;
@@ -95,4 +96,19 @@ pub fn ask(
     let (response, records) = ledger.handle(from, request, now);
     journal.extend(records);
     response
+}
+
+/// A termination of `contract` signed by `by` at `T0`, with nonce `[n; 16]`.
+pub fn terminate_by(by: &SecretKey, contract: ContractId, n: u8) -> Verified<Termination> {
+    Signed::sign(
+        Termination {
+            contract,
+            by: by.node_id(),
+            reason: "done".into(),
+            at: T0,
+            nonce: Nonce([n; 16]),
+        },
+        by,
+    )
+    .unwrap()
 }

@@ -36,6 +36,12 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: Toggle<dcutr::Behaviour>,
     pub(crate) rear: request_response::Behaviour<RearCodec>,
     pub(crate) advert: request_response::Behaviour<AdvertCodec>,
+    /// `/fluidos/view/1` (see `app`).
+    pub(crate) view: request_response::Behaviour<crate::app::AppCodec>,
+    /// `/fluidos/workload/1` (see `app`).
+    pub(crate) workload: request_response::Behaviour<crate::app::AppCodec>,
+    /// Peers cut off on purpose (tests of partitions).
+    pub(crate) block: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     /// Holds connections open while they carry REAR traffic (see `keep_alive`).
     pub(crate) keep_alive: KeepAlive,
 }
@@ -115,8 +121,11 @@ pub(crate) fn build_swarm(
                 ),
                 advert: request_response::Behaviour::new(
                     [(ADVERT_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    rr_cfg,
+                    rr_cfg.clone(),
                 ),
+                view: crate::app::behaviour(crate::AppProtocol::View, rr_cfg.clone()),
+                workload: crate::app::behaviour(crate::AppProtocol::Workload, rr_cfg),
+                block: Default::default(),
                 keep_alive: KeepAlive::new(cfg.idle_connection_timeout),
             }
         })

@@ -16,13 +16,14 @@ use futures::stream::FuturesUnordered;
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::QueryId;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::advert::AdvertBody;
+use crate::app::{AppRequest, AppState};
 use crate::backoff::Jitter;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::candidates::CandidateTable;
@@ -144,6 +145,8 @@ pub(crate) struct EventLoop {
     pub(crate) bootstrap: BTreeMap<PeerId, BootstrapPeer>,
     pub(crate) catalog_progress: BTreeMap<CatalogName, CatalogProgress>,
     pub(crate) jitter: Jitter,
+    /// The application protocols (`app`).
+    pub(crate) app: AppState,
 }
 
 impl EventLoop {
@@ -153,6 +156,7 @@ impl EventLoop {
         cfg: DiscoveryConfig,
         commands: mpsc::Receiver<Command>,
         inbound_tx: mpsc::Sender<InboundRequest>,
+        app_tx: mpsc::Sender<AppRequest>,
         updates: watch::Sender<u64>,
     ) -> Self {
         let max_age = u64::try_from(cfg.candidate_expiry.as_millis()).unwrap_or(u64::MAX);
@@ -176,6 +180,7 @@ impl EventLoop {
                 .map(|c| (c.name.clone(), CatalogProgress::default()))
                 .collect(),
             jitter: Jitter::new(seed),
+            app: AppState::new(app_tx),
             candidates: CandidateTable::new(cfg.incoming.clone(), max_age),
             body: cfg.advert.clone(),
             node: key.node_id(),
@@ -310,6 +315,9 @@ impl EventLoop {
                 biased;
                 Some((peer, channel, result)) = self.replies.next(), if !self.replies.is_empty() => {
                     self.finish_inbound(peer, channel, result);
+                }
+                Some((protocol, peer, channel, result)) = self.app.replies.next(), if !self.app.replies.is_empty() => {
+                    self.finish_app(protocol, peer, channel, result);
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
@@ -483,6 +491,22 @@ impl EventLoop {
                 request,
                 reply,
             } => self.send_request(node, request, reply),
+            Command::App {
+                node,
+                protocol,
+                body,
+                reply,
+            } => self.send_app(node, protocol, body, reply),
+            Command::DangerBlock(node, blocked, tx) => {
+                let peer = crate::identity::peer_id(&node);
+                let block = &mut self.swarm.behaviour_mut().block;
+                if blocked {
+                    block.block_peer(peer);
+                } else {
+                    block.unblock_peer(peer);
+                }
+                let _ = tx.send(());
+            }
             Command::SetRating(node, rating) => self.candidates.set_rating(node, rating),
             Command::SetIncoming(policy) => self.candidates.set_policy(policy),
             Command::Stats(tx) => {
@@ -585,10 +609,7 @@ impl EventLoop {
             return;
         }
         let peer = crate::identity::peer_id(&node);
-        let mut addrs = self.candidates.addresses(&node);
-        if let Some(d) = self.direct_peers.get(&peer) {
-            addrs.extend(d.addrs.iter().cloned());
-        }
+        let addrs = self.known_addresses(&node);
         let behaviour = self.swarm.behaviour_mut();
         behaviour.keep_alive.touch(peer, std::time::Instant::now());
         let id = behaviour
@@ -597,9 +618,25 @@ impl EventLoop {
         self.outbound.insert(id, reply);
     }
 
+    /// Every address known for `node`: from its adverts and as a direct peer.
+    pub(crate) fn known_addresses(&self, node: &NodeId) -> Vec<Multiaddr> {
+        let peer = crate::identity::peer_id(node);
+        let mut addrs = self.candidates.addresses(node);
+        if let Some(d) = self.direct_peers.get(&peer) {
+            addrs.extend(d.addrs.iter().cloned());
+        }
+        addrs
+    }
+
     pub(crate) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Rear(ev)) => self.on_rear(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::View(ev)) => {
+                self.on_app(crate::AppProtocol::View, ev)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Workload(ev)) => {
+                self.on_app(crate::AppProtocol::Workload, ev)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Advert(ev)) => self.on_advert(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.on_mdns(ev),
@@ -765,16 +802,7 @@ impl EventLoop {
                 request_id, error, ..
             } => {
                 if let Some(tx) = self.outbound.remove(&request_id) {
-                    let err = match error {
-                        OutboundFailure::DialFailure => {
-                            RequestError::Unreachable(Unreachable::DialFailed)
-                        }
-                        OutboundFailure::Timeout => RequestError::Timeout,
-                        OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
-                        OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
-                        OutboundFailure::Io(e) => RequestError::Io(std::sync::Arc::new(e)),
-                    };
-                    let _ = tx.send(Err(err));
+                    let _ = tx.send(Err(crate::app::map_outbound_failure(error)));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {

@@ -108,10 +108,12 @@ pub enum StartError {
 #[non_exhaustive]
 pub enum RequestError {
     /// The request is larger than peers accept.
-    #[error("request of {len} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes")]
+    #[error("request of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
         /// Its size.
         len: usize,
+        /// The protocol's limit.
+        limit: usize,
     },
     /// No answer within the timeout.
     #[error("no answer within the timeout")]
@@ -122,8 +124,8 @@ pub enum RequestError {
     /// The connection closed before the answer.
     #[error("connection closed before the answer")]
     ConnectionClosed,
-    /// The peer does not speak REAR.
-    #[error("peer does not support {}", rear::PROTOCOL)]
+    /// The peer does not speak the protocol.
+    #[error("peer does not support the protocol")]
     UnsupportedProtocol,
     /// The stream failed or the answer was not a REAR response.
     #[error("stream error: {0}")]
@@ -199,6 +201,13 @@ pub(crate) enum Command {
         request: rear::Request,
         reply: oneshot::Sender<Result<rear::Response, RequestError>>,
     },
+    App {
+        node: NodeId,
+        protocol: crate::AppProtocol,
+        body: Vec<u8>,
+        reply: oneshot::Sender<crate::AppResult>,
+    },
+    DangerBlock(NodeId, bool, oneshot::Sender<()>),
     SetRating(NodeId, Rating),
     SetIncoming(IncomingPolicy),
     Stats(oneshot::Sender<DiscoveryStats>),
@@ -222,9 +231,17 @@ impl Discovery {
         let swarm = behaviour::build_swarm(crate::identity::keypair(key), &config)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue);
+        let (app_tx, app_rx) = mpsc::channel(config.inbound_queue);
         let (updates_tx, updates_rx) = watch::channel(0u64);
-        let mut event_loop =
-            EventLoop::new(swarm, key.clone(), config, cmd_rx, inbound_tx, updates_tx);
+        let mut event_loop = EventLoop::new(
+            swarm,
+            key.clone(),
+            config,
+            cmd_rx,
+            inbound_tx,
+            app_tx,
+            updates_tx,
+        );
         event_loop.bind().await?;
         event_loop.start();
         let span = tracing::info_span!("discovery", node = %key.node_id().short());
@@ -233,6 +250,7 @@ impl Discovery {
             node: key.node_id(),
             commands: cmd_tx,
             updates: updates_rx,
+            app_requests: std::sync::Arc::new(std::sync::Mutex::new(Some(app_rx))),
         };
         Ok((handle, inbound_rx))
     }
@@ -245,6 +263,8 @@ pub struct DiscoveryHandle {
     node: NodeId,
     commands: mpsc::Sender<Command>,
     updates: watch::Receiver<u64>,
+    /// The inbound application requests, until an embedder takes them.
+    app_requests: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<crate::AppRequest>>>>,
 }
 
 impl DiscoveryHandle {
@@ -312,7 +332,10 @@ impl DiscoveryHandle {
             .map_err(|e| RequestError::Encode(std::sync::Arc::new(e)))?
             .len();
         if len > MAX_REQUEST_BYTES {
-            return Err(RequestError::TooLarge { len });
+            return Err(RequestError::TooLarge {
+                len,
+                limit: MAX_REQUEST_BYTES,
+            });
         }
         let fut = self.ask(|reply| Command::Request {
             node,
@@ -324,6 +347,51 @@ impl DiscoveryHandle {
             Ok(Err(Stopped)) => Err(RequestError::Stopped),
             Ok(Ok(r)) => r,
         }
+    }
+
+    /// The queue of inbound `/fluidos/view/1` and `/fluidos/workload/1` requests.
+    /// `Some` once (for the first caller of any clone), `None` afterwards. Until it
+    /// is taken, such requests wait in the queue and, once it is full, are dropped.
+    pub fn take_app_requests(&self) -> Option<mpsc::Receiver<crate::AppRequest>> {
+        self.app_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Sends `body` to `node` on an application protocol and waits up to `timeout`
+    /// for the answer's bytes.
+    pub async fn app_request(
+        &self,
+        node: NodeId,
+        protocol: crate::AppProtocol,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        if body.len() > crate::MAX_APP_MESSAGE_BYTES {
+            return Err(RequestError::TooLarge {
+                len: body.len(),
+                limit: crate::MAX_APP_MESSAGE_BYTES,
+            });
+        }
+        let fut = self.ask(|reply| Command::App {
+            node,
+            protocol,
+            body,
+            reply,
+        });
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(RequestError::Timeout),
+            Ok(Err(Stopped)) => Err(RequestError::Stopped),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Cuts `node` off (closes every connection to it and refuses new ones) or lets
+    /// it back. Only for testing partitions.
+    #[doc(hidden)]
+    pub async fn danger_block(&self, node: NodeId, blocked: bool) -> Result<(), Stopped> {
+        self.ask(|tx| Command::DangerBlock(node, blocked, tx)).await
     }
 
     /// Records how contracts with `node` went; the candidate list shows it.

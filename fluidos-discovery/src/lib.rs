@@ -50,6 +50,7 @@
 //! ```
 
 pub mod advert;
+mod app;
 mod backoff;
 mod behaviour;
 mod candidates;
@@ -64,6 +65,7 @@ mod keep_alive;
 mod policy;
 
 pub use advert::{Advert, AdvertBody, AdvertError, FlavorSummary, Role};
+pub use app::{AppBody, AppProtocol, AppRequest, AppResult, MAX_APP_MESSAGE_BYTES};
 pub use behaviour::{AGENT, BuildError, IDENTIFY_PROTOCOL, MAX_PROVIDERS_PER_KEY};
 pub use candidates::{Candidate, CandidateTable, MAX_CANDIDATES, Offer, OfferError, Rating};
 pub use catalog::{CATALOG_SHARDS, CatalogConfig, CatalogName};

@@ -49,7 +49,7 @@ pub mod workload;
 
 #[cfg(feature = "node")]
 pub use node::{
-    BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
-    DEFAULT_OFFER_CACHE_TTL, LedgerTuning, Node, NodeBuilder, NodeError, NodeStatus, NotReady,
-    Roles,
+    ActiveContract, BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
+    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DeployPhase, HistoryEntry, LedgerTuning, Node,
+    NodeBuilder, NodeError, NodeStatus, NotReady, Roles, Submitted, WorkloadDetail, WorkloadError,
 };

@@ -15,8 +15,10 @@
 //! [`Node`] is a cheap, cloneable handle to both.
 
 mod buy;
+mod deploy;
 mod engine;
 mod types;
+mod workloads;
 mod writer;
 
 use std::path::PathBuf;
@@ -34,8 +36,10 @@ use crate::buyer::AcquisitionRequest;
 use crate::host::{HostReserve, OfferConfig};
 
 pub use buy::{BuyError, BuyProgress, NotReady};
+pub use deploy::DEFAULT_DEPLOY_WAIT;
+pub use workloads::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
 pub use types::{
-    BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus, Roles,
+    ActiveContract, BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus, Roles,
 };
 
 use engine::Command;
@@ -58,6 +62,30 @@ pub struct NodeBuilder {
     detect_gpus: bool,
     max_sellable: Option<fluidos_contracts::Resources>,
     offer_cache_ttl: Duration,
+    runtime: RuntimeChoice,
+    local_capacity: Option<fluidos_contracts::Resources>,
+}
+
+/// Which runtime a node runs workloads with.
+#[derive(Clone, Default)]
+enum RuntimeChoice {
+    /// The process runtime over `<data-dir>/replicas`, if it can be built.
+    #[default]
+    Process,
+    /// The embedder's.
+    Given(Arc<dyn crate::runtime::Runtime>),
+    /// None: the node hosts no workloads.
+    Off,
+}
+
+impl std::fmt::Debug for RuntimeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RuntimeChoice::Process => "process",
+            RuntimeChoice::Given(_) => "given",
+            RuntimeChoice::Off => "off",
+        })
+    }
 }
 
 /// How long a provider's listing is reused by later purchases, by default.
@@ -102,6 +130,8 @@ impl Default for NodeBuilder {
             detect_gpus: true,
             max_sellable: None,
             offer_cache_ttl: DEFAULT_OFFER_CACHE_TTL,
+            runtime: RuntimeChoice::default(),
+            local_capacity: None,
         }
     }
 }
@@ -215,6 +245,27 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs workloads (this node's own, and peers' it hosts) with `runtime`
+    /// instead of the default process runtime over `<data-dir>/replicas`.
+    pub fn runtime(mut self, runtime: Arc<dyn crate::runtime::Runtime>) -> Self {
+        self.runtime = RuntimeChoice::Given(runtime);
+        self
+    }
+
+    /// Hosts no workloads at all (offloads to this node are refused `unavailable`).
+    pub fn no_runtime(mut self) -> Self {
+        self.runtime = RuntimeChoice::Off;
+        self
+    }
+
+    /// The capacity this node's own workloads may use here (its physical node in
+    /// the view). Default: nothing for a node that sells (what it can spare is
+    /// on the market), what the host can spare for one that does not.
+    pub fn local_capacity(mut self, capacity: fluidos_contracts::Resources) -> Self {
+        self.local_capacity = Some(capacity);
+        self
+    }
+
     /// Full control over discovery (timers, limits, relays). Replaces what
     /// [`catalog`](Self::catalog), [`listen`](Self::listen), [`mdns`](Self::mdns) and
     /// the policies set so far.
@@ -253,6 +304,10 @@ struct Inner {
     ratings: tokio::sync::watch::Receiver<crate::buyer::Ratings>,
     /// The providers among the candidates, as of a discovery generation.
     providers: std::sync::Mutex<Option<buy::Providers>>,
+    /// The workload task.
+    workloads: workloads::WorkloadsHandle,
+    /// The active contracts, as the engine publishes them.
+    contracts: tokio::sync::watch::Receiver<engine::ContractBook>,
 }
 
 impl Node {
@@ -417,6 +472,17 @@ impl Node {
     /// Stops the node: withdraws its adverts, lets in-flight requests finish,
     /// flushes the store. Other clones of this handle stop working.
     pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .workloads
+            .commands
+            .send(workloads::WCommand::Shutdown(tx))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
         let _ = self.inner.engine.send(Command::Shutdown).await;
         if let Some(task) = self.inner.engine_task.lock().await.take() {
             let _ = task.await;

@@ -75,6 +75,43 @@ pub enum ContractState {
     Ended,
 }
 
+/// A contract that is active now, as the workload side of a node follows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveContract {
+    /// The contract.
+    pub id: ContractId,
+    /// This node's side of it.
+    pub role: ContractRole,
+    /// The other party.
+    pub peer: NodeId,
+    /// The quantities bought.
+    pub partition: Resources,
+    /// End of validity.
+    pub valid_until: Timestamp,
+    /// The flavor as sold (labels, location, architecture, price).
+    pub flavor: fluidos_contracts::Flavor,
+    /// The price per hour of the partition, micro-units, and its currency.
+    pub price: fluidos_contracts::Quote,
+}
+
+impl ActiveContract {
+    pub(crate) fn new(c: &VerifiedContract, role: ContractRole) -> Self {
+        let t = c.terms();
+        Self {
+            id: c.id(),
+            role,
+            peer: match role {
+                ContractRole::Provider => t.buyer,
+                ContractRole::Buyer => t.provider,
+            },
+            partition: t.partition,
+            valid_until: t.valid_until,
+            flavor: t.flavor.clone(),
+            price: t.price.clone(),
+        }
+    }
+}
+
 /// A contract, summarised for lists.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContractInfo {

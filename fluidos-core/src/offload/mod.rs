@@ -16,6 +16,8 @@
 //! is generic over the replica key so that it does not depend on how workloads
 //! are named.
 
+pub mod wire;
+
 use std::collections::BTreeMap;
 
 use fluidos_contracts::{ContractId, NodeId, Resources, Timestamp};

@@ -32,6 +32,7 @@
 mod compact;
 mod json;
 pub mod ownership;
+mod persist;
 pub mod schema;
 pub mod sync;
 mod types;
@@ -45,6 +46,7 @@ use fluidos_contracts::{NodeId, Resources, Timestamp};
 
 use crate::workload::WorkloadSpec;
 pub use ownership::Violation;
+pub use persist::LoadError;
 pub use schema::{
     NodeEntry, NodeKind, ReplicaRecord, ReplicaState, ReplicaStatus, SCHEMA, WorkloadRecord,
 };
@@ -345,6 +347,42 @@ impl View {
             Ok(())
         })?;
         if done { Ok(()) } else { Err(not_hosted()) }
+    }
+
+    /// Takes replica `replica` of this node's workload `id` back from the node it
+    /// was placed on (which refused it, or is gone): it is unplaced again, with
+    /// `status` (written by this node, its owner).
+    pub fn unplace(
+        &mut self,
+        id: &str,
+        replica: u32,
+        status: ReplicaStatus,
+    ) -> Result<(), ViewError> {
+        let me = self.me;
+        let mut local = self.local_record(id)?;
+        let key = replica.to_string();
+        for link in self.links.values_mut() {
+            let held = schema::workloads(&link.doc).remove(&(me, id.to_string()));
+            if let Some(mut rec) = held
+                && rec.replicas.remove(&key).is_some()
+            {
+                let rec = (!rec.replicas.is_empty()).then_some(rec);
+                Self::write(&mut link.doc, |tx| {
+                    put_workload(tx, &me, id, rec.as_ref(), Part::OwnerPart)
+                })?;
+            }
+        }
+        local.replicas.insert(
+            key,
+            ReplicaRecord {
+                node: None,
+                placed_at: None,
+                status: Some(status),
+            },
+        );
+        Self::write(&mut self.local, |tx| {
+            put_workload(tx, &me, id, Some(&local), Part::All)
+        })
     }
 
     /// Removes this node's workload `id` from every document (undeploy).

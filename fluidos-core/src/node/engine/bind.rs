@@ -182,7 +182,11 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         max_sellable: b.max_sellable,
         deferred: Vec::new(),
         deferred_until: None,
+        quotas: super::quota::Quotas::new(),
     };
+    let mut engine = engine;
+    engine.publish_contracts();
+    let contracts = engine.quotas.contracts_tx.subscribe();
     let pending_acks: Vec<VerifiedContract> = engine
         .bought
         .values()
@@ -190,7 +194,17 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         .map(|b| b.contract.clone())
         .collect();
     let ratings = engine.ratings_tx.subscribe();
+    let workloads = super::super::workloads::spawn(super::super::workloads::Setup {
+        me: node_id,
+        discovery: discovery.clone(),
+        engine: tx.clone(),
+        contracts: contracts.clone(),
+        runtime: runtime(&b, &data_dir),
+        view_file: data_dir.join("state").join("view.bin"),
+        physical: physical_entry(&b, &measured, &sellable, now),
+    });
     let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));
+    let workloads = workloads.await;
     let node = Node {
         inner: std::sync::Arc::new(Inner {
             node_id,
@@ -204,6 +218,8 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
             offers: std::sync::Mutex::new(crate::buyer::OfferCache::new(b.offer_cache_ttl)),
             ratings,
             providers: std::sync::Mutex::new(None),
+            workloads,
+            contracts,
         }),
     };
     // A countersignature stored before a crash but never acknowledged: send it again.
@@ -213,6 +229,59 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
     }
     info!(node_id = %node_id, "node bound");
     Ok(node)
+}
+
+/// The runtime the node runs workloads with.
+fn runtime(
+    b: &NodeBuilder,
+    data_dir: &std::path::Path,
+) -> Option<std::sync::Arc<dyn crate::runtime::Runtime>> {
+    use super::super::RuntimeChoice;
+    match &b.runtime {
+        RuntimeChoice::Off => None,
+        RuntimeChoice::Given(r) => Some(r.clone()),
+        RuntimeChoice::Process => {
+            match crate::runtime::ProcessRuntime::builder(data_dir.join("replicas")).build() {
+                Ok(r) => {
+                    info!(runtime = %crate::runtime::Runtime::capabilities(&r).summary(), "process runtime ready");
+                    Some(std::sync::Arc::new(r))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no runtime: this node hosts no workloads");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// This node's own entry in the view: what its own workloads may use here.
+fn physical_entry(
+    b: &NodeBuilder,
+    measured: &HostMeasurement,
+    sellable: &fluidos_contracts::Resources,
+    now: Timestamp,
+) -> crate::view::NodeEntry {
+    let capacity = b.local_capacity.unwrap_or(if b.roles.provider {
+        fluidos_contracts::Resources::ZERO
+    } else {
+        *sellable
+    });
+    crate::view::NodeEntry {
+        kind: crate::view::NodeKind::Physical,
+        capacity,
+        allocatable: capacity,
+        labels: b.offer.labels.clone(),
+        location: b.offer.location.clone(),
+        architecture: measured.architecture.clone(),
+        price_micros_per_hour: None,
+        currency: None,
+        carbon_g_per_kwh: b.offer.carbon_g_per_kwh,
+        gpu_model: None,
+        step: None,
+        contracts: Vec::new(),
+        updated_at: now,
+    }
 }
 
 fn advert_body(

@@ -22,10 +22,12 @@ use crate::store::{BuyerContractState, Record};
 
 mod bind;
 mod commit;
+mod quota;
 
 pub(super) use bind::bind;
 use bind::{advert_flavors, cap};
 use commit::{Answers, next_synced};
+pub(crate) use quota::{ContractBook, QuotaCommand, ReplicaKey};
 
 /// Inbound requests handled in one batch, and so covered by one fsync.
 const MAX_BATCH: usize = 128;
@@ -70,6 +72,8 @@ pub(super) enum Command {
         reason: String,
         reply: oneshot::Sender<Result<Option<(NodeId, Request)>, NodeError>>,
     },
+    /// From the workload task.
+    Quota(QuotaCommand),
     Shutdown,
 }
 
@@ -103,6 +107,8 @@ struct Engine {
     /// own once `deferred_until` passes.
     deferred: Vec<Record>,
     deferred_until: Option<tokio::time::Instant>,
+    /// Admission of hosted replicas and the book of active contracts.
+    quotas: quota::Quotas,
 }
 
 /// Sleeps until `at`; never completes without a deadline (the branch using it is
@@ -192,6 +198,7 @@ impl Engine {
                     let _ = self.persist(Vec::new()).await;
                 }
             }
+            self.publish_contracts();
         }
         // Shutting down: answer what is queued, then make everything durable.
         inbound.close();
@@ -225,14 +232,17 @@ impl Engine {
                 LedgerEvent::ContractActivated { contract } => {
                     info!(contract_id = %contract.id(), buyer = %contract.terms().buyer.short(), "contract active (provider)");
                     self.advert_dirty = true;
+                    self.quotas.dirty = true;
                 }
                 LedgerEvent::ContractEnded { contract, .. } => {
                     info!(contract_id = %contract, "contract ended (provider)");
                     self.advert_dirty = true;
+                    self.contract_gone(&contract);
                 }
                 LedgerEvent::ContractTerminated { contract, by, .. } => {
                     info!(contract_id = %contract, by = %by.short(), "contract terminated (provider)");
                     self.advert_dirty = true;
+                    self.contract_gone(&contract);
                 }
                 other => debug!(?other, "ledger event"),
             }
@@ -265,6 +275,7 @@ impl Engine {
         if self.persist(records).await.is_err() {
             return; // retried at the next timer
         }
+        self.quotas.dirty = true;
         for (contract, provider) in ended {
             if let Some(b) = self.bought.get_mut(&contract) {
                 b.state = ContractState::Ended;
@@ -310,6 +321,7 @@ impl Engine {
             return err(ErrorCode::Replay, "contract already ended");
         }
         b.state = ContractState::Ended;
+        self.quotas.dirty = true;
         self.record_outcome(provider, Outcome::TerminatedEarly);
         warn!(contract_id = %t.contract, provider = %provider.short(), reason = %t.reason, "provider terminated a contract early");
         let discovery = self.discovery.clone();
@@ -385,7 +397,17 @@ impl Engine {
 
     async fn command(&mut self, cmd: Command) {
         let now = Timestamp::now();
+        if matches!(
+            cmd,
+            Command::PersistBought { .. }
+                | Command::BoughtAcknowledged { .. }
+                | Command::BoughtEnded { .. }
+                | Command::Terminate { .. }
+        ) {
+            self.quotas.dirty = true;
+        }
         match cmd {
+            Command::Quota(q) => self.quota_command(q),
             Command::Status(reply) => {
                 let _ = reply.send(NodeStatus {
                     node_id: self.node_id,

@@ -1,0 +1,618 @@
+//! The host's side: `/fluidos/workload/1` requests, the runtime's reports, and
+//! the statuses they put into the view.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fluidos_contracts::{ContractId, NodeId, Resources};
+use fluidos_discovery::{AppBody, AppRequest};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{Done, Workloads, replica_id, view_status};
+use crate::node::engine::{Command, QuotaCommand, ReplicaKey};
+use crate::node::types::ContractRole;
+use crate::offload::AdmitError;
+use crate::offload::wire::{
+    self, MAX_LOG_TAIL, WorkloadErrorCode as Code, WorkloadRequest, WorkloadResponse,
+};
+use crate::runtime::{Limits, ReplicaId, ReplicaInfo, ReplicaSpec, Runtime};
+use crate::view::ReplicaStatus;
+use crate::workload::{Run, WorkloadSpec};
+
+/// One replica run here.
+#[derive(Debug)]
+pub(super) struct HostedReplica {
+    rid: ReplicaId,
+    contract: Option<ContractId>,
+    demand: Resources,
+    /// Why it is being stopped, once it is.
+    evicting: Option<String>,
+}
+
+/// The replicas run here.
+#[derive(Debug, Default)]
+pub(super) struct Hosted {
+    replicas: BTreeMap<ReplicaKey, HostedReplica>,
+    by_rid: BTreeMap<ReplicaId, ReplicaKey>,
+    /// Statuses the view could not take yet (the owner's placement has not
+    /// arrived): written when the owner's next changes do.
+    pending: BTreeMap<ReplicaKey, ReplicaStatus>,
+}
+
+impl Hosted {
+    /// What the replicas of `owner` use here.
+    pub(super) fn used_by(&self, owner: &NodeId) -> Resources {
+        self.replicas
+            .iter()
+            .filter(|((o, _, _), _)| o == owner)
+            .fold(Resources::ZERO, |acc, (_, r)| {
+                acc.checked_add(&r.demand).unwrap_or(acc)
+            })
+    }
+
+    fn insert(&mut self, key: ReplicaKey, r: HostedReplica) {
+        self.by_rid.insert(r.rid.clone(), key.clone());
+        self.replicas.insert(key, r);
+    }
+
+    fn remove(&mut self, key: &ReplicaKey) -> Option<HostedReplica> {
+        let r = self.replicas.remove(key)?;
+        self.by_rid.remove(&r.rid);
+        Some(r)
+    }
+
+    /// The replica running `rid`, if it is hosted here.
+    pub(super) fn key_of(&self, rid: &ReplicaId) -> Option<&ReplicaKey> {
+        self.by_rid.get(rid)
+    }
+}
+
+/// What spawned host work reports.
+pub(super) enum HostDone {
+    /// A replica's start finished (after admission, for a peer's).
+    Started {
+        key: ReplicaKey,
+        result: Result<ReplicaInfo, (Code, String)>,
+        reply: Option<oneshot::Sender<Vec<u8>>>,
+    },
+    /// A replica ended (by itself or stopped): its final status with its output.
+    Final {
+        key: ReplicaKey,
+        info: ReplicaInfo,
+        tail: String,
+        reply: Option<oneshot::Sender<Vec<u8>>>,
+    },
+}
+
+fn answer(reply: oneshot::Sender<Vec<u8>>, r: &WorkloadResponse) {
+    let _ = reply.send(wire::encode(r));
+}
+
+/// Output kept in the view's final status.
+const TAIL: usize = 4096;
+
+/// A replica spec for the runtime from a workload spec.
+pub(super) fn replica_spec(
+    rid: ReplicaId,
+    spec: &WorkloadSpec,
+) -> Result<ReplicaSpec, (Code, String)> {
+    let Run::Command { command, args } = &spec.run else {
+        return Err((
+            Code::BadSpec,
+            "this node's runtime runs commands, not container images".into(),
+        ));
+    };
+    let limits = spec.limits();
+    let mut b = ReplicaSpec::builder(rid, command.clone())
+        .args(args.iter().cloned())
+        .limits(Limits {
+            cpu_millicores: (limits.cpu_millis > 0).then_some(limits.cpu_millis),
+            memory_bytes: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
+            pids: None,
+        })
+        .ports(spec.ports.iter().map(|p| p.port));
+    for (k, v) in &spec.env {
+        b = b.env(k.clone(), v.clone());
+    }
+    b.build().map_err(|e| (Code::BadSpec, e.to_string()))
+}
+
+/// Starts a replica on `runtime`, after `admit` (if any) lets it.
+async fn start(
+    runtime: Arc<dyn Runtime>,
+    admit: Option<oneshot::Receiver<Result<(), AdmitError>>>,
+    spec: ReplicaSpec,
+) -> Result<ReplicaInfo, (Code, String)> {
+    if let Some(rx) = admit {
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err((Code::from(&e), e.to_string())),
+            Err(_) => return Err((Code::Unavailable, "the node is shutting down".into())),
+        }
+    }
+    runtime
+        .start(spec)
+        .await
+        .map_err(|e| (Code::RuntimeFailed, e.to_string()))
+}
+
+/// Fetches the tail of a replica's output (lossy UTF-8).
+async fn tail_of(runtime: &Arc<dyn Runtime>, rid: &ReplicaId) -> String {
+    runtime
+        .logs(rid, TAIL)
+        .await
+        .map(|l| String::from_utf8_lossy(&l.data).into_owned())
+        .unwrap_or_default()
+}
+
+impl Workloads {
+    pub(super) fn workload_request(&mut self, req: AppRequest) {
+        let AppRequest {
+            from, body, reply, ..
+        } = req;
+        let bytes = match body {
+            AppBody::Bytes(b) => b,
+            AppBody::TooLarge { at_least } => {
+                return answer(
+                    reply,
+                    &WorkloadResponse::error(
+                        Code::TooLarge,
+                        format!("request of at least {at_least} bytes is too large"),
+                    ),
+                );
+            }
+        };
+        let request = match wire::decode_request(&bytes) {
+            Ok(r) => r,
+            Err(refusal) => return answer(reply, &refusal),
+        };
+        match request {
+            WorkloadRequest::Start {
+                contract,
+                workload,
+                replica,
+                spec,
+            } => self.start_for_peer(from, contract, workload, replica, &spec, reply),
+            WorkloadRequest::Stop { workload, replica } => {
+                let key = (from, workload, replica);
+                if self.hosted.replicas.contains_key(&key) {
+                    self.stop_hosted(&key, "stopped by its owner", Some(reply));
+                } else {
+                    answer(reply, &WorkloadResponse::Stopped);
+                }
+            }
+            WorkloadRequest::Logs {
+                workload,
+                replica,
+                tail,
+            } => {
+                let key = (from, workload, replica);
+                let (Some(r), Some(runtime)) = (self.hosted.replicas.get(&key), &self.runtime)
+                else {
+                    return answer(
+                        reply,
+                        &WorkloadResponse::error(Code::UnknownReplica, "no such replica here"),
+                    );
+                };
+                let (rid, runtime) = (r.rid.clone(), runtime.clone());
+                let tail = tail.min(MAX_LOG_TAIL) as usize;
+                tokio::spawn(async move {
+                    let r = match runtime.logs(&rid, tail).await {
+                        Ok(l) => WorkloadResponse::Logs {
+                            data: String::from_utf8_lossy(&l.data).into_owned(),
+                            truncated: l.truncated,
+                        },
+                        Err(e) => WorkloadResponse::error(Code::UnknownReplica, e.to_string()),
+                    };
+                    answer(reply, &r);
+                });
+            }
+        }
+    }
+
+    fn start_for_peer(
+        &mut self,
+        from: NodeId,
+        contract: ContractId,
+        workload: String,
+        replica: u32,
+        spec: &str,
+        reply: oneshot::Sender<Vec<u8>>,
+    ) {
+        let refuse = |reply, code, msg: String| answer(reply, &WorkloadResponse::error(code, msg));
+        let Some(runtime) = self.runtime.clone() else {
+            return refuse(reply, Code::Unavailable, "this node runs no workloads".into());
+        };
+        let spec = match WorkloadSpec::from_json(spec) {
+            Ok(s) => s,
+            Err(e) => return refuse(reply, Code::BadSpec, e.to_string()),
+        };
+        let key = (from, workload.clone(), replica);
+        if let Some(r) = self.hosted.replicas.get(&key) {
+            // A repeat (the owner retried): never start a replica twice.
+            if r.contract == Some(contract) {
+                return answer(
+                    reply,
+                    &WorkloadResponse::Started {
+                        state: "running".into(),
+                    },
+                );
+            }
+            return refuse(
+                reply,
+                Code::AlreadyRunning,
+                "the replica runs here under another contract".into(),
+            );
+        }
+        let rid = match replica_id(&workload, replica, Some(&contract)) {
+            Ok(r) => r,
+            Err(e) => return refuse(reply, Code::BadSpec, e.to_string()),
+        };
+        let rspec = match replica_spec(rid.clone(), &spec) {
+            Ok(s) => s,
+            Err((code, msg)) => return refuse(reply, code, msg),
+        };
+        let demand = spec.requests();
+        let (tx, rx) = oneshot::channel();
+        let admit = Command::Quota(QuotaCommand::Admit {
+            from,
+            contract,
+            key: key.clone(),
+            demand,
+            reply: tx,
+        });
+        self.hosted.insert(
+            key.clone(),
+            HostedReplica {
+                rid,
+                contract: Some(contract),
+                demand,
+                evicting: None,
+            },
+        );
+        let (engine, done) = (self.engine.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let result = match engine.send(admit).await {
+                Ok(()) => start(runtime, Some(rx), rspec).await,
+                Err(_) => Err((Code::Unavailable, "the node is shutting down".into())),
+            };
+            let _ = done
+                .send(Done::Host(HostDone::Started {
+                    key,
+                    result,
+                    reply: Some(reply),
+                }))
+                .await;
+        });
+    }
+
+    /// Starts one of this node's own replicas here.
+    pub(super) fn start_local(&mut self, workload: &str, replica: u32, spec: &WorkloadSpec) {
+        let key = (self.me, workload.to_string(), replica);
+        let result = self
+            .runtime
+            .clone()
+            .ok_or((Code::Unavailable, "this node runs no workloads".to_string()))
+            .and_then(|rt| {
+                let rid = replica_id(workload, replica, None)
+                    .map_err(|e| (Code::BadSpec, e.to_string()))?;
+                Ok((rt, rid.clone(), replica_spec(rid, spec)?))
+            });
+        let (runtime, rid, rspec) = match result {
+            Ok(x) => x,
+            Err((_, reason)) => {
+                let status = ReplicaStatus {
+                    state: crate::view::ReplicaState::Failed { reason },
+                    since: fluidos_contracts::Timestamp::now(),
+                    restarts: 0,
+                    output_tail: String::new(),
+                };
+                self.write_status(key, status);
+                return;
+            }
+        };
+        self.hosted.insert(
+            key.clone(),
+            HostedReplica {
+                rid,
+                contract: None,
+                demand: spec.requests(),
+                evicting: None,
+            },
+        );
+        self.refresh_physical();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let result = start(runtime, None, rspec).await;
+            let _ = done
+                .send(Done::Host(HostDone::Started {
+                    key,
+                    result,
+                    reply: None,
+                }))
+                .await;
+        });
+    }
+
+    /// Stops a hosted replica; its final status follows.
+    pub(super) fn stop_hosted(
+        &mut self,
+        key: &ReplicaKey,
+        reason: &str,
+        reply: Option<oneshot::Sender<Vec<u8>>>,
+    ) {
+        let (Some(r), Some(runtime)) = (self.hosted.replicas.get_mut(key), self.runtime.clone())
+        else {
+            if let Some(reply) = reply {
+                answer(reply, &WorkloadResponse::Stopped);
+            }
+            return;
+        };
+        r.evicting = Some(reason.to_string());
+        let (rid, key, done) = (r.rid.clone(), key.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let info = match runtime.stop(&rid).await {
+                Ok(info) => info,
+                Err(e) => ReplicaInfo {
+                    id: rid.clone(),
+                    status: crate::runtime::ReplicaStatus::Lost {
+                        reason: e.to_string(),
+                    },
+                },
+            };
+            let tail = tail_of(&runtime, &rid).await;
+            let _ = done
+                .send(Done::Host(HostDone::Final {
+                    key,
+                    info,
+                    tail,
+                    reply,
+                }))
+                .await;
+        });
+    }
+
+    /// Every replica hosted under contract `id` stops.
+    pub(super) fn evict_contract(&mut self, id: &ContractId, reason: &str) {
+        let keys: Vec<ReplicaKey> = self
+            .hosted
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.contract == Some(*id) && r.evicting.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            info!(workload = %key.1, replica = key.2, contract = %id, "stopping a replica: {reason}");
+            self.stop_hosted(&key, reason, None);
+        }
+    }
+
+    pub(super) fn host_done(&mut self, d: HostDone) {
+        match d {
+            HostDone::Started { key, result, reply } => match result {
+                Ok(info) => {
+                    let state = if info.status.is_terminal() {
+                        "exited"
+                    } else {
+                        "running"
+                    };
+                    if let Some(reply) = reply {
+                        answer(
+                            reply,
+                            &WorkloadResponse::Started {
+                                state: state.into(),
+                            },
+                        );
+                    }
+                    self.on_status(&key, &info);
+                }
+                Err((code, msg)) => {
+                    if let Some(r) = self.hosted.remove(&key)
+                        && r.contract.is_some()
+                    {
+                        self.release_quota(key.clone());
+                    }
+                    if key.0 == self.me {
+                        let status = ReplicaStatus {
+                            state: crate::view::ReplicaState::Failed {
+                                reason: msg.clone(),
+                            },
+                            since: fluidos_contracts::Timestamp::now(),
+                            restarts: 0,
+                            output_tail: String::new(),
+                        };
+                        self.write_status(key, status);
+                        self.refresh_physical();
+                    }
+                    if let Some(reply) = reply {
+                        answer(reply, &WorkloadResponse::error(code, msg));
+                    }
+                }
+            },
+            HostDone::Final {
+                key,
+                info,
+                tail,
+                reply,
+            } => {
+                if let Some(reply) = reply {
+                    answer(reply, &WorkloadResponse::Stopped);
+                }
+                let Some(r) = self.hosted.remove(&key) else {
+                    return;
+                };
+                let status = view_status(&info.status, r.evicting.as_deref(), tail, 0);
+                self.write_status(key.clone(), status);
+                if r.contract.is_some() {
+                    self.release_quota(key.clone());
+                    self.refresh_entry(&key.0);
+                } else {
+                    self.refresh_physical();
+                }
+                // Its end is in the view: the runtime's record can go.
+                if let Some(runtime) = self.runtime.clone() {
+                    tokio::spawn(async move {
+                        if let Err(e) = runtime.remove(&r.rid).await {
+                            warn!(replica = %r.rid, error = %e, "could not remove an ended replica");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// The runtime reports a replica's state.
+    pub(super) fn runtime_event(&mut self, ev: crate::runtime::ReplicaEvent) {
+        let Some(key) = self.hosted.key_of(&ev.id).cloned() else {
+            return;
+        };
+        self.on_status(
+            &key,
+            &ReplicaInfo {
+                id: ev.id,
+                status: ev.status,
+            },
+        );
+    }
+
+    /// A hosted replica is in `info`'s state: into the view, or (ended) fetch
+    /// its output and finish it.
+    fn on_status(&mut self, key: &ReplicaKey, info: &ReplicaInfo) {
+        if !info.status.is_terminal() {
+            let status = view_status(&info.status, None, String::new(), 0);
+            self.write_status(key.clone(), status);
+            return;
+        }
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let (key, info, done) = (key.clone(), info.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let tail = tail_of(&runtime, &info.id).await;
+            let _ = done
+                .send(Done::Host(HostDone::Final {
+                    key,
+                    info,
+                    tail,
+                    reply: None,
+                }))
+                .await;
+        });
+    }
+
+    /// Writes a hosted replica's status, or keeps it until the owner's
+    /// placement arrives.
+    pub(super) fn write_status(&mut self, key: ReplicaKey, status: ReplicaStatus) {
+        let (owner, id, replica) = &key;
+        match self.view.set_status(owner, id, *replica, status.clone()) {
+            Ok(()) => {
+                self.hosted.pending.remove(&key);
+                self.touch();
+                if *owner == self.me {
+                    self.owned_status(id, *replica, &status);
+                }
+            }
+            // This node's own workload is gone (undeployed): nothing to write.
+            Err(_) if *owner == self.me => {}
+            Err(_) => {
+                self.hosted.pending.insert(key, status);
+            }
+        }
+    }
+
+    /// Changes from `peer` arrived: statuses waiting for its placements may fit now.
+    pub(super) fn peer_changed(&mut self, peer: NodeId) {
+        let waiting: Vec<(ReplicaKey, ReplicaStatus)> = self
+            .hosted
+            .pending
+            .iter()
+            .filter(|((o, _, _), _)| *o == peer)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (key, status) in waiting {
+            self.write_status(key, status);
+        }
+        self.owner_peer_changed(peer);
+    }
+
+    /// The entry for `peer` after what runs for it changed.
+    fn refresh_entry(&mut self, peer: &NodeId) {
+        let entry = self.entry_for(peer);
+        if self.view.peers().any(|p| p == peer) {
+            let _ = self.view.set_entry_for(peer, entry);
+        }
+    }
+
+    /// After a restart: the replicas an earlier run of this node started.
+    pub(super) async fn recover(&mut self) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let found = match runtime.recover().await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "could not recover replicas");
+                return;
+            }
+        };
+        for info in found {
+            let rid = info.id.clone();
+            let (owner, contract) = if rid.contract() == "local" {
+                (self.me, None)
+            } else {
+                let c = rid.contract().parse::<ContractId>().ok();
+                let owner = c
+                    .as_ref()
+                    .and_then(|c| self.active(c))
+                    .filter(|c| c.role == ContractRole::Provider)
+                    .map(|c| c.peer);
+                match (owner, c) {
+                    (Some(o), Some(c)) => (o, Some(c)),
+                    _ => {
+                        // Its contract is over: it must not run on.
+                        info!(replica = %rid, "recovered replica has no active contract; stopping it");
+                        let rt = runtime.clone();
+                        tokio::spawn(async move {
+                            let _ = rt.stop(&rid).await;
+                            let _ = rt.remove(&rid).await;
+                        });
+                        continue;
+                    }
+                }
+            };
+            let key = (owner, rid.workload().to_string(), rid.index());
+            let demand = self
+                .view
+                .workload(&owner, rid.workload())
+                .and_then(|w| w.record.spec.map(|s| s.requests()))
+                .unwrap_or(Resources::ZERO);
+            if let Some(c) = contract {
+                let (tx, rx) = oneshot::channel();
+                let admit = Command::Quota(QuotaCommand::Admit {
+                    from: owner,
+                    contract: c,
+                    key: key.clone(),
+                    demand,
+                    reply: tx,
+                });
+                if self.engine.send(admit).await.is_ok()
+                    && let Ok(Err(e)) = rx.await
+                {
+                    warn!(replica = %rid, error = %e, "recovered replica not admitted again");
+                }
+            }
+            info!(replica = %rid, status = %info.status, "recovered a replica");
+            self.hosted.insert(
+                key.clone(),
+                HostedReplica {
+                    rid,
+                    contract,
+                    demand,
+                    evicting: None,
+                },
+            );
+            self.on_status(&key, &info);
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The workload task: owns the replicated [`View`], the [`Runtime`] and the book
+//! of replicas hosted here.
+//!
+//! - It follows the engine's book of active contracts: a link (shared document)
+//!   opens with the first contract with a peer; as provider it writes the
+//!   virtual node it sells each buyer; when a contract ends, the replicas under
+//!   it stop (host) or are taken back (owner).
+//! - It syncs the view over `/fluidos/view/1`, one frame in flight per peer,
+//!   in order; a failed send resets that peer's sync state and retries with
+//!   backoff.
+//! - As **host** ([`host`]) it answers `/fluidos/workload/1`: admits a replica
+//!   under its contract (through the engine's quota book), starts it on the
+//!   runtime and writes its status into the view as the runtime reports it.
+//! - As **owner** ([`owner`]) it adds workloads, places them, sends them to
+//!   their providers, and takes them back when refused.
+//!
+//! Nothing here blocks the loop on the network or the runtime: such work runs
+//! in spawned tasks that report back on a bounded channel.
+
+mod host;
+mod owner;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fluidos_contracts::{ContractId, NodeId, Resources, Timestamp};
+use fluidos_discovery::{AppProtocol, AppRequest, DiscoveryHandle};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::engine::{Command, ContractBook, QuotaCommand, ReplicaKey};
+use super::types::{ActiveContract, ContractRole};
+use crate::runtime::{ReplicaEvent, ReplicaId, Runtime};
+use crate::view::{NodeEntry, NodeInfo, NodeKind, ReplicaState, ReplicaStatus, View, ViewEvent};
+
+pub(crate) use owner::OwnerCommand;
+pub use owner::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
+
+/// The task's command queue.
+const QUEUE: usize = 64;
+/// Frames queued per peer before its sync is restarted from scratch instead.
+const MAX_QUEUED_FRAMES: usize = 64;
+/// How long a view frame or workload request may take.
+pub(crate) const APP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry of a link whose last frame failed: first wait, doubled up to the max.
+const LINK_RETRY_MIN: Duration = Duration::from_millis(200);
+const LINK_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often ended workloads age out.
+const AGE_OUT_EVERY: Duration = Duration::from_secs(60);
+/// The view is saved at most this long after a change.
+const SAVE_DELAY: Duration = Duration::from_millis(100);
+
+/// What a [`Node`](super::Node) asks of the workload task.
+pub(crate) enum WCommand {
+    Owner(owner::OwnerCommand),
+    Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    Export(oneshot::Sender<Vec<u8>>),
+    Runtime(oneshot::Sender<Option<String>>),
+    /// Save the view and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Work done in spawned tasks, reported back to the loop.
+enum Done {
+    FrameSent {
+        peer: NodeId,
+        ok: bool,
+    },
+    Host(host::HostDone),
+    Owner(owner::OwnerDone),
+}
+
+/// Sending side of one link.
+#[derive(Default)]
+struct PeerOut {
+    queue: VecDeque<Vec<u8>>,
+    in_flight: bool,
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+/// What the task is started with.
+pub(crate) struct Setup {
+    pub(crate) me: NodeId,
+    pub(crate) discovery: DiscoveryHandle,
+    pub(crate) engine: mpsc::Sender<Command>,
+    pub(crate) contracts: watch::Receiver<ContractBook>,
+    pub(crate) runtime: Option<Arc<dyn Runtime>>,
+    pub(crate) view_file: PathBuf,
+    /// This node's own entry (capacity for its own workloads).
+    pub(crate) physical: NodeEntry,
+}
+
+pub(crate) struct Workloads {
+    me: NodeId,
+    view: View,
+    view_file: PathBuf,
+    discovery: DiscoveryHandle,
+    engine: mpsc::Sender<Command>,
+    contracts: watch::Receiver<ContractBook>,
+    book: ContractBook,
+    runtime: Option<Arc<dyn Runtime>>,
+    physical: NodeEntry,
+    out: BTreeMap<NodeId, PeerOut>,
+    done_tx: mpsc::Sender<Done>,
+    /// Replicas hosted here (peers' under contracts, and this node's own).
+    hosted: host::Hosted,
+    /// Owner-side records: placement reasons and status history.
+    owned: owner::Owned,
+    /// Bumped whenever the view changes, for callers that wait on it.
+    changed: watch::Sender<u64>,
+    save_at: Option<tokio::time::Instant>,
+}
+
+/// The handle side: the command queue and the change counter.
+#[derive(Clone)]
+pub(crate) struct WorkloadsHandle {
+    pub(crate) commands: mpsc::Sender<WCommand>,
+    pub(crate) changed: watch::Receiver<u64>,
+    pub(crate) runtime: Option<Arc<dyn Runtime>>,
+}
+
+impl std::fmt::Debug for WorkloadsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadsHandle")
+            .field("runtime", &self.runtime.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WCommand")
+    }
+}
+
+/// Starts the task.
+pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
+    let view = match std::fs::read(&setup.view_file) {
+        Ok(bytes) => match View::load(setup.me, Default::default(), &bytes) {
+            Ok(v) => {
+                info!(file = %setup.view_file.display(), "view restored");
+                v
+            }
+            Err(e) => {
+                warn!(error = %e, file = %setup.view_file.display(), "saved view unreadable; starting empty");
+                View::new(setup.me, Default::default())
+            }
+        },
+        Err(_) => View::new(setup.me, Default::default()),
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (done_tx, done_rx) = mpsc::channel(QUEUE * 4);
+    let (changed, changed_rx) = watch::channel(0);
+    let app = setup.discovery.take_app_requests();
+    let runtime_events = setup.runtime.as_ref().and_then(|r| r.take_events());
+    let book = setup.contracts.borrow().clone();
+    let mut w = Workloads {
+        me: setup.me,
+        view,
+        view_file: setup.view_file,
+        discovery: setup.discovery,
+        engine: setup.engine,
+        contracts: setup.contracts,
+        book: Arc::new(Vec::new()),
+        runtime: setup.runtime.clone(),
+        physical: setup.physical,
+        out: BTreeMap::new(),
+        done_tx,
+        hosted: host::Hosted::default(),
+        owned: owner::Owned::default(),
+        changed,
+        save_at: None,
+    };
+    w.apply_contracts(book);
+    w.recover().await;
+    w.refresh_physical();
+    w.flush();
+    let span = tracing::info_span!("workloads", node = %w.me.short());
+    tokio::spawn(tracing::Instrument::instrument(
+        w.run(rx, done_rx, app, runtime_events),
+        span,
+    ));
+    WorkloadsHandle {
+        commands: tx,
+        changed: changed_rx,
+        runtime: setup.runtime,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Workloads {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<WCommand>,
+        mut done: mpsc::Receiver<Done>,
+        mut app: Option<mpsc::Receiver<AppRequest>>,
+        mut runtime_events: Option<mpsc::Receiver<ReplicaEvent>>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_age_out = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(WCommand::Shutdown(done)) => {
+                        self.save();
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                Some(d) = done.recv() => self.done(d),
+                Some(req) = recv_opt(&mut app) => self.app_request(req),
+                Some(ev) = recv_opt(&mut runtime_events) => self.runtime_event(ev),
+                Ok(()) = self.contracts.changed() => {
+                    let book = self.contracts.borrow_and_update().clone();
+                    self.apply_contracts(book);
+                }
+                _ = sleep_until_opt(self.save_at) => {
+                    self.save_at = None;
+                    self.save();
+                }
+                _ = tick.tick() => {
+                    self.retry_links();
+                    if last_age_out.elapsed() >= AGE_OUT_EVERY {
+                        last_age_out = Instant::now();
+                        if let Err(e) = self.view.age_out(Timestamp::now()) {
+                            warn!(error = %e, "aging out ended workloads failed");
+                        }
+                    }
+                }
+            }
+            self.flush();
+        }
+        self.save();
+        debug!("workload task stopped");
+    }
+
+    fn command(&mut self, cmd: WCommand) {
+        match cmd {
+            WCommand::Owner(c) => self.owner_command(c),
+            WCommand::Nodes(reply) => {
+                let _ = reply.send(self.view.nodes());
+            }
+            WCommand::Export(reply) => {
+                let _ = reply.send(self.view.export());
+            }
+            WCommand::Runtime(reply) => {
+                let _ = reply.send(self.runtime.as_ref().map(|r| r.capabilities().summary()));
+            }
+            WCommand::Shutdown(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn done(&mut self, d: Done) {
+        match d {
+            Done::FrameSent { peer, ok } => {
+                let Some(o) = self.out.get_mut(&peer) else {
+                    return;
+                };
+                o.in_flight = false;
+                if ok {
+                    o.failures = 0;
+                    return;
+                }
+                // Lost or refused: Automerge's sync state assumed it arrived. Start the
+                // peer's sync afresh once it is back.
+                o.queue.clear();
+                let wait = LINK_RETRY_MIN
+                    .saturating_mul(1u32 << o.failures.min(5))
+                    .min(LINK_RETRY_MAX);
+                o.failures = o.failures.saturating_add(1);
+                o.retry_at = Some(Instant::now() + wait);
+                self.view.disconnected(&peer);
+                debug!(peer = %peer.short(), ?wait, "view link down; retrying");
+            }
+            Done::Host(h) => self.host_done(h),
+            Done::Owner(o) => self.owner_done(o),
+        }
+    }
+
+    fn app_request(&mut self, req: AppRequest) {
+        match req.protocol {
+            AppProtocol::View => {
+                let answer = self.view_frame(req.from, &req.body);
+                let _ = req.reply.send(answer);
+            }
+            AppProtocol::Workload => self.workload_request(req),
+            _ => {}
+        }
+    }
+
+    /// A view frame from `from`: applied, or refused with the reason as text.
+    fn view_frame(&mut self, from: NodeId, body: &fluidos_discovery::AppBody) -> Vec<u8> {
+        let bytes = match body {
+            fluidos_discovery::AppBody::Bytes(b) => b,
+            fluidos_discovery::AppBody::TooLarge { at_least } => {
+                return format!("view frame of at least {at_least} bytes is too large").into_bytes();
+            }
+        };
+        if !self.view.peers().any(|p| *p == from) && self.book.iter().any(|c| c.peer == from) {
+            self.open_link(from);
+        }
+        let now = Instant::now();
+        if self.out.get(&from).is_some_and(|o| o.retry_at.is_some()) {
+            // The peer is back before our retry: resume now.
+            self.reconnect(from);
+        }
+        match self.view.handle_message(&from, bytes, now) {
+            Ok(()) => {
+                self.drain_view_events();
+                Vec::new()
+            }
+            Err(e) => {
+                self.drain_view_events();
+                debug!(peer = %from.short(), error = %e, "view frame refused");
+                e.to_string().into_bytes()
+            }
+        }
+    }
+
+    fn drain_view_events(&mut self) {
+        let mut changed = false;
+        while let Some(ev) = self.view.poll_event() {
+            match ev {
+                ViewEvent::Changed { peer } => {
+                    changed = true;
+                    self.peer_changed(peer);
+                }
+                ViewEvent::Rejected { peer, violation } => {
+                    warn!(peer = %peer.short(), %violation, "view change from peer rejected");
+                }
+                ViewEvent::Compacted { .. } => changed = true,
+                ViewEvent::Oversize { peer, bytes } => {
+                    warn!(peer = %peer.short(), bytes, "view frame too large to send");
+                }
+            }
+        }
+        if changed {
+            self.touch();
+        }
+    }
+
+    /// The view changed: wake waiters and save soon.
+    fn touch(&mut self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        if self.save_at.is_none() {
+            self.save_at = Some(tokio::time::Instant::now() + SAVE_DELAY);
+        }
+    }
+
+    fn save(&mut self) {
+        let bytes = self.view.save();
+        let tmp = self.view_file.with_extension("tmp");
+        let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &self.view_file));
+        if let Err(e) = result {
+            warn!(error = %e, file = %self.view_file.display(), "could not save the view");
+        }
+    }
+
+    fn open_link(&mut self, peer: NodeId) {
+        self.view.open(peer);
+        self.view.connected(&peer, Instant::now());
+        self.out.entry(peer).or_default();
+    }
+
+    fn reconnect(&mut self, peer: NodeId) {
+        if let Some(o) = self.out.get_mut(&peer) {
+            o.retry_at = None;
+        }
+        self.view.connected(&peer, Instant::now());
+    }
+
+    fn retry_links(&mut self) {
+        let now = Instant::now();
+        let due: Vec<NodeId> = self
+            .out
+            .iter()
+            .filter(|(_, o)| o.retry_at.is_some_and(|t| t <= now))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.reconnect(peer);
+        }
+    }
+
+    /// Sends what the view has for every peer, one frame in flight per peer.
+    fn flush(&mut self) {
+        while let Some(t) = self.view.poll_transmit() {
+            let o = self.out.entry(t.peer).or_default();
+            if o.queue.len() >= MAX_QUEUED_FRAMES {
+                o.queue.clear();
+                self.view.disconnected(&t.peer);
+                self.view.connected(&t.peer, Instant::now());
+                continue;
+            }
+            o.queue.push_back(t.bytes);
+        }
+        for (peer, o) in self.out.iter_mut() {
+            if o.in_flight || o.retry_at.is_some() {
+                continue;
+            }
+            let Some(bytes) = o.queue.pop_front() else {
+                continue;
+            };
+            o.in_flight = true;
+            let (peer, discovery, done) = (*peer, self.discovery.clone(), self.done_tx.clone());
+            tokio::spawn(async move {
+                let r = discovery
+                    .app_request(peer, AppProtocol::View, bytes, APP_TIMEOUT)
+                    .await;
+                let ok = matches!(&r, Ok(answer) if answer.is_empty());
+                if let Ok(answer) = &r
+                    && !answer.is_empty()
+                {
+                    debug!(peer = %peer.short(), answer = %String::from_utf8_lossy(answer), "view frame refused by peer");
+                }
+                let _ = done.send(Done::FrameSent { peer, ok }).await;
+            });
+        }
+    }
+
+    /// Follows the engine's book of active contracts.
+    fn apply_contracts(&mut self, book: ContractBook) {
+        let old = std::mem::replace(&mut self.book, book);
+        let peers: BTreeSet<NodeId> = self.book.iter().map(|c| c.peer).collect();
+        for peer in &peers {
+            if !self.view.peers().any(|p| p == peer) {
+                self.open_link(*peer);
+            }
+        }
+        // The virtual node this node sells each buyer.
+        let open: Vec<NodeId> = self.view.peers().copied().collect();
+        for peer in open {
+            let entry = self.entry_for(&peer);
+            if let Err(e) = self.view.set_entry_for(&peer, entry) {
+                warn!(error = %e, "could not write the node entry for a peer");
+            }
+        }
+        let ended: Vec<ActiveContract> = old
+            .iter()
+            .filter(|c| !self.book.iter().any(|n| n.id == c.id))
+            .cloned()
+            .collect();
+        for c in ended {
+            match c.role {
+                ContractRole::Provider => self.evict_contract(&c.id, "contract ended"),
+                ContractRole::Buyer => self.provider_contract_ended(&c),
+            }
+        }
+        self.touch();
+    }
+
+    /// The entry this node shows `peer`: the sum of the contracts it sold it.
+    fn entry_for(&self, peer: &NodeId) -> Option<NodeEntry> {
+        let sold: Vec<&ActiveContract> = self
+            .book
+            .iter()
+            .filter(|c| c.peer == *peer && c.role == ContractRole::Provider)
+            .collect();
+        let first = sold.first()?;
+        let capacity = sold
+            .iter()
+            .fold(Resources::ZERO, |acc, c| acc.checked_add(&c.partition).unwrap_or(acc));
+        let used = self.hosted.used_by(peer);
+        let per_hour: u64 = sold.iter().map(|c| per_hour(&c.price)).sum();
+        let f = &first.flavor;
+        Some(NodeEntry {
+            kind: NodeKind::Virtual,
+            capacity,
+            allocatable: capacity.saturating_sub(&used),
+            labels: f.properties.labels.clone(),
+            location: f.properties.location.clone(),
+            architecture: f.characteristics.architecture.clone(),
+            price_micros_per_hour: Some(per_hour),
+            currency: Some(first.price.currency.clone()),
+            carbon_g_per_kwh: f.properties.carbon_g_per_kwh,
+            gpu_model: f.characteristics.gpu.as_ref().map(|g| g.model.clone()),
+            step: f
+                .policy
+                .partitionable
+                .then_some(f.policy.step),
+            contracts: sold.iter().map(|c| c.id.to_string()).collect(),
+            updated_at: Timestamp::now(),
+        })
+    }
+
+    /// Writes this node's physical entry, with what its own replicas use.
+    fn refresh_physical(&mut self) {
+        let mut e = self.physical.clone();
+        e.allocatable = e.capacity.saturating_sub(&self.hosted.used_by(&self.me));
+        e.updated_at = Timestamp::now();
+        if let Err(err) = self.view.set_physical(e) {
+            warn!(error = %err, "could not write the physical entry");
+        }
+    }
+
+    /// Asks the engine to release a hosted replica's share of its contract.
+    fn release_quota(&self, key: ReplicaKey) {
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let _ = engine
+                .send(Command::Quota(QuotaCommand::Release { key }))
+                .await;
+        });
+    }
+
+    /// The active contract `id`, if it is one.
+    fn active(&self, id: &ContractId) -> Option<&ActiveContract> {
+        self.book.iter().find(|c| c.id == *id)
+    }
+}
+
+/// A quote's amount per hour.
+fn per_hour(q: &fluidos_contracts::Quote) -> u64 {
+    use fluidos_contracts::PricePeriod;
+    match q.period {
+        PricePeriod::Hour => q.amount_micros,
+        PricePeriod::Day => q.amount_micros / 24,
+        PricePeriod::Month => q.amount_micros / (24 * 30),
+    }
+}
+
+/// The view's state for what a runtime reports.
+pub(crate) fn view_status(
+    status: &crate::runtime::ReplicaStatus,
+    evict_reason: Option<&str>,
+    output_tail: String,
+    restarts: u32,
+) -> ReplicaStatus {
+    use crate::runtime::ReplicaStatus as R;
+    let state = match status {
+        R::Starting => ReplicaState::Starting,
+        R::Running { .. } => ReplicaState::Running,
+        R::Exited { exit, .. } if exit.stop_requested => ReplicaState::Evicted {
+            reason: evict_reason.unwrap_or("stopped").to_string(),
+        },
+        R::Exited { exit, .. } => ReplicaState::Exited {
+            code: exit
+                .code
+                .unwrap_or_else(|| 128 + exit.signal.unwrap_or(0)),
+        },
+        R::Failed { reason } => ReplicaState::Failed {
+            reason: reason.clone(),
+        },
+        R::Lost { reason } => ReplicaState::Failed {
+            reason: format!("lost: {reason}"),
+        },
+    };
+    ReplicaStatus {
+        state,
+        since: Timestamp::now(),
+        restarts,
+        output_tail,
+    }
+}
+
+/// The runtime id of a replica: `local` for this node's own.
+pub(crate) fn replica_id(
+    workload: &str,
+    replica: u32,
+    contract: Option<&ContractId>,
+) -> Result<ReplicaId, crate::runtime::ReplicaIdError> {
+    match contract {
+        Some(c) => ReplicaId::new(workload, replica, c.to_string()),
+        None => ReplicaId::new(workload, replica, "local"),
+    }
+}

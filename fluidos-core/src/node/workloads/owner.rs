@@ -1,0 +1,589 @@
+//! The owner's side: adding workloads, placing them, sending them to their
+//! providers, taking them back, and the per-workload record the view does not
+//! hold (placement reasons, status history).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use fluidos_contracts::{ContractId, NodeId, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{APP_TIMEOUT, Done, Workloads};
+use crate::node::types::ContractRole;
+use crate::offload::wire::{self, WorkloadRequest, WorkloadResponse};
+use crate::placement::{self, Assignment, Decision, Hints};
+use crate::view::{ReplicaState, ReplicaStatus, WorkloadView};
+use crate::workload::WorkloadSpec;
+
+/// Status changes remembered per replica.
+const MAX_HISTORY: usize = 32;
+
+/// Why a workload operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkloadError {
+    /// No workload with that id.
+    #[error("no workload `{0}`")]
+    UnknownWorkload(String),
+    /// The workload has no such replica.
+    #[error("workload `{0}` has no replica {1}")]
+    UnknownReplica(String, u32),
+    /// The spec is unusable.
+    #[error("invalid workload: {0}")]
+    Invalid(String),
+    /// The node hosting the replica could not be asked.
+    #[error("node {node} did not answer: {reason}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node hosting the replica refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The node has stopped.
+    #[error("the node has shut down")]
+    ShutDown,
+}
+
+/// What a deploy went through, for progress reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeployPhase {
+    /// Placement decided (with every reason).
+    Placed {
+        /// The workload id.
+        workload: String,
+        /// The decision, as text.
+        decision: String,
+    },
+    /// Capacity is short: buying what is missing.
+    Acquiring {
+        /// What is bought.
+        missing: String,
+    },
+    /// Bought: a new virtual node.
+    Bought {
+        /// The contract.
+        contract: String,
+        /// The provider.
+        provider: String,
+    },
+    /// A replica was sent to its node.
+    Offloading {
+        /// The replica.
+        replica: u32,
+        /// The node.
+        node: String,
+    },
+    /// A replica's state changed.
+    Replica {
+        /// The replica.
+        replica: u32,
+        /// Its state (`running`, `exited`, …).
+        state: String,
+        /// Details (exit code, reason).
+        detail: String,
+    },
+    /// Nothing fits and buying failed or is not allowed.
+    Unschedulable {
+        /// Why, naming each rejected candidate.
+        reason: String,
+    },
+}
+
+/// The result of submitting a workload.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    /// Its id (`None` for a dry run, which changes nothing).
+    pub id: Option<String>,
+    /// The placement decision.
+    pub decision: Decision,
+}
+
+/// One entry of a replica's status history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The replica.
+    pub replica: u32,
+    /// The state name.
+    pub state: String,
+    /// Details.
+    pub detail: String,
+    /// Where it was.
+    pub node: Option<NodeId>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A workload with what its owner knows beyond the view.
+#[derive(Clone, Debug)]
+pub struct WorkloadDetail {
+    /// The workload as the view shows it.
+    pub view: WorkloadView,
+    /// The placement decision and why (owner only).
+    pub placement: Option<String>,
+    /// Status changes, oldest first (owner only).
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What the owner keeps per workload.
+#[derive(Debug, Default)]
+struct OwnedWorkload {
+    spec: Option<WorkloadSpec>,
+    placement: String,
+    history: VecDeque<HistoryEntry>,
+    /// Under which contract each offloaded replica runs.
+    contracts: BTreeMap<u32, ContractId>,
+}
+
+/// The owner's records.
+#[derive(Debug, Default)]
+pub(super) struct Owned {
+    workloads: BTreeMap<String, OwnedWorkload>,
+}
+
+/// Owner operations.
+pub(crate) enum OwnerCommand {
+    Submit {
+        spec: WorkloadSpec,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<Submitted, WorkloadError>>,
+    },
+    Assign {
+        id: String,
+        assignments: Vec<Assignment>,
+        reply: oneshot::Sender<Result<(), WorkloadError>>,
+    },
+    Unschedulable {
+        id: String,
+        reason: String,
+    },
+    Get {
+        id: String,
+        reply: oneshot::Sender<Option<WorkloadDetail>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<WorkloadDetail>>,
+    },
+    Undeploy {
+        id: String,
+        reply: oneshot::Sender<Result<(), WorkloadError>>,
+    },
+    /// Where a replica runs: this node (`None`) or a peer.
+    Locate {
+        id: String,
+        replica: u32,
+        reply: oneshot::Sender<Result<Option<NodeId>, WorkloadError>>,
+    },
+}
+
+/// What spawned owner work reports.
+pub(super) enum OwnerDone {
+    Offloaded {
+        id: String,
+        replica: u32,
+        node: NodeId,
+        result: Result<WorkloadResponse, String>,
+    },
+}
+
+fn status(state: ReplicaState) -> ReplicaStatus {
+    ReplicaStatus {
+        state,
+        since: Timestamp::now(),
+        restarts: 0,
+        output_tail: String::new(),
+    }
+}
+
+/// A state's details for people.
+pub(crate) fn detail(state: &ReplicaState) -> String {
+    match state {
+        ReplicaState::Exited { code } => format!("exit code {code}"),
+        ReplicaState::Failed { reason } | ReplicaState::Evicted { reason } => reason.clone(),
+        _ => String::new(),
+    }
+}
+
+impl Workloads {
+    pub(super) fn owner_command(&mut self, cmd: OwnerCommand) {
+        match cmd {
+            OwnerCommand::Submit {
+                spec,
+                dry_run,
+                reply,
+            } => {
+                let _ = reply.send(self.submit(spec, dry_run));
+            }
+            OwnerCommand::Assign {
+                id,
+                assignments,
+                reply,
+            } => {
+                let _ = reply.send(self.assign(&id, &assignments));
+            }
+            OwnerCommand::Unschedulable { id, reason } => {
+                let Some(w) = self.view.workload(&self.me, &id) else {
+                    return;
+                };
+                for (k, r) in &w.record.replicas {
+                    if r.node.is_none()
+                        && let Ok(i) = k.parse::<u32>()
+                    {
+                        let s = status(ReplicaState::Failed {
+                            reason: format!("unschedulable: {reason}"),
+                        });
+                        if self.view.unplace(&id, i, s.clone()).is_ok() {
+                            self.owned_status(&id, i, &s);
+                        }
+                    }
+                }
+                self.touch();
+            }
+            OwnerCommand::Get { id, reply } => {
+                let d = self
+                    .view
+                    .workloads()
+                    .into_iter()
+                    .find(|w| w.id == id)
+                    .map(|w| self.detail(w));
+                let _ = reply.send(d);
+            }
+            OwnerCommand::List { reply } => {
+                let all = self
+                    .view
+                    .workloads()
+                    .into_iter()
+                    .map(|w| self.detail(w))
+                    .collect();
+                let _ = reply.send(all);
+            }
+            OwnerCommand::Undeploy { id, reply } => {
+                let _ = reply.send(self.undeploy(&id));
+            }
+            OwnerCommand::Locate { id, replica, reply } => {
+                let r = match self.view.workload(&self.me, &id) {
+                    None => Err(WorkloadError::UnknownWorkload(id)),
+                    Some(w) => match w.record.replicas.get(&replica.to_string()) {
+                        None => Err(WorkloadError::UnknownReplica(id, replica)),
+                        Some(r) => Ok(r.node.filter(|n| *n != self.me)),
+                    },
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn detail(&self, view: WorkloadView) -> WorkloadDetail {
+        let owned = (view.owner == self.me)
+            .then(|| self.owned.workloads.get(&view.id))
+            .flatten();
+        WorkloadDetail {
+            placement: owned.map(|o| o.placement.clone()),
+            history: owned
+                .map(|o| o.history.iter().cloned().collect())
+                .unwrap_or_default(),
+            view,
+        }
+    }
+
+    fn submit(&mut self, spec: WorkloadSpec, dry_run: bool) -> Result<Submitted, WorkloadError> {
+        let spec = spec
+            .checked()
+            .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+        let replicas: Vec<u32> = (0..spec.replicas).collect();
+        let decision = placement::place(&spec, &replicas, &self.view.nodes(), &Hints::default());
+        if dry_run {
+            return Ok(Submitted { id: None, decision });
+        }
+        let id = self
+            .view
+            .add_workload(spec.clone(), Timestamp::now())
+            .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+        info!(workload = %id, decision = %decision, "workload added");
+        self.owned.workloads.insert(
+            id.clone(),
+            OwnedWorkload {
+                spec: Some(spec),
+                placement: decision.to_string(),
+                ..Default::default()
+            },
+        );
+        self.touch();
+        Ok(Submitted {
+            id: Some(id),
+            decision,
+        })
+    }
+
+    /// The contract with `provider` that the replica runs under: the one with
+    /// the most left after the replicas already offloaded under it.
+    fn contract_for(&self, id: &str, provider: &NodeId) -> Option<ContractId> {
+        let spec = self.owned.workloads.get(id)?.spec.as_ref()?;
+        let need = spec.requests();
+        let used = |c: &ContractId| {
+            let mut sum = fluidos_contracts::Resources::ZERO;
+            for (wid, w) in &self.owned.workloads {
+                let Some(s) = &w.spec else { continue };
+                let live = self.view.workload(&self.me, wid);
+                for (r, wc) in &w.contracts {
+                    let ended = live
+                        .as_ref()
+                        .and_then(|l| l.record.replicas.get(&r.to_string()))
+                        .and_then(|r| r.status.as_ref())
+                        .is_some_and(|s| s.state.is_final());
+                    if wc == c && !ended {
+                        sum = sum.checked_add(&s.requests()).unwrap_or(sum);
+                    }
+                }
+            }
+            sum
+        };
+        self.book
+            .iter()
+            .filter(|c| c.peer == *provider && c.role == ContractRole::Buyer)
+            .filter(|c| need.fits_within(&c.partition.saturating_sub(&used(&c.id))))
+            .max_by_key(|c| c.partition.saturating_sub(&used(&c.id)).cpu_millis)
+            .map(|c| c.id)
+    }
+
+    fn assign(&mut self, id: &str, assignments: &[Assignment]) -> Result<(), WorkloadError> {
+        let spec = self
+            .owned
+            .workloads
+            .get(id)
+            .and_then(|w| w.spec.clone())
+            .ok_or_else(|| WorkloadError::UnknownWorkload(id.to_string()))?;
+        let now = Timestamp::now();
+        for a in assignments {
+            if a.node != self.me && !self.view.peers().any(|p| *p == a.node) {
+                if self.book.iter().any(|c| c.peer == a.node) {
+                    self.open_link(a.node);
+                } else {
+                    let s = status(ReplicaState::Failed {
+                        reason: format!("no contract with {}", a.node.short()),
+                    });
+                    let _ = self.view.unplace(id, a.replica, s.clone());
+                    self.owned_status(id, a.replica, &s);
+                    continue;
+                }
+            }
+            if let Err(e) = self.view.place(id, a.replica, a.node, now) {
+                warn!(workload = %id, replica = a.replica, error = %e, "placement not recorded");
+                continue;
+            }
+            if a.node == self.me {
+                self.start_local(id, a.replica, &spec);
+                continue;
+            }
+            let Some(contract) = self.contract_for(id, &a.node) else {
+                let s = status(ReplicaState::Failed {
+                    reason: format!(
+                        "no contract with {} has room for the replica",
+                        a.node.short()
+                    ),
+                });
+                let _ = self.view.unplace(id, a.replica, s.clone());
+                self.owned_status(id, a.replica, &s);
+                continue;
+            };
+            if let Some(w) = self.owned.workloads.get_mut(id) {
+                w.contracts.insert(a.replica, contract);
+            }
+            self.record(id, a.replica, "offloading", String::new(), Some(a.node));
+            let request = WorkloadRequest::Start {
+                contract,
+                workload: id.to_string(),
+                replica: a.replica,
+                spec: spec.to_json(),
+            };
+            let (discovery, done) = (self.discovery.clone(), self.done_tx.clone());
+            let (id, replica, node) = (id.to_string(), a.replica, a.node);
+            tokio::spawn(async move {
+                let result = discovery
+                    .app_request(
+                        node,
+                        fluidos_discovery::AppProtocol::Workload,
+                        wire::encode(&request),
+                        APP_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| wire::decode_response(&b).map_err(|e| e.to_string()));
+                let _ = done
+                    .send(Done::Owner(OwnerDone::Offloaded {
+                        id,
+                        replica,
+                        node,
+                        result,
+                    }))
+                    .await;
+            });
+        }
+        self.touch();
+        Ok(())
+    }
+
+    pub(super) fn owner_done(&mut self, d: OwnerDone) {
+        let OwnerDone::Offloaded {
+            id,
+            replica,
+            node,
+            result,
+        } = d;
+        let refusal = match result {
+            Ok(WorkloadResponse::Started { state }) => {
+                self.record(&id, replica, &state, "confirmed by the provider".into(), Some(node));
+                self.touch();
+                return;
+            }
+            Ok(WorkloadResponse::Error { code, message }) => {
+                format!("{} refused it ({code:?}): {message}", node.short())
+            }
+            Ok(other) => format!("{} answered {other:?}", node.short()),
+            Err(e) => format!("{} could not be asked: {e}", node.short()),
+        };
+        warn!(workload = %id, replica, "offload failed: {refusal}");
+        if let Some(w) = self.owned.workloads.get_mut(&id) {
+            w.contracts.remove(&replica);
+        }
+        let s = status(ReplicaState::Failed { reason: refusal });
+        if self.view.unplace(&id, replica, s.clone()).is_ok() {
+            self.owned_status(&id, replica, &s);
+        }
+        self.touch();
+    }
+
+    fn undeploy(&mut self, id: &str) -> Result<(), WorkloadError> {
+        let w = self
+            .view
+            .workload(&self.me, id)
+            .ok_or_else(|| WorkloadError::UnknownWorkload(id.to_string()))?;
+        for (k, r) in &w.record.replicas {
+            let Ok(i) = k.parse::<u32>() else { continue };
+            match r.node {
+                Some(n) if n == self.me => {
+                    self.stop_hosted(&(self.me, id.to_string(), i), "undeployed", None)
+                }
+                Some(n) => {
+                    let request = WorkloadRequest::Stop {
+                        workload: id.to_string(),
+                        replica: i,
+                    };
+                    let discovery = self.discovery.clone();
+                    tokio::spawn(async move {
+                        let _ = discovery
+                            .app_request(
+                                n,
+                                fluidos_discovery::AppProtocol::Workload,
+                                wire::encode(&request),
+                                APP_TIMEOUT,
+                            )
+                            .await;
+                    });
+                }
+                None => {}
+            }
+        }
+        self.view
+            .remove_workload(id)
+            .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+        self.owned.workloads.remove(id);
+        info!(workload = %id, "workload undeployed");
+        self.touch();
+        Ok(())
+    }
+
+    /// A contract this node bought ended: its replicas there are taken back.
+    pub(super) fn provider_contract_ended(&mut self, c: &crate::node::types::ActiveContract) {
+        let mut back = Vec::new();
+        for (id, w) in &self.owned.workloads {
+            for (r, wc) in &w.contracts {
+                if *wc == c.id {
+                    back.push((id.clone(), *r));
+                }
+            }
+        }
+        for (id, r) in back {
+            let live = self
+                .view
+                .workload(&self.me, &id)
+                .and_then(|w| w.record.replicas.get(&r.to_string()).cloned());
+            let ended = live
+                .and_then(|l| l.status)
+                .is_some_and(|s| s.state.is_final());
+            if let Some(w) = self.owned.workloads.get_mut(&id) {
+                w.contracts.remove(&r);
+            }
+            if ended {
+                continue;
+            }
+            let s = status(ReplicaState::Evicted {
+                reason: format!("contract {} ended", c.id),
+            });
+            if self.view.unplace(&id, r, s.clone()).is_ok() {
+                self.owned_status(&id, r, &s);
+            }
+        }
+    }
+
+    /// Changes from `peer`: note status changes of this node's replicas there.
+    pub(super) fn owner_peer_changed(&mut self, peer: NodeId) {
+        let ids: Vec<String> = self.owned.workloads.keys().cloned().collect();
+        for id in ids {
+            let Some(w) = self.view.workload(&self.me, &id) else {
+                continue;
+            };
+            for (k, r) in &w.record.replicas {
+                if r.node != Some(peer) {
+                    continue;
+                }
+                if let (Ok(i), Some(s)) = (k.parse::<u32>(), &r.status) {
+                    self.note(&id, i, s, Some(peer));
+                }
+            }
+        }
+    }
+
+    /// A status of this node's replica `replica` of `id` was written.
+    pub(super) fn owned_status(&mut self, id: &str, replica: u32, s: &ReplicaStatus) {
+        let node = self
+            .view
+            .workload(&self.me, id)
+            .and_then(|w| w.record.replicas.get(&replica.to_string()).and_then(|r| r.node));
+        self.note(id, replica, s, node);
+    }
+
+    fn note(&mut self, id: &str, replica: u32, s: &ReplicaStatus, node: Option<NodeId>) {
+        let name = s.state.name();
+        let same = self
+            .owned
+            .workloads
+            .get(id)
+            .and_then(|w| w.history.iter().rev().find(|h| h.replica == replica))
+            .is_some_and(|h| h.state == name && h.node == node);
+        if !same {
+            self.record(id, replica, name, detail(&s.state), node);
+        }
+    }
+
+    fn record(&mut self, id: &str, replica: u32, state: &str, detail: String, node: Option<NodeId>) {
+        if let Some(w) = self.owned.workloads.get_mut(id) {
+            if w.history.len() >= MAX_HISTORY * w.spec.as_ref().map_or(1, |s| s.replicas as usize)
+            {
+                w.history.pop_front();
+            }
+            w.history.push_back(HistoryEntry {
+                replica,
+                state: state.to_string(),
+                detail,
+                node,
+                at: Timestamp::now(),
+            });
+        }
+    }
+}

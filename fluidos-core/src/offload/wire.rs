@@ -1,0 +1,190 @@
+//! The `/fluidos/workload/1` messages: what an owner asks of the provider that
+//! hosts its replicas (start, stop, logs), and the typed answers. Canonical CBOR,
+//! one request and one response per stream (`docs/PROTOCOL.md` §8).
+
+use fluidos_contracts::{ContractId, canonical};
+use serde::{Deserialize, Serialize};
+
+use super::AdmitError;
+
+/// The largest request or response, bytes. A spec is small; a logs answer carries
+/// at most [`MAX_LOG_TAIL`] bytes of output.
+pub const MAX_WORKLOAD_MESSAGE_BYTES: usize = 256 * 1024;
+/// The most output one `logs` answer carries.
+pub const MAX_LOG_TAIL: u32 = 128 * 1024;
+
+/// A request from the owner of a workload to the node hosting (or to host) it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadRequest {
+    /// Run replica `replica` of workload `workload` under `contract`.
+    Start {
+        /// The contract the replica runs under; its buyer must be the sender.
+        contract: ContractId,
+        /// The workload id (unique per owner).
+        workload: String,
+        /// The replica index.
+        replica: u32,
+        /// The workload spec in its JSON form (`docs/WORKLOADS.md`).
+        spec: String,
+    },
+    /// Stop a replica and forget it.
+    Stop {
+        /// The workload id.
+        workload: String,
+        /// The replica index.
+        replica: u32,
+    },
+    /// The last `tail` bytes of a replica's output.
+    Logs {
+        /// The workload id.
+        workload: String,
+        /// The replica index.
+        replica: u32,
+        /// How many bytes at most (capped at [`MAX_LOG_TAIL`]).
+        tail: u32,
+    },
+}
+
+/// The answer to a [`WorkloadRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadResponse {
+    /// The replica runs (or ran and ended already: `state` says which).
+    Started {
+        /// `running`, or `exited` / `failed` when it ended at once.
+        state: String,
+    },
+    /// The replica was stopped (or had ended) and is forgotten.
+    Stopped,
+    /// Output (lossy UTF-8).
+    Logs {
+        /// The bytes.
+        data: String,
+        /// Earlier output was dropped.
+        truncated: bool,
+    },
+    /// The request was refused.
+    Error {
+        /// Why, for programs.
+        code: WorkloadErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// Why a workload request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkloadErrorCode {
+    /// The bytes are not a request.
+    Malformed,
+    /// The request exceeds [`MAX_WORKLOAD_MESSAGE_BYTES`].
+    TooLarge,
+    /// The spec does not parse or cannot run on this node.
+    BadSpec,
+    /// No contract with that id here.
+    NoContract,
+    /// The contract's buyer is another node.
+    NotYourContract,
+    /// The contract is not countersigned yet.
+    NotActiveYet,
+    /// The contract is outside its validity.
+    Expired,
+    /// The contract was terminated.
+    Terminated,
+    /// The replica does not fit what the contract has left.
+    OverQuota,
+    /// The replica runs here already under another contract.
+    AlreadyRunning,
+    /// No such replica here.
+    UnknownReplica,
+    /// The runtime could not start it.
+    RuntimeFailed,
+    /// This node runs no workloads.
+    Unavailable,
+}
+
+impl From<&AdmitError> for WorkloadErrorCode {
+    fn from(e: &AdmitError) -> Self {
+        match e {
+            AdmitError::NoContract { .. } => Self::NoContract,
+            AdmitError::NotYourContract { .. } => Self::NotYourContract,
+            AdmitError::NotActiveYet { .. } => Self::NotActiveYet,
+            AdmitError::Expired { .. } => Self::Expired,
+            AdmitError::Terminated { .. } => Self::Terminated,
+            AdmitError::OverQuota { .. } => Self::OverQuota,
+            AdmitError::AlreadyAdmitted { .. } => Self::AlreadyRunning,
+        }
+    }
+}
+
+impl WorkloadResponse {
+    /// A refusal.
+    pub fn error(code: WorkloadErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Decodes a request, or says which error answers it.
+pub fn decode_request(bytes: &[u8]) -> Result<WorkloadRequest, WorkloadResponse> {
+    canonical::from_slice_lenient_limited(bytes, MAX_WORKLOAD_MESSAGE_BYTES).map_err(|e| match e {
+        canonical::DecodeError::TooLarge { len, max } => WorkloadResponse::error(
+            WorkloadErrorCode::TooLarge,
+            format!("request of {len} bytes exceeds {max} bytes"),
+        ),
+        e => WorkloadResponse::error(WorkloadErrorCode::Malformed, e.to_string()),
+    })
+}
+
+/// Encodes a message (infallible for these types; an encoder failure becomes an
+/// empty message, which the peer reads as malformed).
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    canonical::to_vec(msg).unwrap_or_default()
+}
+
+/// Decodes a response.
+pub fn decode_response(bytes: &[u8]) -> Result<WorkloadResponse, canonical::DecodeError> {
+    canonical::from_slice_lenient_limited(bytes, MAX_WORKLOAD_MESSAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_garbage_is_typed() {
+        let req = WorkloadRequest::Logs {
+            workload: "w-1".into(),
+            replica: 2,
+            tail: 10,
+        };
+        assert_eq!(decode_request(&encode(&req)), Ok(req));
+        let Err(WorkloadResponse::Error { code, .. }) = decode_request(b"\xff\x00garbage") else {
+            panic!("garbage decoded");
+        };
+        assert_eq!(code, WorkloadErrorCode::Malformed);
+        let big = vec![0x40u8; MAX_WORKLOAD_MESSAGE_BYTES + 10];
+        let Err(WorkloadResponse::Error { code, .. }) = decode_request(&big) else {
+            panic!("oversized decoded");
+        };
+        assert_eq!(code, WorkloadErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for r in [
+            WorkloadResponse::Started {
+                state: "running".into(),
+            },
+            WorkloadResponse::Stopped,
+            WorkloadResponse::error(WorkloadErrorCode::OverQuota, "no"),
+        ] {
+            assert_eq!(decode_response(&encode(&r)).ok(), Some(r));
+        }
+    }
+}

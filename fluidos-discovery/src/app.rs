@@ -208,7 +208,10 @@ impl AppState {
 }
 
 impl EventLoop {
-    fn app_behaviour(&mut self, protocol: AppProtocol) -> &mut request_response::Behaviour<AppCodec> {
+    fn app_behaviour(
+        &mut self,
+        protocol: AppProtocol,
+    ) -> &mut request_response::Behaviour<AppCodec> {
         let b = self.swarm.behaviour_mut();
         match protocol {
             AppProtocol::View => &mut b.view,
@@ -352,7 +355,10 @@ impl EventLoop {
             .send_response(channel, bytes)
             .is_err()
         {
-            tracing::debug!(protocol = protocol.id(), "response not sent: the stream is gone");
+            tracing::debug!(
+                protocol = protocol.id(),
+                "response not sent: the stream is gone"
+            );
         }
     }
 }

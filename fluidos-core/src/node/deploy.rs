@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::workloads::{DeployPhase, Submitted, WCommand, WorkloadDetail, WorkloadError};
 use super::workloads::OwnerCommand;
+use super::workloads::{DeployPhase, Submitted, WCommand, WorkloadDetail, WorkloadError};
 use super::{Node, NodeError};
 use crate::offload::wire::{self, WorkloadRequest, WorkloadResponse};
 use crate::placement::{self, Assignment, Decision};
@@ -119,17 +119,31 @@ impl Node {
                         self.wait_for_contract(contract.id()).await;
                     }
                     Err(e) => {
-                        let after =
-                            placement::unschedulable_after(submitted.decision.clone(), &e.to_string());
+                        let after = placement::unschedulable_after(
+                            submitted.decision.clone(),
+                            &e.to_string(),
+                        );
                         if let Decision::Unschedulable { reason, .. } = after {
-                            report(&progress, DeployPhase::Unschedulable { reason: reason.clone() }).await;
+                            report(
+                                &progress,
+                                DeployPhase::Unschedulable {
+                                    reason: reason.clone(),
+                                },
+                            )
+                            .await;
                             self.mark_unschedulable(&id, reason).await?;
                         }
                     }
                 }
             }
             Decision::Unschedulable { reason, .. } => {
-                report(&progress, DeployPhase::Unschedulable { reason: reason.clone() }).await;
+                report(
+                    &progress,
+                    DeployPhase::Unschedulable {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
                 self.mark_unschedulable(&id, reason.clone()).await?;
             }
         }
@@ -255,12 +269,10 @@ impl Node {
             .await??;
         match at {
             None => {
-                let runtime = self
-                    .inner
-                    .workloads
-                    .runtime
-                    .clone()
-                    .ok_or_else(|| WorkloadError::Refused("this node runs no workloads".into()))?;
+                let runtime =
+                    self.inner.workloads.runtime.clone().ok_or_else(|| {
+                        WorkloadError::Refused("this node runs no workloads".into())
+                    })?;
                 let rid = super::workloads::replica_id(id, replica, None)
                     .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
                 let logs = runtime
@@ -294,7 +306,9 @@ impl Node {
                     Ok(WorkloadResponse::Error { message, .. }) => {
                         Err(WorkloadError::Refused(message))
                     }
-                    Ok(other) => Err(WorkloadError::Refused(format!("unexpected answer {other:?}"))),
+                    Ok(other) => Err(WorkloadError::Refused(format!(
+                        "unexpected answer {other:?}"
+                    ))),
                     Err(e) => Err(WorkloadError::Refused(e.to_string())),
                 }
             }

@@ -37,10 +37,11 @@ use crate::host::{HostReserve, OfferConfig};
 
 pub use buy::{BuyError, BuyProgress, NotReady};
 pub use deploy::DEFAULT_DEPLOY_WAIT;
-pub use workloads::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
 pub use types::{
-    ActiveContract, BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus, Roles,
+    ActiveContract, BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus,
+    Roles,
 };
+pub use workloads::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
 
 use engine::Command;
 

@@ -61,7 +61,14 @@ impl Engine {
                 let result = self
                     .quotas
                     .book
-                    .admit(&self.ledger, &from, &contract, key, demand, Timestamp::now())
+                    .admit(
+                        &self.ledger,
+                        &from,
+                        &contract,
+                        key,
+                        demand,
+                        Timestamp::now(),
+                    )
                     .map(|_| ());
                 let _ = reply.send(result);
             }

@@ -222,7 +222,11 @@ impl Workloads {
     ) {
         let refuse = |reply, code, msg: String| answer(reply, &WorkloadResponse::error(code, msg));
         let Some(runtime) = self.runtime.clone() else {
-            return refuse(reply, Code::Unavailable, "this node runs no workloads".into());
+            return refuse(
+                reply,
+                Code::Unavailable,
+                "this node runs no workloads".into(),
+            );
         };
         let spec = match WorkloadSpec::from_json(spec) {
             Ok(s) => s,

@@ -64,10 +64,7 @@ pub(crate) enum WCommand {
 
 /// Work done in spawned tasks, reported back to the loop.
 enum Done {
-    FrameSent {
-        peer: NodeId,
-        ok: bool,
-    },
+    FrameSent { peer: NodeId, ok: bool },
     Host(host::HostDone),
     Owner(owner::OwnerDone),
 }
@@ -315,7 +312,8 @@ impl Workloads {
         let bytes = match body {
             fluidos_discovery::AppBody::Bytes(b) => b,
             fluidos_discovery::AppBody::TooLarge { at_least } => {
-                return format!("view frame of at least {at_least} bytes is too large").into_bytes();
+                return format!("view frame of at least {at_least} bytes is too large")
+                    .into_bytes();
             }
         };
         if !self.view.peers().any(|p| *p == from) && self.book.iter().any(|c| c.peer == from) {
@@ -372,7 +370,8 @@ impl Workloads {
     fn save(&mut self) {
         let bytes = self.view.save();
         let tmp = self.view_file.with_extension("tmp");
-        let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &self.view_file));
+        let result =
+            std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &self.view_file));
         if let Err(e) = result {
             warn!(error = %e, file = %self.view_file.display(), "could not save the view");
         }
@@ -479,9 +478,9 @@ impl Workloads {
             .filter(|c| c.peer == *peer && c.role == ContractRole::Provider)
             .collect();
         let first = sold.first()?;
-        let capacity = sold
-            .iter()
-            .fold(Resources::ZERO, |acc, c| acc.checked_add(&c.partition).unwrap_or(acc));
+        let capacity = sold.iter().fold(Resources::ZERO, |acc, c| {
+            acc.checked_add(&c.partition).unwrap_or(acc)
+        });
         let used = self.hosted.used_by(peer);
         let per_hour: u64 = sold.iter().map(|c| per_hour(&c.price)).sum();
         let f = &first.flavor;
@@ -496,10 +495,7 @@ impl Workloads {
             currency: Some(first.price.currency.clone()),
             carbon_g_per_kwh: f.properties.carbon_g_per_kwh,
             gpu_model: f.characteristics.gpu.as_ref().map(|g| g.model.clone()),
-            step: f
-                .policy
-                .partitionable
-                .then_some(f.policy.step),
+            step: f.policy.partitionable.then_some(f.policy.step),
             contracts: sold.iter().map(|c| c.id.to_string()).collect(),
             updated_at: Timestamp::now(),
         })
@@ -556,9 +552,7 @@ pub(crate) fn view_status(
             reason: evict_reason.unwrap_or("stopped").to_string(),
         },
         R::Exited { exit, .. } => ReplicaState::Exited {
-            code: exit
-                .code
-                .unwrap_or_else(|| 128 + exit.signal.unwrap_or(0)),
+            code: exit.code.unwrap_or_else(|| 128 + exit.signal.unwrap_or(0)),
         },
         R::Failed { reason } => ReplicaState::Failed {
             reason: reason.clone(),

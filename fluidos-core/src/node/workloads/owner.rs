@@ -437,7 +437,13 @@ impl Workloads {
         } = d;
         let refusal = match result {
             Ok(WorkloadResponse::Started { state }) => {
-                self.record(&id, replica, &state, "confirmed by the provider".into(), Some(node));
+                self.record(
+                    &id,
+                    replica,
+                    &state,
+                    "confirmed by the provider".into(),
+                    Some(node),
+                );
                 self.touch();
                 return;
             }
@@ -551,10 +557,12 @@ impl Workloads {
 
     /// A status of this node's replica `replica` of `id` was written.
     pub(super) fn owned_status(&mut self, id: &str, replica: u32, s: &ReplicaStatus) {
-        let node = self
-            .view
-            .workload(&self.me, id)
-            .and_then(|w| w.record.replicas.get(&replica.to_string()).and_then(|r| r.node));
+        let node = self.view.workload(&self.me, id).and_then(|w| {
+            w.record
+                .replicas
+                .get(&replica.to_string())
+                .and_then(|r| r.node)
+        });
         self.note(id, replica, s, node);
     }
 
@@ -571,10 +579,16 @@ impl Workloads {
         }
     }
 
-    fn record(&mut self, id: &str, replica: u32, state: &str, detail: String, node: Option<NodeId>) {
+    fn record(
+        &mut self,
+        id: &str,
+        replica: u32,
+        state: &str,
+        detail: String,
+        node: Option<NodeId>,
+    ) {
         if let Some(w) = self.owned.workloads.get_mut(id) {
-            if w.history.len() >= MAX_HISTORY * w.spec.as_ref().map_or(1, |s| s.replicas as usize)
-            {
+            if w.history.len() >= MAX_HISTORY * w.spec.as_ref().map_or(1, |s| s.replicas as usize) {
                 w.history.pop_front();
             }
             w.history.push_back(HistoryEntry {

@@ -1,0 +1,319 @@
+//! Workloads end to end over loopback (mDNS off): a consumer without capacity
+//! deploys, buys from a provider found through the catalog, the replica runs on
+//! the provider under the process runtime, and its output and exit code come
+//! back through the view. Refused offloads over the wire, each typed; a
+//! partition that heals; a provider restart that never starts a replica twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fluidos_contracts::{ContractId, Resources};
+use fluidos_core::buyer::AcquisitionRequest;
+use fluidos_core::offload::wire::{self, WorkloadErrorCode, WorkloadRequest, WorkloadResponse};
+use fluidos_core::runtime::{ProcessRuntime, Runtime, SupervisorCommand};
+use fluidos_core::view::{NodeKind, ReplicaState};
+use fluidos_core::workload::WorkloadSpec;
+use fluidos_core::{Node, Roles, WorkloadDetail};
+use fluidos_discovery::{AppProtocol, CatalogName};
+use libp2p::Multiaddr;
+
+const GIB: u64 = 1 << 30;
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn runtime(dir: &Path) -> Arc<dyn Runtime> {
+    Arc::new(
+        ProcessRuntime::builder(dir.join("replicas"))
+            .supervisor(SupervisorCommand::new(env!(
+                "CARGO_BIN_EXE_fluidos-supervise"
+            )))
+            .build()
+            .unwrap(),
+    )
+}
+
+fn catalog() -> CatalogName {
+    "offload".parse().unwrap()
+}
+
+fn limit() -> Resources {
+    Resources {
+        cpu_millis: 2000,
+        memory_bytes: 4 * GIB,
+        storage_bytes: 10 * GIB,
+        pods: 10,
+        gpus: 0,
+    }
+}
+
+async fn provider(dir: &Path, listen: Option<Multiaddr>) -> Node {
+    let mut b = Node::builder()
+        .data_dir(dir)
+        .max_sellable(limit())
+        .detect_gpus(false)
+        .runtime(runtime(dir))
+        .catalog(catalog(), vec![]);
+    if let Some(l) = listen {
+        b = b.listen(vec![l]);
+    }
+    b.bind().await.unwrap()
+}
+
+async fn consumer(dir: &Path, catalog_addr: Vec<Multiaddr>) -> Node {
+    Node::builder()
+        .data_dir(dir)
+        .roles(Roles {
+            provider: false,
+            consumer: true,
+            supernode: false,
+        })
+        .detect_gpus(false)
+        .local_capacity(Resources::ZERO)
+        .runtime(runtime(dir))
+        .catalog(catalog(), catalog_addr)
+        .bind()
+        .await
+        .unwrap()
+}
+
+async fn pair(dir: &Path) -> (Node, Node) {
+    let p = provider(&dir.join("p"), None).await;
+    let c = consumer(&dir.join("c"), p.listen_addrs().await).await;
+    let pid = p.node_id();
+    wait_for(
+        "the consumer to find the provider",
+        Duration::from_secs(10),
+        || {
+            let c = c.clone();
+            async move { c.peers().await.unwrap().iter().any(|x| x.node == pid) }
+        },
+    )
+    .await;
+    (p, c)
+}
+
+fn spec(name: &str, script: &str) -> WorkloadSpec {
+    WorkloadSpec::from_toml(&format!(
+        r#"
+name = "{name}"
+[run]
+command = "/bin/sh"
+args = ["-c", {script:?}]
+[requests]
+cpu = "100m"
+memory = "64MiB"
+"#
+    ))
+    .unwrap()
+}
+
+fn state(d: &WorkloadDetail) -> Option<ReplicaState> {
+    d.view
+        .record
+        .replicas
+        .get("0")
+        .and_then(|r| r.status.as_ref())
+        .map(|s| s.state.clone())
+}
+
+async fn final_state(node: &Node, id: &str) -> (ReplicaState, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = node.workload(id).await.unwrap().unwrap();
+        if let Some(s) = d
+            .view
+            .record
+            .replicas
+            .get("0")
+            .and_then(|r| r.status.clone())
+            && s.state.is_final()
+        {
+            return (s.state, s.output_tail);
+        }
+        assert!(Instant::now() < deadline, "no final status: {d:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_without_capacity_buys_runs_on_the_provider_and_its_output_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, c) = pair(dir.path()).await;
+
+    // Nothing fits locally: the dry run says it would buy, and changes nothing.
+    let s = spec("hello", "echo hello from the provider; exit 3");
+    let dry = c.deploy_dry_run(s.clone()).await.unwrap();
+    assert!(dry.to_string().contains("acquire"), "{dry}");
+    assert!(c.workloads().await.unwrap().is_empty());
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let d = c
+        .deploy(s, Some(tx), Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut phases = Vec::new();
+    while let Ok(ph) = rx.try_recv() {
+        phases.push(format!("{ph:?}"));
+    }
+    assert!(phases.iter().any(|p| p.contains("Acquiring")), "{phases:?}");
+    assert!(phases.iter().any(|p| p.contains("Bought")), "{phases:?}");
+    let placed = d.view.record.replicas["0"].node;
+    assert_eq!(
+        placed,
+        Some(p.node_id()),
+        "placed on the provider's virtual node"
+    );
+
+    // The virtual node appeared, backed by the new contract.
+    let nodes = c.nodes().await.unwrap();
+    let v = nodes
+        .iter()
+        .find(|n| n.id == p.node_id())
+        .expect("a virtual node for the provider");
+    assert_eq!(v.entry.kind, NodeKind::Virtual);
+    assert_eq!(v.entry.contracts.len(), 1);
+    assert!(v.entry.capacity.cpu_millis >= 100);
+
+    let (st, tail) = final_state(&c, &d.view.id).await;
+    assert_eq!(st, ReplicaState::Exited { code: 3 });
+    assert!(tail.contains("hello from the provider"), "{tail:?}");
+    // The provider's copy agrees.
+    let on_p = p.workload(&d.view.id).await.unwrap().unwrap();
+    assert_eq!(state(&on_p), Some(ReplicaState::Exited { code: 3 }));
+
+    // Terminating the contract takes the virtual node away.
+    let contract: ContractId = v.entry.contracts[0].parse().unwrap();
+    c.terminate(contract, "done".into()).await.unwrap();
+    wait_for("the virtual node to go", Duration::from_secs(10), || {
+        let c = c.clone();
+        let pid = p.node_id();
+        async move { !c.nodes().await.unwrap().iter().any(|n| n.id == pid) }
+    })
+    .await;
+    c.shutdown().await;
+    p.shutdown().await;
+}
+
+async fn start_raw(
+    from: &Node,
+    to: &Node,
+    contract: ContractId,
+    s: &WorkloadSpec,
+) -> WorkloadResponse {
+    let req = WorkloadRequest::Start {
+        contract,
+        workload: "raw-1".into(),
+        replica: 0,
+        spec: s.to_json(),
+    };
+    let bytes = from
+        .discovery()
+        .app_request(
+            to.node_id(),
+            AppProtocol::Workload,
+            wire::encode(&req),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    wire::decode_response(&bytes).unwrap()
+}
+
+fn code(r: &WorkloadResponse) -> Option<WorkloadErrorCode> {
+    match r {
+        WorkloadResponse::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+fn want(duration_ms: u64) -> AcquisitionRequest {
+    AcquisitionRequest {
+        resources: Resources {
+            cpu_millis: 500,
+            memory_bytes: 256 << 20,
+            pods: 1,
+            ..Resources::ZERO
+        },
+        duration_ms,
+        ..AcquisitionRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_offloads_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, c) = pair(dir.path()).await;
+    let other = consumer(&dir.path().join("o"), p.listen_addrs().await).await;
+    let s = spec("raw", "sleep 30");
+
+    // No contract at all.
+    let r = start_raw(&c, &p, ContractId::random(), &s).await;
+    assert_eq!(code(&r), Some(WorkloadErrorCode::NoContract), "{r:?}");
+
+    // Another party's contract.
+    let bought = c.buy(want(3_600_000), None).await.unwrap();
+    let r = start_raw(&other, &p, bought.id(), &s).await;
+    assert_eq!(code(&r), Some(WorkloadErrorCode::NotYourContract), "{r:?}");
+
+    // Over quota: more memory than the contract holds.
+    let mut big = s.clone();
+    big.requests.0.memory_bytes = 2 * GIB;
+    big.limits = None;
+    let r = start_raw(&c, &p, bought.id(), &big).await;
+    assert_eq!(code(&r), Some(WorkloadErrorCode::OverQuota), "{r:?}");
+
+    // A malformed request.
+    let bytes = c
+        .discovery()
+        .app_request(
+            p.node_id(),
+            AppProtocol::Workload,
+            b"nonsense".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let r = wire::decode_response(&bytes).unwrap();
+    assert_eq!(code(&r), Some(WorkloadErrorCode::Malformed), "{r:?}");
+
+    // The same request within quota runs, and a repeat does not start it twice.
+    let r = start_raw(&c, &p, bought.id(), &s).await;
+    assert!(matches!(r, WorkloadResponse::Started { .. }), "{r:?}");
+    let r = start_raw(&c, &p, bought.id(), &s).await;
+    assert!(matches!(r, WorkloadResponse::Started { .. }), "{r:?}");
+
+    // Terminated contract: the running replica stops, new ones are refused.
+    c.terminate(bought.id(), "test".into()).await.unwrap();
+    let mut r = start_raw(&c, &p, bought.id(), &s).await;
+    for _ in 0..40 {
+        if code(&r) == Some(WorkloadErrorCode::Terminated) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = start_raw(&c, &p, bought.id(), &s).await;
+    }
+    assert_eq!(code(&r), Some(WorkloadErrorCode::Terminated), "{r:?}");
+
+    // Expired contract.
+    let short = c.buy(want(1_500), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let r = start_raw(&c, &p, short.id(), &s).await;
+    assert_eq!(code(&r), Some(WorkloadErrorCode::Expired), "{r:?}");
+
+    other.shutdown().await;
+    c.shutdown().await;
+    p.shutdown().await;
+}

@@ -55,8 +55,10 @@ mod key;
 pub mod keyfile;
 pub mod overlay;
 mod params;
+pub mod status;
 #[cfg(target_os = "linux")]
 pub mod tun;
+pub mod tunnels;
 
 pub use fabric::{
     AddPeerError, DEFAULT_MTU, DropCounters, Fabric, FabricConfig, PeerConfig, PeerStatus, Transmit,
@@ -64,3 +66,8 @@ pub use fabric::{
 pub use fluidos_contracts::FabricParams;
 pub use key::{WireGuardSecret, x25519_public};
 pub use params::{MAX_ENDPOINTS, PeerFabric, PeerParamsError, fabric_params};
+pub use status::{BackendKind, BackendStatus, PeerInfo, Status};
+pub use tunnels::{
+    ApplyError, ApplyReport, Change, ContractPeer, Desired, Forward, Forwarding, Refused, Relayed,
+    TunnelPeer, Tunnels, TunnelsConfig,
+};

@@ -55,6 +55,8 @@ mod key;
 pub mod keyfile;
 pub mod overlay;
 mod params;
+#[cfg(target_os = "linux")]
+pub mod service;
 pub mod status;
 #[cfg(target_os = "linux")]
 pub mod tun;

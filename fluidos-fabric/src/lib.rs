@@ -61,6 +61,7 @@ pub mod status;
 #[cfg(target_os = "linux")]
 pub mod tun;
 pub mod tunnels;
+pub mod userspace;
 
 pub use fabric::{
     AddPeerError, DEFAULT_MTU, DropCounters, Fabric, FabricConfig, PeerConfig, PeerStatus, Transmit,

@@ -31,6 +31,7 @@ use crate::driver::{TunIo, UdpIo};
 use crate::status::{BackendKind, BackendStatus, Status};
 use crate::tun::{TunConfig, TunDevice, TunError};
 use crate::tunnels::{ApplyReport, Change, Desired, Tunnels};
+use crate::userspace::{ConnectionId, Delivery, PortForward, Stack};
 
 /// Which backend the service uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,9 +39,12 @@ use crate::tunnels::{ApplyReport, Change, Desired, Tunnels};
 pub enum BackendChoice {
     /// A TUN interface; `apply` fails when it cannot be created.
     Tun,
+    /// The userspace stack ([`crate::userspace`]): no interface, no privileges, only
+    /// the [`ServiceConfig::forwards`] cross the overlay.
+    Userspace,
     /// A TUN interface when this process may create one (CAP_NET_ADMIN and
-    /// `/dev/net/tun`); otherwise the tunnels are kept without an interface and
-    /// `status` says why. The default.
+    /// `/dev/net/tun`), the userspace backend otherwise; `status` says which and
+    /// why. The default.
     #[default]
     Auto,
 }
@@ -57,6 +61,8 @@ pub struct ServiceConfig {
     pub offload: bool,
     /// Bound of the command channel. Default 16.
     pub queue: usize,
+    /// Local ports forwarded to remote workloads when the userspace backend runs.
+    pub forwards: Vec<PortForward>,
 }
 
 impl ServiceConfig {
@@ -67,7 +73,14 @@ impl ServiceConfig {
             backend: BackendChoice::Auto,
             offload: true,
             queue: 16,
+            forwards: Vec::new(),
         }
+    }
+
+    /// Sets the ports the userspace backend forwards.
+    pub fn with_forwards(mut self, forwards: Vec<PortForward>) -> Self {
+        self.forwards = forwards;
+        self
     }
 
     /// Sets the backend.
@@ -176,7 +189,7 @@ pub fn spawn(
         tunnels,
         socket,
         udp,
-        tun: None,
+        backend_io: Backend::None,
         backend: BackendStatus {
             kind: BackendKind::Idle,
             reason: "no active contract needs an interface".into(),
@@ -193,7 +206,7 @@ struct Service {
     socket: UdpSocket,
     udp: UdpIo,
     io: TunIo,
-    tun: Option<TunDevice>,
+    backend_io: Backend,
     backend: BackendStatus,
     listen: Option<SocketAddr>,
     config: ServiceConfig,
@@ -208,8 +221,37 @@ impl Service {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + crate::fabric::TICK * 4);
-            let tun = self.tun.as_ref();
+            let wake = match &mut self.backend_io {
+                Backend::Userspace(u) => u.wake(wake),
+                _ => wake,
+            };
             let io = &mut self.io;
+            let (tun, accepted, up) = match &mut self.backend_io {
+                Backend::Tun(t) => (Some(&*t), None, None),
+                Backend::Userspace(u) => {
+                    let Userspace {
+                        stack,
+                        accept_rx,
+                        up_rx,
+                        ..
+                    } = &mut **u;
+                    let wants = stack.wants_data();
+                    (None, Some(accept_rx), wants.then_some(up_rx))
+                }
+                Backend::None => (None, None, None),
+            };
+            let accept = async {
+                match accepted {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let upstream = async {
+                match up {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let read = async {
                 match tun {
                     Some(t) => {
@@ -233,7 +275,7 @@ impl Service {
                 count = read => {
                     let count = count?;
                     self.io.handle(self.tunnels.fabric_mut(), count);
-                    if let Some(t) = &self.tun {
+                    if let Backend::Tun(t) = &self.backend_io {
                         for _ in 0..15 {
                             match t.device().try_recv_multiple(&mut self.io.original, &mut self.io.segments, &mut self.io.sizes, 0) {
                                 Ok(count) => self.io.handle(self.tunnels.fabric_mut(), count),
@@ -244,6 +286,16 @@ impl Service {
                 }
                 () = tokio::time::sleep_until(wake) => {
                     self.tunnels.fabric_mut().handle_timeout(Instant::now());
+                }
+                Some((stream, remote)) = accept => {
+                    if let Backend::Userspace(u) = &mut self.backend_io {
+                        u.open(stream, remote);
+                    }
+                }
+                Some(up) = upstream => {
+                    if let Backend::Userspace(u) = &mut self.backend_io {
+                        u.upstream(up);
+                    }
                 }
                 request = rx.recv() => match request {
                     Some(Request::Apply(desired, reply)) => {
@@ -260,18 +312,19 @@ impl Service {
                     None => return self.teardown(),
                 },
             }
-            self.udp
-                .send_all(&self.socket, self.tunnels.fabric_mut())
-                .await;
-            match &self.tun {
-                Some(t) => self
+            match &mut self.backend_io {
+                Backend::Tun(t) => self
                     .io
                     .write(self.tunnels.fabric_mut(), t)
                     .await
                     .map_err(into_service)?,
-                // No interface: nothing can take the packets.
-                None => while self.tunnels.fabric_mut().poll_packet().is_some() {},
+                Backend::Userspace(u) => u.pump(self.tunnels.fabric_mut()),
+                // No backend: nothing can take the packets.
+                Backend::None => while self.tunnels.fabric_mut().poll_packet().is_some() {},
             }
+            self.udp
+                .send_all(&self.socket, self.tunnels.fabric_mut())
+                .await;
         }
     }
 
@@ -282,13 +335,13 @@ impl Service {
         while let Some(change) = self.tunnels.poll_change() {
             let result = match change {
                 Change::InterfaceUp { ipv6, ipv4 } => self.interface_up(ipv6, ipv4),
-                Change::AddRoute(net) => match &mut self.tun {
-                    Some(t) => t.add_route(net).map_err(ServiceError::from),
-                    None => Ok(()),
+                Change::AddRoute(net) => match &mut self.backend_io {
+                    Backend::Tun(t) => t.add_route(net).map_err(ServiceError::from),
+                    _ => Ok(()),
                 },
-                Change::RemoveRoute(net) => match &mut self.tun {
-                    Some(t) => t.remove_route(&net).map_err(ServiceError::from),
-                    None => Ok(()),
+                Change::RemoveRoute(net) => match &mut self.backend_io {
+                    Backend::Tun(t) => t.remove_route(&net).map_err(ServiceError::from),
+                    _ => Ok(()),
                 },
                 Change::InterfaceDown => self.interface_down(),
             };
@@ -304,43 +357,52 @@ impl Service {
         ipv6: std::net::Ipv6Addr,
         ipv4: Option<std::net::Ipv4Addr>,
     ) -> Result<(), ServiceError> {
-        if self.tun.is_some() {
+        if !matches!(self.backend_io, Backend::None) {
             return Ok(());
         }
-        let config = TunConfig::new(self.config.interface.clone(), ipv6)
-            .with_mtu(self.tunnels.fabric().config().mtu)
-            .with_ipv4(ipv4)
-            .with_offload(self.config.offload);
-        match TunDevice::open(&config) {
-            Ok(tun) => {
-                self.tun = Some(tun);
-                self.backend = BackendStatus {
-                    kind: BackendKind::Tun,
-                    reason: match self.config.backend {
-                        BackendChoice::Tun => "configured: tun".into(),
-                        BackendChoice::Auto => {
-                            "auto: this process may create TUN interfaces".into()
-                        }
-                    },
-                    interface: Some(self.config.interface.clone()),
-                };
-                Ok(())
-            }
-            Err(e) => {
-                self.backend = BackendStatus {
-                    kind: BackendKind::Unavailable,
-                    reason: format!(
-                        "no TUN interface ({e}); no CAP_NET_ADMIN or /dev/net/tun means no \
-                         backend until the userspace one lands"
-                    ),
-                    interface: None,
-                };
-                match self.config.backend {
-                    BackendChoice::Tun => Err(e.into()),
-                    BackendChoice::Auto => Ok(()),
+        let tun_error = if self.config.backend == BackendChoice::Userspace {
+            None
+        } else {
+            let config = TunConfig::new(self.config.interface.clone(), ipv6)
+                .with_mtu(self.tunnels.fabric().config().mtu)
+                .with_ipv4(ipv4)
+                .with_offload(self.config.offload);
+            match TunDevice::open(&config) {
+                Ok(tun) => {
+                    self.backend_io = Backend::Tun(tun);
+                    self.backend = BackendStatus {
+                        kind: BackendKind::Tun,
+                        reason: match self.config.backend {
+                            BackendChoice::Tun => "configured: tun".into(),
+                            _ => "auto: this process may create TUN interfaces".into(),
+                        },
+                        interface: Some(self.config.interface.clone()),
+                    };
+                    return Ok(());
                 }
+                Err(e) if self.config.backend == BackendChoice::Tun => {
+                    self.backend = BackendStatus {
+                        kind: BackendKind::Unavailable,
+                        reason: format!("configured: tun, but {e}"),
+                        interface: None,
+                    };
+                    return Err(e.into());
+                }
+                Err(e) => Some(e),
             }
-        }
+        };
+        let mtu = self.tunnels.fabric().config().mtu;
+        let userspace = Userspace::start(ipv6, ipv4, mtu, &self.config.forwards)?;
+        self.backend_io = Backend::Userspace(Box::new(userspace));
+        self.backend = BackendStatus {
+            kind: BackendKind::Userspace,
+            reason: match tun_error {
+                None => "configured: userspace".into(),
+                Some(e) => format!("auto: no TUN interface ({e}), so userspace"),
+            },
+            interface: None,
+        };
+        Ok(())
     }
 
     fn interface_down(&mut self) -> Result<(), ServiceError> {
@@ -349,9 +411,9 @@ impl Service {
             reason: "no active contract needs an interface".into(),
             interface: None,
         };
-        match self.tun.take() {
-            Some(t) => t.teardown().map_err(ServiceError::from),
-            None => Ok(()),
+        match std::mem::replace(&mut self.backend_io, Backend::None) {
+            Backend::Tun(t) => t.teardown().map_err(ServiceError::from),
+            Backend::Userspace(_) | Backend::None => Ok(()),
         }
     }
 
@@ -365,5 +427,190 @@ fn into_service(e: crate::driver::DriverError) -> ServiceError {
         crate::driver::DriverError::Tun(e) => ServiceError::Tun(e),
         crate::driver::DriverError::Io(e) => ServiceError::Io(e),
         other => ServiceError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// The backend carrying packets now.
+enum Backend {
+    None,
+    Tun(TunDevice),
+    Userspace(Box<Userspace>),
+}
+
+/// Bytes read from one local connection, or its end.
+enum Up {
+    Data(ConnectionId, Vec<u8>),
+    Closed(ConnectionId),
+}
+
+/// Most bytes read from a local socket at once.
+const CHUNK: usize = 16 * 1024;
+
+/// The userspace backend's I/O: the stack, one accept task per forwarded port, one
+/// task per connection, bounded channels between them.
+struct Userspace {
+    stack: Stack,
+    accept_rx: mpsc::Receiver<(tokio::net::TcpStream, SocketAddr)>,
+    up_tx: mpsc::Sender<Up>,
+    up_rx: mpsc::Receiver<Up>,
+    down: std::collections::BTreeMap<ConnectionId, mpsc::Sender<Delivery>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// A delivery waited for room in a connection's channel: poll again soon.
+    blocked: bool,
+}
+
+impl Drop for Userspace {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Userspace {
+    fn start(
+        ipv6: std::net::Ipv6Addr,
+        ipv4: Option<std::net::Ipv4Addr>,
+        mtu: u16,
+        forwards: &[PortForward],
+    ) -> Result<Self, ServiceError> {
+        let (accept_tx, accept_rx) = mpsc::channel(8);
+        let (up_tx, up_rx) = mpsc::channel(64);
+        let mut tasks = Vec::new();
+        for f in forwards {
+            let listener = std::net::TcpListener::bind(f.local)?;
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (tx, remote) = (accept_tx.clone(), f.remote);
+            tasks.push(tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    if tx.send((stream, remote)).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        Ok(Self {
+            stack: Stack::new(ipv6, ipv4, mtu, Instant::now()),
+            accept_rx,
+            up_tx,
+            up_rx,
+            down: std::collections::BTreeMap::new(),
+            tasks,
+            blocked: false,
+        })
+    }
+
+    fn wake(&mut self, wake: tokio::time::Instant) -> tokio::time::Instant {
+        let now = Instant::now();
+        let delay = if self.blocked {
+            Some(std::time::Duration::from_millis(1))
+        } else {
+            self.stack.poll_delay(now)
+        };
+        match delay {
+            Some(d) => wake.min(tokio::time::Instant::from_std(now + d)),
+            None => wake,
+        }
+    }
+
+    fn open(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        // A connection the stack cannot take is closed at once (dropped).
+        let Ok(id) = self.stack.connect(remote) else {
+            return;
+        };
+        let (down_tx, down_rx) = mpsc::channel(32);
+        self.down.insert(id, down_tx);
+        let up = self.up_tx.clone();
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks
+            .push(tokio::spawn(connection(stream, id, up, down_rx)));
+    }
+
+    fn upstream(&mut self, up: Up) {
+        match up {
+            Up::Data(id, data) => self.stack.send(id, &data),
+            Up::Closed(id) => self.stack.close(id),
+        }
+    }
+
+    /// Packets from the fabric into the stack, the stack's packets into the fabric,
+    /// received bytes to the connections.
+    fn pump(&mut self, fabric: &mut crate::Fabric) {
+        let now = Instant::now();
+        while let Some(p) = fabric.poll_packet() {
+            self.stack.handle_packet(p);
+        }
+        self.stack.poll(now);
+        self.blocked = false;
+        let ids: Vec<ConnectionId> = self.stack.connections().collect();
+        for id in ids {
+            let Some(tx) = self.down.get(&id) else {
+                continue;
+            };
+            // Bounded: at most 32 deliveries per connection per round.
+            for _ in 0..32 {
+                let Ok(permit) = tx.try_reserve() else {
+                    self.blocked = true;
+                    break;
+                };
+                match self.stack.poll_delivery(id, CHUNK) {
+                    Some(Delivery::Data(d)) => permit.send(Delivery::Data(d)),
+                    Some(Delivery::Closed) => {
+                        permit.send(Delivery::Closed);
+                        self.down.remove(&id);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        // Reading may have opened windows: let the acknowledgements leave.
+        self.stack.poll(now);
+        while let Some(p) = self.stack.poll_packet() {
+            fabric.handle_packet(&p, now);
+        }
+    }
+}
+
+/// Copies between one local TCP connection and the stack.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    id: ConnectionId,
+    up: mpsc::Sender<Up>,
+    mut down: mpsc::Receiver<Delivery>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = stream.into_split();
+    let mut buf = vec![0u8; CHUNK];
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            n = read.read(&mut buf), if reading => match n {
+                Ok(0) | Err(_) => {
+                    reading = false;
+                    if up.send(Up::Closed(id)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(n) => {
+                    if up.send(Up::Data(id, buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            d = down.recv() => match d {
+                Some(Delivery::Data(d)) => {
+                    if write.write_all(&d).await.is_err() {
+                        let _ = up.send(Up::Closed(id)).await;
+                        return;
+                    }
+                }
+                Some(Delivery::Closed) | None => {
+                    let _ = write.shutdown().await;
+                    return;
+                }
+            },
+        }
     }
 }

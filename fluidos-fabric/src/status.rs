@@ -19,6 +19,8 @@ use crate::tunnels::Tunnels;
 pub enum BackendKind {
     /// A TUN interface (Linux, CAP_NET_ADMIN).
     Tun,
+    /// The userspace stack with port forwards (no interface, no privileges).
+    Userspace,
     /// No interface yet: no contract needs one.
     Idle,
     /// No backend can run (for example no CAP_NET_ADMIN and no userspace backend
@@ -145,6 +147,7 @@ impl fmt::Display for Status {
             "  backend: {} ({})",
             match self.backend.kind {
                 BackendKind::Tun => "tun",
+                BackendKind::Userspace => "userspace",
                 BackendKind::Idle => "idle",
                 BackendKind::Unavailable => "unavailable",
             },

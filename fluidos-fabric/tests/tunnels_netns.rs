@@ -174,9 +174,23 @@ impl Lab {
     /// TCP from namespace `client` to a workload listening on `addr` in `server`:
     /// iperf3 moves 1 MB; returns whether it worked (5 tries).
     fn tcp(&mut self, server: usize, client: usize, addr: &str) -> bool {
+        self.tcp_via(server, addr, client, addr, "5201")
+    }
+
+    /// TCP from namespace `client` to `target:port` reaching a workload that listens
+    /// on `listen:5201` in namespace `server`.
+    fn tcp_via(
+        &mut self,
+        server: usize,
+        listen: &str,
+        client: usize,
+        target: &str,
+        port: &str,
+    ) -> bool {
+        let (addr, server_addr) = (target, listen);
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns[server]])
-            .args(["iperf3", "-s", "-1", "-B", addr, "-p", "5201"])
+            .args(["iperf3", "-s", "-1", "-B", server_addr, "-p", "5201"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -192,7 +206,7 @@ impl Lab {
                     "-c",
                     addr,
                     "-p",
-                    "5201",
+                    port,
                     "-n",
                     "1M",
                     "--connect-timeout",
@@ -209,14 +223,70 @@ impl Lab {
         ok
     }
 
+    /// Bytes the workload (iperf3 on `listen:5201` in `server`) received in a
+    /// 2-second run from namespace `client` to `target:port`, as iperf3 reports them;
+    /// `None` when the run failed.
+    fn received(
+        &mut self,
+        server: usize,
+        listen: &str,
+        client: usize,
+        target: &str,
+        port: &str,
+    ) -> Option<u64> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns[server]])
+            .args(["iperf3", "-s", "-1", "-B", listen, "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        let idx = self.children.len() - 1;
+        std::thread::sleep(Duration::from_millis(300));
+        let out = self.try_exec(
+            client,
+            &[
+                "iperf3",
+                "-c",
+                target,
+                "-p",
+                port,
+                "-t",
+                "2",
+                "-J",
+                "--connect-timeout",
+                "3000",
+            ],
+        );
+        let _ = self.children[idx].kill();
+        let _ = self.children[idx].wait();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        report["end"]["sum_received"]["bytes"].as_u64()
+    }
+
     /// Starts the tunnels service in namespace `i`.
     fn start(&mut self, i: usize, node: &Party, interface: &str) -> Service {
-        let config = serde_json::json!({
+        self.start_with(i, node, interface, serde_json::json!({}))
+    }
+
+    /// Starts the tunnels service in namespace `i` with extra settings.
+    fn start_with(
+        &mut self,
+        i: usize,
+        node: &Party,
+        interface: &str,
+        extra: serde_json::Value,
+    ) -> Service {
+        let mut config = serde_json::json!({
             "interface": interface,
             "listen": node.listen,
             "key_file": node.key_file,
             "node_id": node.id,
         });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let path = self
             .dir
             .path()
@@ -549,4 +619,63 @@ fn spokes_reach_each_other_only_through_the_hub() {
     for s in [sa, sb, sc] {
         lab.stop(s);
     }
+}
+
+#[test]
+fn the_userspace_backend_forwards_a_local_port_to_a_remote_workload() {
+    if !can_run(&["ip", "iperf3"]) {
+        return;
+    }
+    // 0: provider with a TUN interface and the workload; 1: consumer with the
+    // userspace backend (no interface), forwarding 127.0.0.1:15201 to the workload.
+    let mut lab = Lab::new(2);
+    lab.link(0, 1, 4);
+    let p = Party::new(&lab, 21, "198.18.4.1:51820");
+    let c = Party::new(&lab, 22, "198.18.4.2:51820");
+    let mut sp = lab.start(0, &p, "flp1");
+    let forwards = serde_json::json!({
+        "backend": "userspace",
+        "forwards": [
+            { "local": "127.0.0.1:15201", "remote": format!("[{}]:5201", p.v6()) },
+            { "local": "127.0.0.1:15202", "remote": format!("{}:5201", p.v4()) },
+        ],
+    });
+    let mut sc = lab.start_with(1, &c, "flu1", forwards);
+    sp.apply(&mesh(vec![c.as_peer(5)]));
+    sc.apply(&mesh(vec![p.as_peer(5)]));
+    let status = sc.status();
+    assert_eq!(status.backend.kind, fluidos_fabric::BackendKind::Userspace);
+    assert!(
+        status.backend.reason.contains("userspace"),
+        "{:?}",
+        status.backend
+    );
+    // No interface and no route on the consumer: only the forwarded ports cross.
+    assert!(!lab.has_link(1, "flu1"));
+    assert!(
+        !lab.exec(1, &["ip", "-6", "route", "show"])
+            .contains(&p.v6()),
+        "the userspace backend installed a route"
+    );
+
+    let v6 = lab.received(0, &p.v6(), 1, "127.0.0.1", "15201");
+    eprintln!("userspace forward, IPv6: the workload received {v6:?} bytes in 2 s");
+    assert!(
+        v6.is_some_and(|b| b > 0),
+        "workload unreachable through the IPv6 forward"
+    );
+    let v4 = lab.received(0, &p.v4(), 1, "127.0.0.1", "15202");
+    eprintln!("userspace forward, IPv4: the workload received {v4:?} bytes in 2 s");
+    assert!(
+        v4.is_some_and(|b| b > 0),
+        "workload unreachable through the IPv4 forward"
+    );
+    let status = sc.status();
+    assert!(status.peers[0].tx_bytes > 0, "{status:?}");
+
+    // The contract ends on the consumer: the forwarded port stops answering.
+    sc.apply(&Desired::default());
+    assert_eq!(lab.received(0, &p.v6(), 1, "127.0.0.1", "15201"), None);
+    lab.stop(sc);
+    lab.stop(sp);
 }

@@ -24,7 +24,9 @@
 //! ```
 //!
 //! with `{ "interface": "fl0", "listen": "198.18.0.1:51820", "key_file": "a.key",
-//! "node_id": "did:key:…", "ipv4": true, "backend": "auto" }`.
+//! "node_id": "did:key:…", "ipv4": true, "backend": "auto",
+//! "forwards": [{ "local": "127.0.0.1:8080", "remote": "[fdf0:…]:80" }] }`
+//! (`backend`: `auto`, `tun` or `userspace`; `forwards` are used by the userspace one).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -82,6 +84,8 @@ struct TunnelsFile {
     offload: bool,
     #[serde(default)]
     backend: Option<String>,
+    #[serde(default)]
+    forwards: Vec<fluidos_fabric::userspace::PortForward>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -182,7 +186,8 @@ async fn run_tunnels(config: TunnelsFile) -> anyhow::Result<()> {
     let backend = match config.backend.as_deref() {
         None | Some("auto") => BackendChoice::Auto,
         Some("tun") => BackendChoice::Tun,
-        Some(other) => bail!("backend `{other}` is not one of auto, tun"),
+        Some("userspace") => BackendChoice::Userspace,
+        Some(other) => bail!("backend `{other}` is not one of auto, tun, userspace"),
     };
     let (secret, _) = keyfile::load_or_create(&config.key_file)?;
     let socket = tokio::net::UdpSocket::bind(config.listen)
@@ -198,7 +203,8 @@ async fn run_tunnels(config: TunnelsFile) -> anyhow::Result<()> {
         socket,
         ServiceConfig::new(config.interface.clone())
             .with_backend(backend)
-            .with_offload(config.offload),
+            .with_offload(config.offload)
+            .with_forwards(config.forwards),
     )?;
     let mut out = tokio::io::stdout();
     out.write_all(b"ready\n").await?;

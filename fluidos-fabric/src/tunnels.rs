@@ -518,6 +518,20 @@ impl Tunnels {
                 report.removed.push(key);
             }
         }
+        // Networks that move from one peer to another (a relayed node now reached
+        // directly, say) must leave the first before the second takes them.
+        for (key, peer) in &target {
+            if let Some(old) = self.peers.get(key) {
+                let kept: Vec<IpNet> = old
+                    .allowed_ips
+                    .iter()
+                    .filter(|n| peer.allowed_ips.contains(n))
+                    .copied()
+                    .collect();
+                // Shrinking cannot overlap anything.
+                let _ = self.fabric.set_allowed_ips(key, kept);
+            }
+        }
         for (key, peer) in target {
             let result = if self.peers.contains_key(&key) {
                 self.fabric.set_allowed_ips(&key, peer.allowed_ips.clone())

@@ -452,3 +452,84 @@ fn a_hub_forwards_only_the_pairs_its_policy_allows() {
     assert_eq!(nodes[c].delivered.len(), 1);
     assert_eq!(nodes[b].tunnels.fabric().drops().forbidden, 2);
 }
+
+#[test]
+fn a_relayed_node_reached_directly_later_moves_off_the_hub() {
+    let now = Instant::now();
+    let mut a = node(21);
+    let b = node(22);
+    let c = node(23);
+    let relayed = Desired {
+        peers: vec![peer(1, &b)],
+        relayed: vec![Relayed {
+            contract: contract(2),
+            node: c.id,
+            hub: b.id,
+        }],
+        forwarding: Forwarding::None,
+    };
+    let r = a.tunnels.apply(&relayed, now);
+    assert!(r.refused.is_empty(), "{:?}", r.refused);
+    let c_v6 = host(IpAddr::V6(v6(&c)));
+    let hub = &a.tunnels.peers()[&b.secret.public()];
+    assert!(hub.allowed_ips.contains(&c_v6));
+    assert_eq!(hub.relays.len(), 1);
+
+    // A contract with C itself: the direct tunnel wins, the hub keeps only its own.
+    let direct = Desired {
+        peers: vec![peer(1, &b), peer(3, &c)],
+        ..relayed.clone()
+    };
+    let r = a.tunnels.apply(&direct, now);
+    assert!(r.refused.is_empty(), "{:?}", r.refused);
+    assert_eq!(r.added, vec![c.secret.public()]);
+    let peers = a.tunnels.peers();
+    assert!(!peers[&b.secret.public()].allowed_ips.contains(&c_v6));
+    assert!(peers[&c.secret.public()].allowed_ips.contains(&c_v6));
+    let fabric_view = a.tunnels.fabric().peers();
+    let owner: Vec<_> = fabric_view
+        .iter()
+        .filter(|p| p.allowed_ips.contains(&c_v6))
+        .map(|p| p.public_key)
+        .collect();
+    assert_eq!(owner, vec![c.secret.public()]);
+}
+
+#[test]
+fn forwarding_among_peers_lets_every_pair_through() {
+    let now = Instant::now();
+    let mut nodes = vec![node(31), node(32), node(33)];
+    let hub = nodes[1].id;
+    let relay = |k: u8, n: &Node| Relayed {
+        contract: contract(k),
+        node: n.id,
+        hub,
+    };
+    let da = Desired {
+        peers: vec![peer(1, &nodes[1])],
+        relayed: vec![relay(9, &nodes[2])],
+        forwarding: Forwarding::None,
+    };
+    let dc = Desired {
+        peers: vec![peer(2, &nodes[1])],
+        relayed: vec![relay(9, &nodes[0])],
+        forwarding: Forwarding::None,
+    };
+    let db = Desired {
+        peers: vec![peer(1, &nodes[0]), peer(2, &nodes[2])],
+        relayed: Vec::new(),
+        forwarding: Forwarding::AmongPeers,
+    };
+    for (i, d) in [(0, &da), (1, &db), (2, &dc)] {
+        assert!(nodes[i].tunnels.apply(d, now).refused.is_empty());
+    }
+    assert_eq!(nodes[1].tunnels.forwarding().len(), 1);
+    pump(&mut nodes, now);
+    let packet = ipv6_packet(v6(&nodes[0]), v6(&nodes[2]), b"among peers");
+    nodes[0].tunnels.fabric_mut().handle_packet(&packet, now);
+    pump(&mut nodes, now);
+    assert_eq!(nodes[2].delivered, vec![packet]);
+    assert_eq!(nodes[1].tunnels.fabric().forwarded(), 1);
+    // The spokes forward nothing themselves.
+    assert_eq!(nodes[0].tunnels.fabric().forwarded(), 0);
+}

@@ -157,7 +157,7 @@ pub struct Stack {
     ipv4: Option<Ipv4Addr>,
     pending_total: usize,
     epoch: std::time::Instant,
-    /// Aborted sockets, removed after the next poll sent their reset.
+    /// Sockets of finished connections, closing; freed once closed.
     closing: Vec<SocketHandle>,
 }
 
@@ -312,9 +312,14 @@ impl Stack {
                 }
             }
         }
-        for handle in self.closing.drain(..) {
-            self.sockets.remove(handle);
-        }
+        let sockets = &mut self.sockets;
+        self.closing.retain(|h| {
+            let done = !sockets.get::<tcp::Socket>(*h).is_active();
+            if done {
+                sockets.remove(*h);
+            }
+            !done
+        });
     }
 
     /// What connection `id` has for its local side, at most `max` bytes; `None`
@@ -333,17 +338,25 @@ impl Stack {
                 Err(_) => Some(self.remove(id)),
             };
         }
-        let over = !socket.is_active()
-            || (!socket.may_recv() && socket.state() != tcp::State::SynSent)
-            || (c.local_closed && !socket.may_send() && c.pending.is_empty());
+        // Over when closed, or when the remote side finished sending (no half-close:
+        // the local side is closed too, after what is queued has left).
+        let over =
+            !socket.is_active() || (!socket.may_recv() && socket.state() != tcp::State::SynSent);
         over.then(|| self.remove(id))
     }
 
     fn remove(&mut self, id: ConnectionId) -> Delivery {
         if let Some(c) = self.connections.remove(&id) {
             self.pending_total -= c.pending.len();
-            self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+            // A graceful close: what is queued still leaves. The socket is freed once
+            // closed; too many closing ones are reset, oldest first.
+            self.sockets.get_mut::<tcp::Socket>(c.handle).close();
             self.closing.push(c.handle);
+            while self.closing.len() > MAX_CONNECTIONS {
+                let old = self.closing.remove(0);
+                self.sockets.get_mut::<tcp::Socket>(old).abort();
+                self.sockets.remove(old);
+            }
         }
         Delivery::Closed
     }
@@ -359,5 +372,123 @@ impl Stack {
         self.iface
             .poll_delay(at, &self.sockets)
             .map(|d| std::time::Duration::from_micros(d.total_micros()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A plain smoltcp host on the other end of the "tunnel", listening on a port.
+    struct Server {
+        iface: Interface,
+        device: Queues,
+        sockets: SocketSet<'static>,
+        handle: SocketHandle,
+    }
+
+    impl Server {
+        fn new(addr: Ipv6Addr, port: u16) -> Self {
+            let mut device = Queues {
+                rx: VecDeque::new(),
+                tx: VecDeque::new(),
+                mtu: 1420,
+            };
+            let mut iface = Interface::new(
+                Config::new(HardwareAddress::Ip),
+                &mut device,
+                smoltcp::time::Instant::ZERO,
+            );
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv6(addr), 48));
+            });
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0u8; 65_536]),
+                tcp::SocketBuffer::new(vec![0u8; 65_536]),
+            );
+            socket.listen(port).unwrap();
+            let mut sockets = SocketSet::new(Vec::new());
+            let handle = sockets.add(socket);
+            Self {
+                iface,
+                device,
+                sockets,
+                handle,
+            }
+        }
+    }
+
+    #[test]
+    fn a_forwarded_connection_carries_bytes_both_ways_and_closes() {
+        let me: Ipv6Addr = "fdf0:6a54:bda7::1".parse().unwrap();
+        let them: Ipv6Addr = "fdf0:6a54:bda7::2".parse().unwrap();
+        let start = Instant::now();
+        let mut stack = Stack::new(me, None, 1420, start);
+        let mut server = Server::new(them, 80);
+        assert_eq!(
+            stack.connect(SocketAddr::from((Ipv4Addr::new(100, 64, 0, 9), 80))),
+            Err(ConnectError::NoSource(IpAddr::V4(Ipv4Addr::new(
+                100, 64, 0, 9
+            ))))
+        );
+        let id = stack.connect(SocketAddr::from((them, 80))).unwrap();
+        let request = vec![7u8; 100_000];
+        stack.send(id, &request);
+        stack.close(id);
+
+        let mut received = Vec::new();
+        let mut answered = false;
+        let mut got = Vec::new();
+        let mut closed = false;
+        // Bounded: 2000 rounds of 1 ms simulated time.
+        for round in 0..2000u64 {
+            let now = start + Duration::from_millis(round);
+            let at = smoltcp::time::Instant::from_millis(i64::try_from(round).unwrap());
+            stack.poll(now);
+            while let Some(p) = stack.poll_packet() {
+                server.device.rx.push_back(p);
+            }
+            server
+                .iface
+                .poll(at, &mut server.device, &mut server.sockets);
+            let socket = server.sockets.get_mut::<tcp::Socket>(server.handle);
+            while socket.can_recv() {
+                let mut buf = [0u8; 4096];
+                let n = socket.recv_slice(&mut buf).unwrap();
+                received.extend_from_slice(&buf[..n]);
+            }
+            if received.len() == request.len() && !answered && socket.can_send() {
+                socket.send_slice(b"thanks").unwrap();
+                socket.close();
+                answered = true;
+            }
+            server
+                .iface
+                .poll(at, &mut server.device, &mut server.sockets);
+            while let Some(p) = server.device.tx.pop_front() {
+                stack.handle_packet(p);
+            }
+            stack.poll(now);
+            while let Some(d) = stack.poll_delivery(id, 1024) {
+                match d {
+                    Delivery::Data(d) => got.extend(d),
+                    Delivery::Closed => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        assert_eq!(received.len(), request.len());
+        assert!(received == request);
+        assert_eq!(got, b"thanks");
+        assert!(closed, "the connection did not end");
+        assert_eq!(stack.connections().count(), 0);
+        assert!(stack.wants_data());
     }
 }

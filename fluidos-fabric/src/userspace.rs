@@ -20,7 +20,9 @@
 //! - it is slower than the TUN backend (one copy more per byte, smoltcp's windows;
 //!   see docs/PERFORMANCE.md for what was measured), and a connection whose local
 //!   side stops reading holds back the others once [`MAX_PENDING`] bytes wait;
-//! - a half-closed connection is closed both ways.
+//! - no half-close from the remote side: when the workload finishes sending, the
+//!   connection is closed both ways (what the local side still had queued leaves
+//!   first); a local half-close works (the workload's answer still arrives).
 //!
 //! [smoltcp]: https://docs.rs/smoltcp
 

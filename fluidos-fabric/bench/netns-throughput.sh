@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throughput and added RTT between two network namespaces joined by a veth pair
-# (198.18.0.0/15): bare veth, the fluidos tunnel (fluidos-fabric-peer), wireguard-go.
+# (198.18.0.0/15): bare veth, the fluidos tunnel (fluidos-fabric-peer), wireguard-go, and
+# boringtun-cli when it is found (BORINGTUN=path, default `boringtun-cli` on PATH; SKIP_BT=1 skips it).
 # iperf3 TCP, 10 s, 1 and 4 streams, median of 3; ping RTT (20 pings, average).
 # Usage (root): nice cargo build --release -p fluidos-fabric && bash fluidos-fabric/bench/netns-throughput.sh
 set -euo pipefail
@@ -78,4 +79,22 @@ ip -n "$A" -6 addr add "$OA/128" dev "$WA" nodad; ip -n "$A" link set "$WA" mtu 
 ip -n "$B" -6 addr add "$OB/128" dev "$WB" nodad; ip -n "$B" link set "$WB" mtu 1420 up; ip -n "$B" -6 route add "$OA/128" dev "$WB"
 ip netns exec "$A" ping -c 2 -W 2 "$OB" >/dev/null
 measure "wireguard-go" "$OB"
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+PIDS=(); sleep 1
 rm -f /var/run/wireguard/"$WA".sock /var/run/wireguard/"$WB".sock
+
+# boringtun-cli 0.7.1 (`cargo install boringtun-cli`) on both sides, configured by wg
+BT=${BORINGTUN:-boringtun-cli}
+[ -z "${SKIP_BT:-}" ] || exit 0
+command -v "$BT" >/dev/null || { echo "boringtun-cli not found: skipped"; exit 0; }
+BA=bta$ID BB=btb$ID
+ip netns exec "$A" "$BT" -f --disable-drop-privileges "$BA" >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec "$B" "$BT" -f --disable-drop-privileges "$BB" >/dev/null 2>&1 & PIDS+=($!)
+sleep 1
+ip netns exec "$A" wg set "$BA" private-key "$KA" listen-port 51820 peer "$PB" endpoint 198.18.0.2:51820 allowed-ips "$OB/128"
+ip netns exec "$B" wg set "$BB" private-key "$KB" listen-port 51820 peer "$PA" endpoint 198.18.0.1:51820 allowed-ips "$OA/128"
+ip -n "$A" -6 addr add "$OA/128" dev "$BA" nodad; ip -n "$A" link set "$BA" mtu 1420 up; ip -n "$A" -6 route add "$OB/128" dev "$BA"
+ip -n "$B" -6 addr add "$OB/128" dev "$BB" nodad; ip -n "$B" link set "$BB" mtu 1420 up; ip -n "$B" -6 route add "$OA/128" dev "$BB"
+ip netns exec "$A" ping -c 2 -W 2 "$OB" >/dev/null
+measure "boringtun-cli" "$OB"
+rm -f /var/run/wireguard/"$BA".sock /var/run/wireguard/"$BB".sock

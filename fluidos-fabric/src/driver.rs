@@ -125,16 +125,16 @@ pub async fn run(
 /// Buffers for batched device I/O: with offloads one read yields up to 64 KiB split
 /// into MTU-sized segments, and the packets for the device are coalesced (GRO) into
 /// as few writes as possible.
-struct TunIo {
-    original: Vec<u8>,
-    segments: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
+pub(crate) struct TunIo {
+    pub(crate) original: Vec<u8>,
+    pub(crate) segments: Vec<Vec<u8>>,
+    pub(crate) sizes: Vec<usize>,
     outgoing: Vec<Vec<u8>>,
     gro: tun_rs::GROTable,
 }
 
 impl TunIo {
-    fn new(mtu: u16) -> Self {
+    pub(crate) fn new(mtu: u16) -> Self {
         let segment = usize::from(mtu) + 64;
         Self {
             original: vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + 65_535],
@@ -145,7 +145,7 @@ impl TunIo {
         }
     }
 
-    fn handle(&self, fabric: &mut Fabric, count: usize) {
+    pub(crate) fn handle(&self, fabric: &mut Fabric, count: usize) {
         let now = Instant::now();
         for (segment, &size) in self.segments.iter().zip(&self.sizes).take(count) {
             fabric.handle_packet(&segment[..size], now);
@@ -164,29 +164,41 @@ async fn flush(
     udp: &mut UdpIo,
 ) -> Result<(), DriverError> {
     udp.send_all(socket, fabric).await;
-    io.outgoing.clear();
-    while let Some(p) = fabric.poll_packet() {
-        let mut buf = Vec::with_capacity(WRITE_OFFSET + p.len());
-        buf.resize(WRITE_OFFSET, 0);
-        buf.extend_from_slice(&p);
-        io.outgoing.push(buf);
-    }
-    if !io.outgoing.is_empty()
+    io.write(fabric, tun).await
+}
+
+impl TunIo {
+    /// Writes every packet the fabric has for the device, coalesced.
+    pub(crate) async fn write(
+        &mut self,
+        fabric: &mut Fabric,
+        tun: &TunDevice,
+    ) -> Result<(), DriverError> {
+        let io = self;
+        io.outgoing.clear();
+        while let Some(p) = fabric.poll_packet() {
+            let mut buf = Vec::with_capacity(WRITE_OFFSET + p.len());
+            buf.resize(WRITE_OFFSET, 0);
+            buf.extend_from_slice(&p);
+            io.outgoing.push(buf);
+        }
+        if !io.outgoing.is_empty()
         && let Err(e) = tun
             .device()
             .send_multiple(&mut io.gro, &mut io.outgoing, WRITE_OFFSET)
             .await
         // A full device queue drops packets, as a router would.
         && e.kind() != std::io::ErrorKind::WouldBlock
-    {
-        return Err(e.into());
+        {
+            return Err(e.into());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Batched UDP I/O: GRO'd receive buffers and GSO sends of equal-sized datagrams to
 /// one destination (what a TCP flow through the tunnel produces).
-struct UdpIo {
+pub(crate) struct UdpIo {
     state: quinn_udp::UdpSocketState,
     buffers: Vec<Vec<u8>>,
     metas: Vec<quinn_udp::RecvMeta>,
@@ -197,7 +209,7 @@ struct UdpIo {
 const GRO_BUFFER: usize = 65_536;
 
 impl UdpIo {
-    fn new(socket: &UdpSocket) -> std::io::Result<Self> {
+    pub(crate) fn new(socket: &UdpSocket) -> std::io::Result<Self> {
         let state = quinn_udp::UdpSocketState::new(socket.into())?;
         Ok(Self {
             buffers: vec![vec![0u8; GRO_BUFFER]; quinn_udp::BATCH_SIZE],
@@ -208,7 +220,11 @@ impl UdpIo {
     }
 
     /// Reads one batch if one is waiting; returns whether anything was read.
-    fn recv(&mut self, socket: &UdpSocket, fabric: &mut Fabric) -> Result<bool, DriverError> {
+    pub(crate) fn recv(
+        &mut self,
+        socket: &UdpSocket,
+        fabric: &mut Fabric,
+    ) -> Result<bool, DriverError> {
         let Self {
             state,
             buffers,
@@ -242,7 +258,7 @@ impl UdpIo {
     /// Sends every queued datagram, runs of equal size to one destination as one GSO
     /// send. Datagrams that cannot be sent are lost; WireGuard's timers retry what
     /// matters.
-    async fn send_all(&mut self, socket: &UdpSocket, fabric: &mut Fabric) {
+    pub(crate) async fn send_all(&mut self, socket: &UdpSocket, fabric: &mut Fabric) {
         let max_segments = self.state.max_gso_segments().clamp(1, 64);
         let mut pending = fabric.poll_transmit();
         while let Some(first) = pending.take() {

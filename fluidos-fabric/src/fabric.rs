@@ -180,7 +180,7 @@ pub struct PeerStatus {
 }
 
 /// Counters of what the fabric dropped, for diagnostics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DropCounters {
     /// Datagrams that were not WireGuard or failed authentication.
     pub invalid: u64,
@@ -194,6 +194,9 @@ pub struct DropCounters {
     pub too_big: u64,
     /// Datagrams or packets dropped because a queue was full.
     pub queue_full: u64,
+    /// Packets from a peer for a destination that is neither this node's (see
+    /// [`Fabric::set_local`]) nor another peer's that the forwarding policy allows.
+    pub forbidden: u64,
 }
 
 struct Peer {
@@ -222,6 +225,11 @@ pub struct Fabric {
     next_tick: Option<Instant>,
     last_limiter_reset: Option<Instant>,
     drops: DropCounters,
+    /// Destinations delivered to the device; empty: every destination.
+    local: Vec<IpNet>,
+    /// Unordered pairs of peers (smaller key first) whose packets this node forwards.
+    forwarding: BTreeSet<(WireGuardKey, WireGuardKey)>,
+    forwarded: u64,
 }
 
 impl Fabric {
@@ -248,6 +256,9 @@ impl Fabric {
             next_tick: None,
             last_limiter_reset: None,
             drops: DropCounters::default(),
+            local: Vec::new(),
+            forwarding: BTreeSet::new(),
+            forwarded: 0,
         }
     }
 
@@ -269,19 +280,8 @@ impl Fabric {
         if peer.public_key == self.own_key {
             return Err(AddPeerError::OwnKey);
         }
-        for (key, other) in &self.peers {
-            if *key == peer.public_key {
-                continue;
-            }
-            if let Some(net) = peer.allowed_ips.iter().find(|n| {
-                other
-                    .config
-                    .allowed_ips
-                    .iter()
-                    .any(|o| o.contains(&n.network()) || n.contains(&o.network()))
-            }) {
-                return Err(AddPeerError::Overlap { net: *net });
-            }
+        if let Some(net) = self.overlap(&peer.public_key, &peer.allowed_ips) {
+            return Err(AddPeerError::Overlap { net });
         }
         if !self.peers.contains_key(&peer.public_key) && self.peers.len() >= self.config.max_peers {
             return Err(AddPeerError::TooManyPeers {
@@ -333,6 +333,58 @@ impl Fabric {
     /// Whether `key` was revoked.
     pub fn is_revoked(&self, key: &WireGuardKey) -> bool {
         self.revoked.contains(key)
+    }
+
+    /// Lifts the refusal of `key` because a *new* contract admits it again (the same
+    /// two nodes buy from each other once more); returns whether it was revoked.
+    /// Deciding that the contract is new is the caller's job ([`crate::Tunnels`]
+    /// never reinstates a key for a contract that ended).
+    pub fn reinstate(&mut self, key: &WireGuardKey) -> bool {
+        self.revoked.remove(key)
+    }
+
+    /// Replaces the allowed networks of peer `key`, keeping its sessions (a hub that
+    /// starts relaying one more node for it must not break its tunnel).
+    pub fn set_allowed_ips(
+        &mut self,
+        key: &WireGuardKey,
+        allowed_ips: Vec<IpNet>,
+    ) -> Result<(), AddPeerError> {
+        if let Some(net) = self.overlap(key, &allowed_ips) {
+            return Err(AddPeerError::Overlap { net });
+        }
+        if let Some(peer) = self.peers.get_mut(key) {
+            peer.config.allowed_ips = allowed_ips;
+        }
+        Ok(())
+    }
+
+    /// The destinations that are this node's own: packets from peers for them go to
+    /// the device, packets for anything else are forwarded (when the forwarding
+    /// policy allows) or dropped. Empty, the default, delivers everything to the
+    /// device as a plain WireGuard endpoint does.
+    pub fn set_local(&mut self, nets: Vec<IpNet>) {
+        self.local = nets;
+    }
+
+    /// The pairs of peers this node forwards between (hub-and-spoke): a packet from
+    /// one peer whose destination routes to the other crosses this node without
+    /// touching the device. Any other packet between peers is dropped and counted
+    /// as [`DropCounters::forbidden`]. Empty by default: a mesh node forwards nothing.
+    pub fn set_forwarding(
+        &mut self,
+        pairs: impl IntoIterator<Item = (WireGuardKey, WireGuardKey)>,
+    ) {
+        self.forwarding = pairs
+            .into_iter()
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| if a <= b { (a, b) } else { (b, a) })
+            .collect();
+    }
+
+    /// Packets forwarded between peers so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded
     }
 
     /// The peers, ordered by key.
@@ -392,6 +444,7 @@ impl Fabric {
         let max = self.config.max_queued;
         let mut input = datagram;
         let mut authenticated = false;
+        let mut inner = None;
         loop {
             match peer
                 .tunn
@@ -421,26 +474,12 @@ impl Fabric {
                 }
                 TunnResult::WriteToTunnelV4(packet, src) => {
                     authenticated = true;
-                    deliver(
-                        peer,
-                        IpAddr::V4(src),
-                        packet,
-                        &mut self.packets,
-                        max,
-                        &mut self.drops,
-                    );
+                    inner = accept(peer, IpAddr::V4(src), packet, &mut self.drops);
                     break;
                 }
                 TunnResult::WriteToTunnelV6(packet, src) => {
                     authenticated = true;
-                    deliver(
-                        peer,
-                        IpAddr::V6(src),
-                        packet,
-                        &mut self.packets,
-                        max,
-                        &mut self.drops,
-                    );
+                    inner = accept(peer, IpAddr::V6(src), packet, &mut self.drops);
                     break;
                 }
             }
@@ -448,6 +487,9 @@ impl Fabric {
         if authenticated {
             // Roaming: the peer is where its last authenticated datagram came from.
             peer.endpoint = Some(from);
+        }
+        if let Some(packet) = inner {
+            self.dispatch(key, packet);
         }
     }
 
@@ -463,7 +505,7 @@ impl Fabric {
             self.drops.invalid += 1;
             return;
         };
-        let Some(peer) = route(&mut self.peers, dst) else {
+        let Some((_, peer)) = route(&mut self.peers, dst) else {
             self.drops.no_route += 1;
             return;
         };
@@ -535,6 +577,64 @@ impl Fabric {
         }
     }
 
+    /// A network of `nets` that overlaps one of another peer than `key`.
+    fn overlap(&self, key: &WireGuardKey, nets: &[IpNet]) -> Option<IpNet> {
+        self.peers
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .find_map(|(_, other)| {
+                nets.iter().copied().find(|n| {
+                    other
+                        .config
+                        .allowed_ips
+                        .iter()
+                        .any(|o| o.contains(&n.network()) || n.contains(&o.network()))
+                })
+            })
+    }
+
+    /// Where a packet that peer `from` sent (source already checked) goes: to the
+    /// device when it is for this node, to another peer when the forwarding policy
+    /// allows, nowhere otherwise.
+    fn dispatch(&mut self, from: WireGuardKey, packet: Vec<u8>) {
+        let max = self.config.max_queued;
+        let Some(dst) = Tunn::dst_address(&packet) else {
+            self.drops.invalid += 1;
+            return;
+        };
+        if self.local.is_empty() || self.local.iter().any(|n| n.contains(&dst)) {
+            push_bounded(&mut self.packets, packet, max, &mut self.drops);
+            return;
+        }
+        let Some((to_key, out)) = route(&mut self.peers, dst) else {
+            self.drops.forbidden += 1;
+            return;
+        };
+        let pair = if from <= to_key {
+            (from, to_key)
+        } else {
+            (to_key, from)
+        };
+        if to_key == from || !self.forwarding.contains(&pair) {
+            self.drops.forbidden += 1;
+            return;
+        }
+        let Some(to) = out.endpoint else {
+            self.drops.no_route += 1;
+            return;
+        };
+        self.forwarded += 1;
+        if let TunnResult::WriteToNetwork(d) = out.tunn.encapsulate(&packet, &mut self.scratch) {
+            let payload = d.to_vec();
+            push_bounded(
+                &mut self.transmits,
+                Transmit { to, payload },
+                max,
+                &mut self.drops,
+            );
+        }
+    }
+
     fn schedule(&mut self, now: Instant) {
         if self.next_tick.is_none() {
             self.next_tick = Some(now + TICK);
@@ -602,10 +702,13 @@ impl Fabric {
 }
 
 /// The peer whose allowed networks hold `dst`, longest prefix first.
-fn route(peers: &mut BTreeMap<WireGuardKey, Peer>, dst: IpAddr) -> Option<&mut Peer> {
+fn route(
+    peers: &mut BTreeMap<WireGuardKey, Peer>,
+    dst: IpAddr,
+) -> Option<(WireGuardKey, &mut Peer)> {
     peers
-        .values_mut()
-        .filter_map(|p| {
+        .iter_mut()
+        .filter_map(|(key, p)| {
             let len = p
                 .config
                 .allowed_ips
@@ -613,32 +716,25 @@ fn route(peers: &mut BTreeMap<WireGuardKey, Peer>, dst: IpAddr) -> Option<&mut P
                 .filter(|n| n.contains(&dst))
                 .map(IpNet::prefix_len)
                 .max()?;
-            Some((len, p))
+            Some((len, *key, p))
         })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, p)| p)
+        .max_by_key(|(len, _, _)| *len)
+        .map(|(_, key, p)| (key, p))
 }
 
 /// Length of a WireGuard cookie reply message.
 const COOKIE_REPLY_LEN: usize = 64;
 
-fn deliver(
-    peer: &Peer,
-    src: IpAddr,
-    packet: &[u8],
-    queue: &mut VecDeque<Vec<u8>>,
-    max: usize,
-    drops: &mut DropCounters,
-) {
+/// The decrypted packet, if its source is one the peer may use (cryptokey routing).
+fn accept(peer: &Peer, src: IpAddr, packet: &[u8], drops: &mut DropCounters) -> Option<Vec<u8>> {
     if packet.is_empty() {
-        return;
+        return None;
     }
-    // Cryptokey routing: a peer may only speak from its allowed networks.
     if !peer.config.allowed_ips.iter().any(|n| n.contains(&src)) {
         drops.wrong_source += 1;
-        return;
+        return None;
     }
-    push_bounded(queue, packet.to_vec(), max, drops);
+    Some(packet.to_vec())
 }
 
 fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, max: usize, drops: &mut DropCounters) {

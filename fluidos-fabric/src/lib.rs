@@ -31,10 +31,21 @@
 //!   teardown) and the tokio task that runs a [`Fabric`] over a UDP socket and the
 //!   device, with TUN offloads and UDP GSO/GRO;
 //! - the `fluidos-fabric-peer` binary: one endpoint from a JSON file (tests, interop
-//!   with wireguard-go, benchmarks).
+//!   with wireguard-go, benchmarks), or the contract-driven service steered on stdin.
 //!
-//! Not yet: the userspace (no TUN) backend, hub-and-spoke forwarding, and the wiring
-//! into the node (contracts starting and ending tunnels).
+//! And, on top, what a node drives from its contracts:
+//!
+//! - [`Tunnels`] ([`tunnels`]): the I/O-free manager; `apply(&Desired, now)` with the
+//!   complete set of active contracts' parties adds and revokes peers, resolves IPv4
+//!   collisions, sets hub forwarding, and queues interface and route [`Change`]s;
+//! - `service` (Linux): the tokio task and its [`service::FabricHandle`]
+//!   (`apply`, `status`, `shutdown`), with the TUN or the userspace backend;
+//! - [`userspace`]: the no-TUN backend (smoltcp, local TCP ports forwarded to remote
+//!   workloads), and what it does not do;
+//! - [`Status`] ([`status`]): `wg show` as a serializable value.
+//!
+//! Not yet: the wiring into the node (calling `apply` when contracts change) and the
+//! `fluidos-node fabric` command.
 //!
 //! ```no_run
 //! use fluidos_fabric::{keyfile, overlay, fabric_params};
@@ -56,7 +67,12 @@ pub mod keyfile;
 pub mod overlay;
 mod params;
 #[cfg(target_os = "linux")]
+pub mod service;
+pub mod status;
+#[cfg(target_os = "linux")]
 pub mod tun;
+pub mod tunnels;
+pub mod userspace;
 
 pub use fabric::{
     AddPeerError, DEFAULT_MTU, DropCounters, Fabric, FabricConfig, PeerConfig, PeerStatus, Transmit,
@@ -64,3 +80,8 @@ pub use fabric::{
 pub use fluidos_contracts::FabricParams;
 pub use key::{WireGuardSecret, x25519_public};
 pub use params::{MAX_ENDPOINTS, PeerFabric, PeerParamsError, fabric_params};
+pub use status::{BackendKind, BackendStatus, PeerInfo, Status};
+pub use tunnels::{
+    ApplyError, ApplyReport, Change, ContractPeer, Desired, Forward, Forwarding, Refused, Relayed,
+    TunnelPeer, Tunnels, TunnelsConfig,
+};

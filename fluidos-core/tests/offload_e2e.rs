@@ -317,3 +317,131 @@ async fn refused_offloads_are_typed_errors() {
     c.shutdown().await;
     p.shutdown().await;
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_and_the_views_converge_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, c) = pair(dir.path()).await;
+    let s = spec("part", "echo started; sleep 1; echo finished; exit 0");
+    let d = c.deploy(s, None, Duration::from_secs(20)).await.unwrap();
+    let id = d.view.id.clone();
+    assert_eq!(d.view.record.replicas["0"].node, Some(p.node_id()));
+
+    // Cut the link both ways: connections drop, redials are refused.
+    c.discovery().danger_block(p.node_id(), true).await.unwrap();
+    p.discovery().danger_block(c.node_id(), true).await.unwrap();
+
+    // Both sides change state: the replica ends on the provider; the consumer
+    // deploys another workload there, which cannot reach it and is taken back.
+    wait_for(
+        "the replica to end on the provider",
+        Duration::from_secs(10),
+        || {
+            let (p, id) = (p.clone(), id.clone());
+            async move {
+                p.workload(&id)
+                    .await
+                    .unwrap()
+                    .and_then(|d| state(&d))
+                    .is_some_and(|s| s.is_final())
+            }
+        },
+    )
+    .await;
+    let during = c.workload(&id).await.unwrap().unwrap();
+    assert!(
+        !state(&during).is_some_and(|s| s.is_final()),
+        "the consumer cannot know yet: {during:?}"
+    );
+    let second = c
+        .deploy(spec("cut", "exit 0"), None, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(
+        matches!(state(&second), Some(ReplicaState::Failed { .. })),
+        "{second:?}"
+    );
+
+    // Heal: the views converge.
+    c.discovery()
+        .danger_block(p.node_id(), false)
+        .await
+        .unwrap();
+    p.discovery()
+        .danger_block(c.node_id(), false)
+        .await
+        .unwrap();
+    let (st, tail) = final_state(&c, &id).await;
+    assert_eq!(st, ReplicaState::Exited { code: 0 });
+    assert_eq!(
+        tail.matches("started").count(),
+        1,
+        "ran exactly once: {tail:?}"
+    );
+    assert!(tail.contains("finished"), "{tail:?}");
+    // The provider hosts that one replica and nothing of the refused workload.
+    let hosted: Vec<String> = p
+        .workloads()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.view.id)
+        .collect();
+    assert_eq!(hosted, vec![id.clone()]);
+    c.shutdown().await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_provider_reports_its_replica_and_never_starts_it_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", free_port())
+        .parse()
+        .unwrap();
+    let pdir = dir.path().join("p");
+    let p = provider(&pdir, Some(listen.clone())).await;
+    let c = consumer(&dir.path().join("c"), p.listen_addrs().await).await;
+    let pid = p.node_id();
+    wait_for(
+        "the consumer to find the provider",
+        Duration::from_secs(10),
+        || {
+            let c = c.clone();
+            async move { c.peers().await.unwrap().iter().any(|x| x.node == pid) }
+        },
+    )
+    .await;
+    let s = spec("restart", "echo once; sleep 3; echo bye; exit 7");
+    let d = c.deploy(s, None, Duration::from_secs(20)).await.unwrap();
+    let id = d.view.id.clone();
+
+    // The provider goes down while the replica runs, and comes back.
+    p.shutdown().await;
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = provider(&pdir, Some(listen)).await;
+    let on_p = p.workload(&id).await.unwrap();
+    assert!(
+        on_p.is_some(),
+        "the restarted provider knows the replica it hosts"
+    );
+
+    let (st, tail) = final_state(&c, &id).await;
+    assert_eq!(st, ReplicaState::Exited { code: 7 });
+    assert_eq!(
+        tail.matches("once").count(),
+        1,
+        "started exactly once: {tail:?}"
+    );
+    assert!(tail.contains("bye"), "{tail:?}");
+    c.shutdown().await;
+    p.shutdown().await;
+}

@@ -171,6 +171,11 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         changed,
         save_at: None,
     };
+    // Links restored from disk start disconnected: sync with each afresh.
+    let restored: Vec<NodeId> = w.view.peers().copied().collect();
+    for peer in restored {
+        w.open_link(peer);
+    }
     w.apply_contracts(book);
     w.recover().await;
     w.refresh_physical();

@@ -68,6 +68,16 @@ pub async fn run(
     for p in &cfg.peers {
         builder = builder.manual_peer(p.clone());
     }
+    match crate::process_runtime(&cfg.data_dir) {
+        Ok(runtime) => {
+            tracing::info!(runtime = %runtime.capabilities().summary(), "process runtime ready");
+            builder = builder.runtime(runtime);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime: this node hosts no workloads");
+            builder = builder.no_runtime();
+        }
+    }
     let node = builder.bind().await.context("starting the node")?;
     // Written once the node runs, so its presence means "ready to serve".
     write_private(&cfg.data_dir.join(CONTROL_ADDR_FILE), &bound.to_string())?;

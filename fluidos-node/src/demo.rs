@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fluidos_contracts::resources::{format_bytes, format_millis};
 use fluidos_contracts::{Location, Price, PriceModel, PricePeriod, Resources, SignedContract};
-use fluidos_core::Node;
 use fluidos_core::buyer::{AcquisitionRequest, Constraints};
 use fluidos_core::host::OfferConfig;
+use fluidos_core::view::ReplicaState;
+use fluidos_core::workload::WorkloadSpec;
+use fluidos_core::{DeployPhase, Node};
 use fluidos_discovery::CatalogName;
 use tokio::sync::mpsc;
 
@@ -80,6 +82,7 @@ pub async fn run() -> anyhow::Result<()> {
             .catalog(catalog.clone(), catalog_addrs.clone())
             .offer(offer)
             .fabric_endpoints(vec![([127, 0, 0, 1], 51820).into()])
+            .runtime(crate::process_runtime(&dir.path().join(site.name))?)
             .bind()
             .await
             .with_context(|| format!("starting {}", site.name))?;
@@ -238,25 +241,120 @@ pub async fn run() -> anyhow::Result<()> {
 
     step(
         7,
-        "Workloads on the virtual node: not yet — the replicated view and offloading land with the next issues",
+        "A workload that does not fit: placement buys what is missing, the replica runs on the provider, its output comes back",
     );
+    let spec = WorkloadSpec::from_toml(
+        r#"
+name = "hello"
+[run]
+command = "/bin/sh"
+args = ["-c", "echo hello from $(uname -sm) on the provider; exit 0"]
+[requests]
+cpu = "500m"
+memory = "1536MiB"
+"#,
+    )?;
+    println!(
+        "    deploy hello: cpu=0.5 memory=1.5GiB (the virtual node bought in step 3 has 1 GiB; this node sells all of its own)"
+    );
+    let (tx, mut rx) = mpsc::channel(32);
+    let printer = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            match p {
+                DeployPhase::Placed { decision, .. } => {
+                    for line in decision.lines() {
+                        println!("    … {line}");
+                    }
+                }
+                DeployPhase::Acquiring { missing } => println!("    … acquiring {missing}"),
+                DeployPhase::Bought { contract, provider } => {
+                    println!("    … bought contract {contract} from {provider}: a new virtual node")
+                }
+                DeployPhase::Offloading { replica, node } => {
+                    println!("    … replica {replica} → {node}")
+                }
+                DeployPhase::Replica {
+                    replica,
+                    state,
+                    detail,
+                } => println!("    … replica {replica}: {state} {detail}"),
+                other => println!("    … {other:?}"),
+            }
+        }
+    });
+    let deployed = buyer
+        .deploy(spec, Some(tx), Duration::from_secs(30))
+        .await
+        .context("deploying the workload")?;
+    let _ = printer.await;
+    let id = deployed.view.id.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (code, output, host) = loop {
+        let w = buyer
+            .workload(&id)
+            .await?
+            .context("the workload is in the view")?;
+        let r = w
+            .view
+            .record
+            .replicas
+            .get("0")
+            .cloned()
+            .context("replica 0")?;
+        match r.status {
+            Some(s) if s.state.is_final() => {
+                let ReplicaState::Exited { code } = s.state else {
+                    bail!("the replica did not exit cleanly: {:?}", s.state);
+                };
+                break (code, s.output_tail, r.node);
+            }
+            _ if Instant::now() > deadline => bail!("the replica did not finish in 20 s"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    println!(
+        "    replica 0 ran on {} and exited with code {code}; its output, through the view: {:?}",
+        host.map(|h| h.short()).unwrap_or_default(),
+        output.trim()
+    );
+    for n in buyer.nodes().await? {
+        println!(
+            "    view node {} ({:?}): capacity {}, free {}",
+            n.id.short(),
+            n.entry.kind,
+            n.entry.capacity,
+            n.free
+        );
+    }
 
     step(
         8,
-        "The buyer terminates the contract; the provider releases the capacity",
+        "The buyer terminates its contracts; the providers release the capacity",
     );
-    buyer.terminate(t.id, "demo finished".into()).await?;
+    for c in buyer.contracts().await? {
+        if c.role == fluidos_core::ContractRole::Buyer
+            && c.state != fluidos_core::ContractState::Ended
+        {
+            buyer.terminate(c.id, "demo finished".into()).await?;
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = provider.status().await?;
-        if s.committed.is_zero() {
-            println!("    provider committed capacity back to {}", s.committed);
-            break;
+    for provider in nodes.iter().filter(|n| n.node_id() != buyer.node_id()) {
+        loop {
+            let s = provider.status().await?;
+            if s.committed.is_zero() {
+                println!(
+                    "    {} committed capacity back to {}",
+                    provider.node_id().short(),
+                    s.committed
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("a provider still holds {} after termination", s.committed);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if Instant::now() > deadline {
-            bail!("the provider still holds {} after termination", s.committed);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     for node in nodes {

@@ -29,3 +29,20 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod vc;
+
+/// The hidden subcommand that runs a replica's supervisor (see
+/// [`fluidos_core::runtime::supervise_main`]).
+pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
+
+/// The process runtime over `<data-dir>/replicas`, whose supervisors are this
+/// very executable (`fluidos-node __supervise <dir>`).
+pub fn process_runtime(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn fluidos_core::runtime::Runtime>> {
+    use fluidos_core::runtime::{ProcessRuntime, SupervisorCommand};
+    let supervisor = SupervisorCommand::current_exe_subcommand(SUPERVISE_SUBCOMMAND)?;
+    let runtime = ProcessRuntime::builder(data_dir.join("replicas"))
+        .supervisor(supervisor)
+        .build()?;
+    Ok(std::sync::Arc::new(runtime))
+}

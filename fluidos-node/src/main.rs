@@ -6,6 +6,12 @@ use fluidos_node::{config, daemon};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // The process runtime starts each replica's supervisor as this executable
+    // with a hidden subcommand (before any thread exists).
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(fluidos_node::SUPERVISE_SUBCOMMAND)) {
+        return fluidos_core::runtime::supervise_main(args);
+    }
     let cli = Cli::parse();
     // Logs go to stderr, so that `--json` output on stdout stays clean.
     let default = if matches!(cli.command, Command::Run { .. }) {

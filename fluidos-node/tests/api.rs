@@ -49,6 +49,7 @@ impl NodeApi for Fake {
             },
             version: "test".into(),
             uptime_secs: 0,
+            discovery: Default::default(),
         })
     }
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {

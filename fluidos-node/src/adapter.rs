@@ -196,6 +196,7 @@ pub fn describe(p: &BuyProgress) -> (String, String) {
         BuyProgress::Phase(Phase::Persisting { .. }) => "persist",
         BuyProgress::Phase(Phase::Countersigning { .. }) => "countersign",
         BuyProgress::Persisted(_) => "stored",
+        BuyProgress::Waiting(_) => "wait",
         _ => "progress",
     };
     (phase.to_string(), p.to_string())
@@ -300,7 +301,13 @@ impl NodeApi for DaemonNode {
                 }
             }
         });
-        let result = self.node.buy(request, Some(tx)).await;
+        let result = match req.wait_ms.filter(|w| *w > 0) {
+            Some(w) => {
+                let wait = std::time::Duration::from_millis(w);
+                self.node.buy_waiting(request, Some(tx), wait).await
+            }
+            None => self.node.buy(request, Some(tx)).await,
+        };
         let _ = forward.await;
         let contract = result.map_err(|e| ApiError::unprocessable("buy_failed", e.to_string()))?;
         let id = contract.id();

@@ -11,6 +11,7 @@ use fluidos_contracts::{Flavor, Resources, SignedContract, Timestamp};
 use serde::de::DeserializeOwned;
 
 use crate::config::{self, Globals, Overrides};
+use crate::control::MAX_BUY_WAIT;
 use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
@@ -162,6 +163,10 @@ pub struct BuyArgs {
     /// Contract length: `30m`, `1h`, `2d`.
     #[arg(long, default_value = "1h")]
     pub duration: String,
+    /// While no provider is known, wait this long for one (`10s`, `2m`; at most
+    /// 10m) instead of failing at once, printing what it waits for.
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
 }
 
 impl BuyArgs {
@@ -198,6 +203,16 @@ impl BuyArgs {
         if duration.is_zero() {
             bail!("--duration must be positive");
         }
+        let wait_ms = match &self.wait {
+            None => None,
+            Some(w) => {
+                let d = config::parse_duration(w).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+                if d > MAX_BUY_WAIT {
+                    bail!("--wait {w} is longer than {}m", MAX_BUY_WAIT.as_secs() / 60);
+                }
+                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+        };
         Ok(BuyRequest {
             cpu_millis,
             memory_bytes,
@@ -209,6 +224,7 @@ impl BuyArgs {
             country: self.country.clone(),
             architecture: self.arch.clone(),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            wait_ms,
         })
     }
 }

@@ -253,6 +253,19 @@ async fn buy_streams_progress_then_the_result() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
+
+    // So is a wait beyond the daemon's limit.
+    let too_long = BuyRequest {
+        wait_ms: Some(600_001),
+        ..req.clone()
+    };
+    let e = s
+        .client
+        .post_stream("/v1/buy", &too_long, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
+    assert!(e.to_string().contains("wait_ms"), "{e}");
     s.shutdown().await;
 }
 

@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{Daemon, free_port, init_with, peer_dids, poll, run, stderr, stdout};
 
@@ -181,4 +182,71 @@ fn peers_and_buy_name_why_there_is_no_provider() {
         "{err}"
     );
     drop((addr, first, second));
+}
+
+/// Issue 19: the buyer starts first, its catalog (also the provider) 2 s later on
+/// the fixed port the buyer dials; `buy --wait 10s`, sent before the catalog is
+/// up, says what it waits for and ends with a contract. Without the fast
+/// bootstrap retry the next attempt would come at the 30 s refresh, after the
+/// wait is over.
+#[test]
+fn buy_wait_sent_before_the_catalog_starts_buys_once_it_is_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let a = init_with(&a_dir, &["--listen", &listen, "--catalog", "sites="]);
+    let catalog = format!("sites={listen}/p2p/{}", a["peer_id"].as_str().unwrap());
+    init_with(&b_dir, &["--provider", "false", "--catalog", &catalog]);
+    let b = Daemon::start(&b_dir);
+
+    let sent = Instant::now();
+    let mut buying = common::cmd(&b_dir)
+        .args([
+            "buy",
+            "--cpu",
+            "500m",
+            "--memory",
+            "512MiB",
+            "--duration",
+            "10m",
+            "--wait",
+            "10s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let provider = Daemon::start(&a_dir);
+    let up = Instant::now();
+    // Bounded: the daemon's own wait ends 10 s after `sent`.
+    let finished = poll(300, Duration::from_millis(100), || {
+        buying.try_wait().unwrap()
+    });
+    if finished.is_none() {
+        let _ = buying.kill();
+    }
+    let o = buying.wait_with_output().unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    println!(
+        "buy --wait: contract {:?} after the catalog was up ({:?} after the buy was sent)\n{out}",
+        up.elapsed(),
+        sent.elapsed()
+    );
+    assert!(o.status.success(), "{out}\n{err}\nB log:\n{}", b.log());
+    assert!(
+        out.contains("waiting for a provider: catalog sites configured but not reached yet"),
+        "{out}"
+    );
+    assert!(out.contains("countersign"), "{out}");
+    let contracts: serde_json::Value =
+        serde_json::from_slice(&run(&b_dir, &["contracts", "--json"]).stdout).unwrap();
+    assert_eq!(contracts[0]["provider"], a["node_id"], "{contracts}");
+
+    // `--wait` longer than the daemon allows is refused before anything is sent.
+    let o = run(&b_dir, &["buy", "--cpu", "500m", "--wait", "1h"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--wait"), "{}", stderr(&o));
+    drop((b, provider));
 }

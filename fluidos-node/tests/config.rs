@@ -469,3 +469,22 @@ fn catalog_server_is_auto_true_or_false_from_file_or_flag() {
         "{msg}"
     );
 }
+
+#[test]
+fn buy_wait_becomes_wait_ms_and_is_bounded() {
+    let req = |args: &[&str]| {
+        let mut argv = vec!["fluidos-node", "buy", "--cpu", "1"];
+        argv.extend_from_slice(args);
+        let Command::Buy(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!()
+        };
+        args.to_request()
+    };
+    assert_eq!(req(&[]).unwrap().wait_ms, None);
+    assert_eq!(req(&["--wait", "10s"]).unwrap().wait_ms, Some(10_000));
+    assert_eq!(req(&["--wait", "500ms"]).unwrap().wait_ms, Some(500));
+    let err = req(&["--wait", "11m"]).unwrap_err().to_string();
+    assert!(err.contains("--wait 11m is longer than 10m"), "{err}");
+    let err = req(&["--wait", "soon"]).unwrap_err().to_string();
+    assert!(err.contains("--wait"), "{err}");
+}

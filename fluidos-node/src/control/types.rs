@@ -178,6 +178,9 @@ pub struct BuyRequest {
     pub architecture: Option<String>,
     /// Contract length in milliseconds.
     pub duration_ms: u64,
+    /// While no provider is known, wait up to this long for one (at most
+    /// 600 000 ms); absent or 0 fails at once.
+    pub wait_ms: Option<u64>,
 }
 
 /// One line of the `POST /v1/buy` response stream (NDJSON).

@@ -8,13 +8,15 @@ use fluidos_contracts::{Architecture, ContractId, Flavor, Resources, SecretKey};
 use fluidos_core::buyer::Phase;
 use fluidos_core::buyer::{AcquisitionRequest, Constraints};
 use fluidos_core::{BuyProgress, Node};
-use fluidos_discovery::Source;
+use fluidos_discovery::{CatalogName, CatalogServer, Source};
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
+use crate::config::Config;
 use crate::control::types::{
-    BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, ContractRole,
-    ContractState, NodeKind, NodeView, PeerView, StatusView, WorkloadView, contract_detail,
+    BuyEvent, BuyRequest, CatalogView, ContractDetail, ContractExport, ContractInfo, ContractRole,
+    ContractState, DiscoveryView, NodeKind, NodeView, PeerView, StatusView, WorkloadView,
+    contract_detail,
 };
 use crate::control::{ApiError, NodeApi};
 
@@ -24,6 +26,36 @@ pub struct DaemonNode {
     node: Node,
     key: SecretKey,
     started: Instant,
+    settings: DiscoverySettings,
+}
+
+/// What the daemon was configured to do for discovery, shown by `status` next to
+/// what discovery reports.
+#[derive(Clone, Debug, Default)]
+pub struct DiscoverySettings {
+    /// The `catalog_server` rule.
+    pub catalog_server: CatalogServer,
+    /// mDNS on or off.
+    pub mdns: bool,
+    /// Manual peers configured.
+    pub manual_peers: usize,
+    /// Catalogs configured, with their addresses.
+    pub catalogs: Vec<(CatalogName, Vec<Multiaddr>)>,
+}
+
+impl From<&Config> for DiscoverySettings {
+    fn from(cfg: &Config) -> Self {
+        Self {
+            catalog_server: cfg.catalog_server,
+            mdns: cfg.mdns,
+            manual_peers: cfg.peers.len(),
+            catalogs: cfg
+                .catalogs
+                .iter()
+                .map(|c| (c.name.clone(), c.addresses.clone()))
+                .collect(),
+        }
+    }
 }
 
 impl DaemonNode {
@@ -33,7 +65,46 @@ impl DaemonNode {
             node,
             key,
             started: Instant::now(),
+            settings: DiscoverySettings::default(),
         }
+    }
+
+    /// What discovery was configured with, for `status`.
+    pub fn with_settings(mut self, settings: DiscoverySettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Discovery's configuration and state, as `status` shows them.
+    async fn discovery_view(&self) -> Result<DiscoveryView, ApiError> {
+        let stats = self
+            .node
+            .discovery()
+            .stats()
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let catalogs = self
+            .settings
+            .catalogs
+            .iter()
+            .map(|(name, addrs)| {
+                let st = stats.catalogs.get(name).copied().unwrap_or_default();
+                CatalogView {
+                    name: name.to_string(),
+                    addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                    reached: st.reached,
+                    members: st.members,
+                    bootstrap_failures: st.bootstrap_failures,
+                }
+            })
+            .collect();
+        Ok(DiscoveryView {
+            catalog_server: stats.catalog_server,
+            catalog_server_mode: self.settings.catalog_server.to_string(),
+            mdns: self.settings.mdns,
+            manual_peers: self.settings.manual_peers,
+            catalogs,
+        })
     }
 
     /// The wrapped node.
@@ -125,6 +196,7 @@ pub fn describe(p: &BuyProgress) -> (String, String) {
         BuyProgress::Phase(Phase::Persisting { .. }) => "persist",
         BuyProgress::Phase(Phase::Countersigning { .. }) => "countersign",
         BuyProgress::Persisted(_) => "stored",
+        BuyProgress::Waiting(_) => "wait",
         _ => "progress",
     };
     (phase.to_string(), p.to_string())
@@ -136,6 +208,7 @@ impl NodeApi for DaemonNode {
             node: self.node.status().await.map_err(node_err)?,
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
+            discovery: self.discovery_view().await?,
         })
     }
 
@@ -228,7 +301,13 @@ impl NodeApi for DaemonNode {
                 }
             }
         });
-        let result = self.node.buy(request, Some(tx)).await;
+        let result = match req.wait_ms.filter(|w| *w > 0) {
+            Some(w) => {
+                let wait = std::time::Duration::from_millis(w);
+                self.node.buy_waiting(request, Some(tx), wait).await
+            }
+            None => self.node.buy(request, Some(tx)).await,
+        };
         let _ = forward.await;
         let contract = result.map_err(|e| ApiError::unprocessable("buy_failed", e.to_string()))?;
         let id = contract.id();

@@ -11,6 +11,7 @@ use fluidos_contracts::{Flavor, Resources, SignedContract, Timestamp};
 use serde::de::DeserializeOwned;
 
 use crate::config::{self, Globals, Overrides};
+use crate::control::MAX_BUY_WAIT;
 use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
@@ -162,6 +163,10 @@ pub struct BuyArgs {
     /// Contract length: `30m`, `1h`, `2d`.
     #[arg(long, default_value = "1h")]
     pub duration: String,
+    /// While no provider is known, wait this long for one (`10s`, `2m`; at most
+    /// 10m) instead of failing at once, printing what it waits for.
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
 }
 
 impl BuyArgs {
@@ -198,6 +203,16 @@ impl BuyArgs {
         if duration.is_zero() {
             bail!("--duration must be positive");
         }
+        let wait_ms = match &self.wait {
+            None => None,
+            Some(w) => {
+                let d = config::parse_duration(w).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+                if d > MAX_BUY_WAIT {
+                    bail!("--wait {w} is longer than {}m", MAX_BUY_WAIT.as_secs() / 60);
+                }
+                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+        };
         Ok(BuyRequest {
             cpu_millis,
             memory_bytes,
@@ -209,6 +224,7 @@ impl BuyArgs {
             country: self.country.clone(),
             architecture: self.arch.clone(),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            wait_ms,
         })
     }
 }
@@ -229,9 +245,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         Command::Flavors => {
             show::<Vec<Flavor>>(&client, "/v1/flavors", json, |f| print_flavors(f)).await
         }
-        Command::Peers => {
-            show::<Vec<PeerView>>(&client, "/v1/peers", json, |p| print_peers(p)).await
-        }
+        Command::Peers => peers(&client, json).await,
         Command::Peer {
             command: PeerCommand::Add { addr },
         } => {
@@ -587,6 +601,27 @@ fn print_status(s: &StatusView) {
             }
         );
     }
+    let d = &s.discovery;
+    println!(
+        "catalogs:    {} (catalog_server = {})",
+        if d.catalog_server {
+            "serving: this node answers catalog lookups"
+        } else {
+            "not serving (Kademlia client)"
+        },
+        d.catalog_server_mode
+    );
+    for c in &d.catalogs {
+        let state = if c.reached {
+            format!("reached, {} other member(s)", c.members)
+        } else {
+            "not reached yet".to_string()
+        };
+        println!(
+            "  catalog {}: {state}, {} failed dial(s) of its address",
+            c.name, c.bootstrap_failures
+        );
+    }
     println!("capacity:    {}", n.capacity);
     println!("committed:   {}", n.committed);
     println!(
@@ -637,11 +672,22 @@ fn print_flavors(flavors: &[Flavor]) {
     );
 }
 
-fn print_peers(peers: &[PeerView]) {
-    if peers.is_empty() {
-        println!("no peers yet");
-        return;
+/// `fluidos-node peers`: the candidates, or, when there are none, why.
+async fn peers(client: &Client, json: bool) -> anyhow::Result<()> {
+    if json {
+        return show::<Vec<PeerView>>(client, "/v1/peers", true, |_| {}).await;
     }
+    let list: Vec<PeerView> = client.get("/v1/peers").await?;
+    if list.is_empty() {
+        let status: StatusView = client.get("/v1/status").await?;
+        println!("no peers yet: {}", status.discovery.why_no_peers());
+        return Ok(());
+    }
+    print_peers(&list);
+    Ok(())
+}
+
+fn print_peers(peers: &[PeerView]) {
     table(
         &[
             "NODE", "PEER ID", "SOURCES", "SEEN", "RATING", "ROLES", "ADDRESS",
@@ -727,6 +773,7 @@ pub fn init(
             "key": key_path,
             "key_created": created,
             "node_id": key.node_id().to_did_key(),
+            "peer_id": fluidos_discovery::peer_id(&key.node_id()).to_string(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

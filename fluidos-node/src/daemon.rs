@@ -13,7 +13,7 @@ use anyhow::Context;
 use fluidos_core::Node;
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::adapter::DaemonNode;
+use crate::adapter::{DaemonNode, DiscoverySettings};
 use crate::config::{self, Config};
 use crate::control::{server, token::Token};
 
@@ -49,7 +49,12 @@ pub async fn run(
         None => None,
     };
 
+    // `discovery_config` replaces the whole discovery config, so it comes first and
+    // the calls below fill in listen addresses, mDNS, catalogs and peers.
+    let discovery =
+        fluidos_discovery::DiscoveryConfig::default().with_catalog_server(cfg.catalog_server);
     let mut builder = Node::builder()
+        .discovery_config(discovery)
         .data_dir(&cfg.data_dir)
         .secret_key(key.clone())
         .listen(cfg.listen.clone())
@@ -89,7 +94,7 @@ pub async fn run(
         "fluidos-node running"
     );
 
-    let api = DaemonNode::new(node.clone(), key);
+    let api = DaemonNode::new(node.clone(), key).with_settings(DiscoverySettings::from(&cfg));
     let router = server::router(api, token, cfg.control.max_concurrent_requests);
     let served = server::serve(router, tcp, unix, shutdown).await;
     tracing::info!("shutting down: withdrawing adverts and flushing state");

@@ -49,6 +49,7 @@ impl NodeApi for Fake {
             },
             version: "test".into(),
             uptime_secs: 0,
+            discovery: Default::default(),
         })
     }
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {
@@ -252,6 +253,19 @@ async fn buy_streams_progress_then_the_result() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
+
+    // So is a wait beyond the daemon's limit.
+    let too_long = BuyRequest {
+        wait_ms: Some(600_001),
+        ..req.clone()
+    };
+    let e = s
+        .client
+        .post_stream("/v1/buy", &too_long, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
+    assert!(e.to_string().contains("wait_ms"), "{e}");
     s.shutdown().await;
 }
 

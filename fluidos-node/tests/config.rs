@@ -407,3 +407,84 @@ fn buy_flags_become_an_api_request() {
     };
     assert!(args.to_request().is_err());
 }
+
+#[test]
+fn catalog_server_is_auto_true_or_false_from_file_or_flag() {
+    use fluidos_discovery::CatalogServer;
+    assert_eq!(load("").unwrap().catalog_server, CatalogServer::Auto);
+    for (text, want) in [
+        ("catalog_server = \"auto\"", CatalogServer::Auto),
+        ("catalog_server = \"true\"", CatalogServer::Always),
+        ("catalog_server = \"false\"", CatalogServer::Never),
+        // A bare TOML boolean means the same as its string.
+        ("catalog_server = true", CatalogServer::Always),
+        ("catalog_server = false", CatalogServer::Never),
+    ] {
+        assert_eq!(load(text).unwrap().catalog_server, want, "{text}");
+    }
+    assert_err(
+        "catalog_server = \"yes\"",
+        "catalog_server",
+        "`yes` is not auto, true or false",
+    );
+
+    // `init --catalog-server` writes the key; `run --catalog-server` overrides it.
+    let dir = tempfile::tempdir().unwrap();
+    let g = Globals {
+        data_dir: Some(dir.path().join("d")),
+        ..Globals::default()
+    };
+    let (_, o) = parse_run(&["run", "--catalog-server", "true"]);
+    let out = config::init(&g, &o, false).unwrap();
+    let text = std::fs::read_to_string(&out.config_path).unwrap();
+    assert!(text.contains("catalog_server = \"true\""), "{text}");
+    let back = config::load(&g, &Overrides::default()).unwrap();
+    assert_eq!(back.catalog_server, CatalogServer::Always);
+    let (_, o) = parse_run(&["run", "--catalog-server", "false"]);
+    assert_eq!(
+        config::load(&g, &o).unwrap().catalog_server,
+        CatalogServer::Never
+    );
+
+    let (_, o) = parse_run(&["run", "--catalog-server", "sometimes"]);
+    let err = config::load(&g, &o).unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        ConfigError::Invalid {
+            origin: Origin::Flag { flag, env },
+            key,
+            ..
+        } => assert_eq!(
+            (*flag, *env, key.as_str()),
+            (
+                "--catalog-server",
+                "FLUIDOS_CATALOG_SERVER",
+                "catalog_server"
+            )
+        ),
+        other => panic!("{other}"),
+    }
+    assert!(
+        msg.contains("`sometimes` is not auto, true or false"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn buy_wait_becomes_wait_ms_and_is_bounded() {
+    let req = |args: &[&str]| {
+        let mut argv = vec!["fluidos-node", "buy", "--cpu", "1"];
+        argv.extend_from_slice(args);
+        let Command::Buy(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!()
+        };
+        args.to_request()
+    };
+    assert_eq!(req(&[]).unwrap().wait_ms, None);
+    assert_eq!(req(&["--wait", "10s"]).unwrap().wait_ms, Some(10_000));
+    assert_eq!(req(&["--wait", "500ms"]).unwrap().wait_ms, Some(500));
+    let err = req(&["--wait", "11m"]).unwrap_err().to_string();
+    assert!(err.contains("--wait 11m is longer than 10m"), "{err}");
+    let err = req(&["--wait", "soon"]).unwrap_err().to_string();
+    assert!(err.contains("--wait"), "{err}");
+}

@@ -19,7 +19,7 @@ use fluidos_core::host::{HostReserve, OfferConfig};
 use libp2p::Multiaddr;
 
 pub use overrides::{Globals, Origin, Overrides};
-pub use raw::{DEFAULT_CONTROL_LISTEN, DEFAULT_LISTEN, RawConfig};
+pub use raw::{DEFAULT_CONTROL_LISTEN, DEFAULT_LISTEN, RawCatalogServer, RawConfig};
 pub use validate::{parse_duration, validate};
 
 /// The name of the config file inside the data directory.
@@ -44,6 +44,8 @@ pub struct Config {
     pub peers: Vec<Multiaddr>,
     /// Catalogs to join.
     pub catalogs: Vec<Catalog>,
+    /// When this node serves catalogs to others (Kademlia server mode).
+    pub catalog_server: fluidos_discovery::CatalogServer,
     /// How often to re-measure the host.
     pub remeasure_interval: Duration,
     /// Roles.
@@ -396,7 +398,8 @@ pub fn render(raw: &RawConfig) -> String {
         "# fluidos-node configuration, written by `fluidos-node init`.\n\
          # Every key can be overridden by a flag or an environment variable; see docs/CONFIG.md.\n\
          # listen: libp2p multiaddrs. peers: multiaddrs dialled at start. remeasure_interval and\n\
-         # flavor_validity: durations such as 30s, 5m, 1h.\n\n",
+         # flavor_validity: durations such as 30s, 5m, 1h. catalog_server: \"auto\" serves catalogs\n\
+         # once this node joins one or a catalog member dials it, \"true\" always, \"false\" never.\n\n",
     );
     for line in body.lines() {
         if let Some((_, comment)) = SECTIONS.iter().find(|(h, _)| *h == line.trim()) {

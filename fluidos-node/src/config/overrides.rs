@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::raw::{RawBytes, RawCatalog, RawConfig, RawCpu, RawLocation};
+use super::raw::{RawBytes, RawCatalog, RawCatalogServer, RawConfig, RawCpu, RawLocation};
 
 /// Where a value came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +65,14 @@ pub struct Overrides {
         help_heading = "Config overrides"
     )]
     pub catalogs: Vec<String>,
+    /// Serve catalogs to others: `auto`, `true` or `false` (key `catalog_server`).
+    #[arg(
+        long,
+        env = "FLUIDOS_CATALOG_SERVER",
+        value_name = "auto|true|false",
+        help_heading = "Config overrides"
+    )]
+    pub catalog_server: Option<String>,
     /// Re-measure the host this often (key `remeasure_interval`).
     #[arg(
         long,
@@ -348,6 +356,7 @@ impl Overrides {
             raw.catalogs = catalogs;
             o.insert("catalogs", origin);
         }
+        set(o, "catalog_server", "--catalog-server", "FLUIDOS_CATALOG_SERVER", self.catalog_server.clone().map(RawCatalogServer::Text), &mut raw.catalog_server);
         set(o, "remeasure_interval", "--remeasure-interval", "FLUIDOS_REMEASURE_INTERVAL", self.remeasure_interval.clone(), &mut raw.remeasure_interval);
         set(o, "pods", "--pods", "FLUIDOS_PODS", self.pods, &mut raw.pods);
         set(o, "flavor_validity", "--flavor-validity", "FLUIDOS_FLAVOR_VALIDITY", self.flavor_validity.clone(), &mut raw.flavor_validity);

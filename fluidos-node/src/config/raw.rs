@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub pods: u64,
     /// How long an issued flavor stays valid (`1h`).
     pub flavor_validity: String,
+    /// Whether this node serves catalogs to others: `"auto"`, `"true"` or `"false"`.
+    pub catalog_server: RawCatalogServer,
     /// Which roles the node plays.
     pub roles: RawRoles,
     /// The local control API.
@@ -65,6 +67,7 @@ impl Default for RawConfig {
             remeasure_interval: "60s".into(),
             pods: 110,
             flavor_validity: "1h".into(),
+            catalog_server: RawCatalogServer::Text("auto".into()),
             roles: RawRoles::default(),
             control: RawControl::default(),
             location: None,
@@ -262,6 +265,17 @@ pub struct RawQuantities {
     /// GPUs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpus: Option<u64>,
+}
+
+/// `catalog_server`: `"auto"`, `"true"` or `"false"`; a bare TOML boolean is
+/// read as its string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawCatalogServer {
+    /// `true` or `false` without quotes.
+    Bool(bool),
+    /// `"auto"`, `"true"`, `"false"`.
+    Text(String),
 }
 
 /// `[[catalogs]]`.

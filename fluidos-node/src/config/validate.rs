@@ -8,12 +8,12 @@ use std::time::Duration;
 use fluidos_contracts::resources::{parse_bytes, parse_cpu_millis};
 use fluidos_contracts::{Location, Price, PriceModel, PricePeriod, Resources};
 use fluidos_core::host::{HostReserve, OfferConfig};
-use fluidos_discovery::CatalogName;
+use fluidos_discovery::{CatalogName, CatalogServer};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
 use super::overrides::{Origin, Origins};
-use super::raw::{RawBytes, RawConfig, RawCpu, RawQuantities};
+use super::raw::{RawBytes, RawCatalogServer, RawConfig, RawCpu, RawQuantities};
 use super::{Catalog, Config, ConfigError, ControlConfig, Roles, default_data_dir};
 
 /// Validates `raw` as read from `file` (no overrides).
@@ -191,6 +191,17 @@ pub(crate) fn validate_with(
         catalogs.push(Catalog { name, addresses });
     }
 
+    let catalog_server = match &raw.catalog_server {
+        RawCatalogServer::Bool(true) => CatalogServer::Always,
+        RawCatalogServer::Bool(false) => CatalogServer::Never,
+        RawCatalogServer::Text(s) => s.trim().parse().map_err(|_| {
+            cx.err(
+                "catalog_server",
+                format!("`{s}` is not auto, true or false"),
+            )
+        })?,
+    };
+
     let remeasure_interval = cx.duration(
         "remeasure_interval",
         &raw.remeasure_interval,
@@ -332,6 +343,7 @@ pub(crate) fn validate_with(
         mdns: raw.mdns,
         peers,
         catalogs,
+        catalog_server,
         remeasure_interval,
         roles,
         control: ControlConfig {

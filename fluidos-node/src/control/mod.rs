@@ -25,6 +25,9 @@ use types::{
     StatusView, WorkloadView,
 };
 
+/// The longest `wait_ms` a purchase may ask for.
+pub const MAX_BUY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// An error a handler returns: an HTTP status, a stable code and a message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]

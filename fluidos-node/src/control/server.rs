@@ -217,6 +217,15 @@ async fn buy<N: NodeApi>(
     if req.duration_ms == 0 {
         return Err(ApiError::bad_request("duration_ms must be positive"));
     }
+    if req
+        .wait_ms
+        .is_some_and(|w| u128::from(w) > super::MAX_BUY_WAIT.as_millis())
+    {
+        return Err(ApiError::bad_request(format!(
+            "wait_ms must be at most {}",
+            super::MAX_BUY_WAIT.as_millis()
+        )));
+    }
     let (tx, rx) = mpsc::channel::<BuyEvent>(BUY_EVENTS);
     let done_tx = tx.clone();
     // The purchase runs in its own task so that a client that disconnects

@@ -17,6 +17,81 @@ pub struct StatusView {
     pub version: String,
     /// Seconds since the daemon started.
     pub uptime_secs: u64,
+    /// Where this node looks for peers and whether it serves catalogs.
+    #[serde(default)]
+    pub discovery: DiscoveryView,
+}
+
+/// The `discovery` object of `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryView {
+    /// Whether this node serves catalogs now (answers Kademlia queries).
+    pub catalog_server: bool,
+    /// The configured rule: `auto`, `true` or `false` (key `catalog_server`).
+    pub catalog_server_mode: String,
+    /// mDNS on or off.
+    pub mdns: bool,
+    /// How many manual peers are configured.
+    pub manual_peers: usize,
+    /// Each configured catalog and how far this node got with it.
+    pub catalogs: Vec<CatalogView>,
+}
+
+/// One entry of [`DiscoveryView::catalogs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogView {
+    /// The catalog's name.
+    pub name: String,
+    /// Its configured addresses.
+    pub addresses: Vec<String>,
+    /// Whether a catalog address (or a member) has answered.
+    pub reached: bool,
+    /// Members seen other than this node.
+    pub members: usize,
+    /// Failed dials of its addresses since the last success.
+    pub bootstrap_failures: u32,
+}
+
+impl DiscoveryView {
+    /// Why `GET /v1/peers` is empty, in one sentence, from what this view says.
+    pub fn why_no_peers(&self) -> String {
+        if self.catalogs.is_empty() {
+            if self.manual_peers == 0 && !self.mdns {
+                return "this node joins no catalog, has no manual peers and mDNS is off; \
+                        add `--catalog NAME=ADDR` to `run` or `fluidos-node peer add ADDR`"
+                    .into();
+            }
+            let mut sources = Vec::new();
+            if self.manual_peers > 0 {
+                sources.push(format!("{} manual peer(s)", self.manual_peers));
+            }
+            if self.mdns {
+                sources.push("mDNS".into());
+            }
+            return format!(
+                "this node joins no catalog, and no peer has answered yet ({})",
+                sources.join(", ")
+            );
+        }
+        let mut parts = Vec::new();
+        for c in &self.catalogs {
+            parts.push(if !c.reached {
+                format!(
+                    "catalog {} configured but not reached yet ({} failed dial(s) of its address; \
+                     is a fluidos node running there?)",
+                    c.name, c.bootstrap_failures
+                )
+            } else if c.members == 0 {
+                format!("catalog {} answered with no other members", c.name)
+            } else {
+                format!(
+                    "catalog {} lists {} member(s) whose adverts are not fetched or were refused yet",
+                    c.name, c.members
+                )
+            });
+        }
+        parts.join("; ")
+    }
 }
 
 /// One entry of `GET /v1/peers`.
@@ -103,6 +178,9 @@ pub struct BuyRequest {
     pub architecture: Option<String>,
     /// Contract length in milliseconds.
     pub duration_ms: u64,
+    /// While no provider is known, wait up to this long for one (at most
+    /// 600 000 ms); absent or 0 fails at once.
+    pub wait_ms: Option<u64>,
 }
 
 /// One line of the `POST /v1/buy` response stream (NDJSON).

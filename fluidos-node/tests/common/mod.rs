@@ -56,6 +56,59 @@ pub(crate) fn init(data_dir: &Path) {
     assert!(o.status.success(), "init failed: {}", stderr(&o));
 }
 
+/// [`init`] plus `extra` flags (an `--listen` in `extra` replaces the default one),
+/// with `--json`; returns what `init` printed (`node_id`, `peer_id`, `config`, …).
+pub(crate) fn init_with(data_dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--json",
+        "init",
+        "--mdns",
+        "false",
+        "--control",
+        "127.0.0.1:0",
+    ];
+    // `--listen` accumulates, so the default is left out when `extra` has one.
+    if !extra.contains(&"--listen") {
+        args.extend(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    }
+    args.extend_from_slice(extra);
+    let o = run(data_dir, &args);
+    assert!(o.status.success(), "init failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A loopback TCP port that was free a moment ago (bound to port 0, then released).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Calls `f` every `every` until it returns `Some`, at most `tries` times.
+pub(crate) fn poll<T>(tries: u32, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..tries {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(every);
+    }
+    None
+}
+
+/// The did:keys in `peers --json` of the daemon in `data_dir`.
+pub(crate) fn peer_dids(data_dir: &Path) -> Vec<String> {
+    let o = run(data_dir, &["peers", "--json"]);
+    assert!(o.status.success(), "peers failed: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["node_id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// A running daemon; killed on drop if still running.
 pub(crate) struct Daemon {
     pub(crate) dir: PathBuf,

@@ -307,6 +307,14 @@ impl ProcessRuntime {
     async fn start_impl(&self, spec: ReplicaSpec) -> Result<ReplicaInfo, StartError> {
         let sh = &self.shared;
         let id = spec.id().clone();
+        if let Some(image) = spec.image() {
+            return Err(StartError::Unsupported {
+                id,
+                reason: format!(
+                    "it names the container image {image}; the process runtime runs programs only"
+                ),
+            });
+        }
         let program_path = resolve_program(&spec)?;
         let dir = sh.state_dir.join(id.dir_name());
         {

@@ -46,6 +46,8 @@ mod errors;
 mod process;
 #[cfg(feature = "node")]
 mod recover;
+#[cfg(feature = "node")]
+mod usage;
 
 pub use cgroup::CgroupMode;
 pub use spec::{Limits, ReplicaId, ReplicaIdError, ReplicaSpec, ReplicaSpecBuilder, SpecError};

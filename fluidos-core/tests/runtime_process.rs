@@ -769,3 +769,36 @@ async fn a_replica_whose_supervisor_never_ran_is_failed_and_never_starts_late() 
     assert!(!late.join("output.cur").exists());
     assert_eq!(rt.status(&r).await.unwrap().status, found[0].status);
 }
+
+#[tokio::test]
+async fn usage_counters_grow() {
+    for mode in [CgroupMode::Off, CgroupMode::Auto] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path(), mode);
+        let r = id("busy");
+        rt.start(sh(r.clone(), "while :; do :; done"))
+            .await
+            .unwrap();
+        let first = rt.usage().await;
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].id, r);
+        // Grows by about a core-second per second; bounded wait, no timing assertion.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let grown = loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = rt.usage().await;
+            if let Some(u) = now.first().filter(|u| u.cpu_time_ns > first[0].cpu_time_ns) {
+                break u.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cpu time did not grow: {first:?} → {now:?}"
+            );
+        };
+        assert!(grown.memory_bytes > 0, "{grown:?}");
+        rt.stop(&r).await.unwrap();
+        // Ended replicas are not measured.
+        assert!(rt.usage().await.is_empty());
+        rt.remove(&r).await.unwrap();
+    }
+}

@@ -67,6 +67,34 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// This runtime cannot run this kind of spec (an image on the process runtime, a
+    /// program on the Docker runtime).
+    #[error("replica {id} cannot run on this runtime: {reason}")]
+    Unsupported {
+        /// The replica.
+        id: ReplicaId,
+        /// What is missing.
+        reason: String,
+    },
+    /// The spec's image is not present on this node. fluidos never pulls: load it first
+    /// (`DockerRuntime::load_image`, or `docker pull` / `docker load` on the provider).
+    #[error(
+        "image {image} of replica {id} is not present on this node; load it (docker load, or docker pull where a registry is reachable) first"
+    )]
+    ImageNotFound {
+        /// The replica.
+        id: ReplicaId,
+        /// The image reference.
+        image: String,
+    },
+    /// The container engine refused or failed the request.
+    #[error("the container engine could not start replica {id}: {reason}")]
+    Engine {
+        /// The replica.
+        id: ReplicaId,
+        /// What the engine said.
+        reason: String,
+    },
 }
 
 /// Stopping a replica failed.
@@ -86,6 +114,14 @@ pub enum StopError {
         id: ReplicaId,
         /// Why.
         source: io::Error,
+    },
+    /// The container engine refused or failed the request.
+    #[error("the container engine could not stop replica {id}: {reason}")]
+    Engine {
+        /// The replica.
+        id: ReplicaId,
+        /// What the engine said.
+        reason: String,
     },
 }
 
@@ -113,6 +149,14 @@ pub enum LogsError {
         /// Why.
         source: io::Error,
     },
+    /// The container engine refused or failed the request.
+    #[error("the container engine could not read the output of replica {id}: {reason}")]
+    Engine {
+        /// The replica.
+        id: ReplicaId,
+        /// What the engine said.
+        reason: String,
+    },
 }
 
 /// Removing a replica failed.
@@ -133,6 +177,14 @@ pub enum RemoveError {
         /// Why.
         source: io::Error,
     },
+    /// The container engine refused or failed the request.
+    #[error("the container engine could not remove replica {id}: {reason}")]
+    Engine {
+        /// The replica.
+        id: ReplicaId,
+        /// What the engine said.
+        reason: String,
+    },
 }
 
 /// Recovering replicas failed.
@@ -147,4 +199,16 @@ pub enum RecoverError {
         /// Why.
         source: io::Error,
     },
+    /// The container engine could not list its containers.
+    #[error("the container engine could not list the replicas' containers: {0}")]
+    Engine(String),
+}
+
+/// Reconciling the replicas found after a restart with the ones still covered failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconcileError {
+    /// Finding the replicas failed.
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
 }

@@ -38,23 +38,31 @@ mod state;
 pub mod supervisor;
 pub mod types;
 
+#[cfg(feature = "docker")]
+pub mod docker;
 #[cfg(feature = "node")]
 mod errors;
 #[cfg(feature = "node")]
 mod process;
 #[cfg(feature = "node")]
 mod recover;
+#[cfg(feature = "node")]
+mod usage;
 
 pub use cgroup::CgroupMode;
 pub use spec::{Limits, ReplicaId, ReplicaIdError, ReplicaSpec, ReplicaSpecBuilder, SpecError};
 pub use supervisor::supervise_main;
 pub use types::{
-    Capabilities, Enforcement, ExitInfo, Logs, ReplicaEvent, ReplicaInfo, ReplicaStatus,
+    Capabilities, Enforcement, ExitInfo, Logs, Reconciliation, ReplicaEvent, ReplicaInfo,
+    ReplicaStatus, ReplicaUsage,
 };
 
+#[cfg(feature = "docker")]
+pub use docker::{DockerRuntime, DockerRuntimeBuilder};
 #[cfg(feature = "node")]
 pub use errors::{
-    BuildError, LogsError, RecoverError, RemoveError, StartError, StatusError, StopError,
+    BuildError, LogsError, ReconcileError, RecoverError, RemoveError, StartError, StatusError,
+    StopError,
 };
 #[cfg(feature = "node")]
 pub use process::{
@@ -66,13 +74,19 @@ pub use runtime_trait::{Runtime, RuntimeFuture};
 
 #[cfg(feature = "node")]
 mod runtime_trait {
+    use std::collections::BTreeSet;
     use std::future::Future;
     use std::pin::Pin;
 
     use tokio::sync::mpsc;
 
-    use super::errors::{LogsError, RecoverError, RemoveError, StartError, StatusError, StopError};
-    use super::{Capabilities, Logs, ReplicaEvent, ReplicaId, ReplicaInfo, ReplicaSpec};
+    use super::errors::{
+        LogsError, ReconcileError, RecoverError, RemoveError, StartError, StatusError, StopError,
+    };
+    use super::{
+        Capabilities, Logs, Reconciliation, ReplicaEvent, ReplicaId, ReplicaInfo, ReplicaSpec,
+        ReplicaUsage,
+    };
 
     /// The future every [`Runtime`] method returns (boxed, so the trait is object-safe and a
     /// `Node` can hold a `Box<dyn Runtime>`).
@@ -132,5 +146,43 @@ mod runtime_trait {
 
         /// The receiving end of the status-change channel. `Some` once, `None` afterwards.
         fn take_events(&self) -> Option<mpsc::Receiver<ReplicaEvent>>;
+
+        /// What each live replica has used so far (cumulative cpu time, current memory),
+        /// measured now, in id order. Replicas that cannot be measured are left out; a
+        /// runtime that measures nothing returns an empty list (the default).
+        fn usage(&self) -> RuntimeFuture<'_, Vec<ReplicaUsage>> {
+            Box::pin(async { Vec::new() })
+        }
+
+        /// After a restart: [`recover`](Self::recover)s every replica, keeps (adopts) those in
+        /// `covered` — the ones an active contract still covers — as they are, running ones
+        /// not restarted, and stops and removes the others. Call it instead of `recover`.
+        fn reconcile<'a>(
+            &'a self,
+            covered: &'a BTreeSet<ReplicaId>,
+        ) -> RuntimeFuture<'a, Result<Reconciliation, ReconcileError>> {
+            Box::pin(async move {
+                let found = self.recover().await?;
+                let mut done = Reconciliation::default();
+                for info in found {
+                    if covered.contains(&info.id) {
+                        done.adopted.push(info);
+                        continue;
+                    }
+                    let last = match self.stop(&info.id).await {
+                        Ok(last) => last,
+                        Err(e) => {
+                            done.failed.push((info.id, e.to_string()));
+                            continue;
+                        }
+                    };
+                    match self.remove(&info.id).await {
+                        Ok(()) => done.removed.push(last),
+                        Err(e) => done.failed.push((info.id, e.to_string())),
+                    }
+                }
+                Ok(done)
+            })
+        }
     }
 }

@@ -27,7 +27,9 @@ use super::state::{
     LAUNCH, LOCK, Launch, Report, STATE, SUPERVISOR_LOG, State, WORK, read_json, read_output,
     try_lock, write_json,
 };
-use super::types::{Capabilities, Enforcement, Logs, ReplicaEvent, ReplicaInfo, ReplicaStatus};
+use super::types::{
+    Capabilities, Enforcement, Logs, ReplicaEvent, ReplicaInfo, ReplicaStatus, ReplicaUsage,
+};
 use super::{Runtime, RuntimeFuture};
 
 /// `PATH` of a replica whose spec sets none.
@@ -307,6 +309,14 @@ impl ProcessRuntime {
     async fn start_impl(&self, spec: ReplicaSpec) -> Result<ReplicaInfo, StartError> {
         let sh = &self.shared;
         let id = spec.id().clone();
+        if let Some(image) = spec.image() {
+            return Err(StartError::Unsupported {
+                id,
+                reason: format!(
+                    "it names the container image {image}; the process runtime runs programs only"
+                ),
+            });
+        }
         let program_path = resolve_program(&spec)?;
         let dir = sh.state_dir.join(id.dir_name());
         {
@@ -605,6 +615,41 @@ impl ProcessRuntime {
         Ok(self.list_now())
     }
 
+    /// Measures each running replica from its cgroups (cgroup v2: the cgroup's cpu time;
+    /// memory from the memory cgroup), else from `/proc` (cpu time of its live processes
+    /// and what they reaped; resident memory of its main process or cgroup members).
+    async fn usage_impl(&self) -> Vec<ReplicaUsage> {
+        let running: Vec<(ReplicaId, PathBuf, u32)> = lock(&self.shared.entries)
+            .iter()
+            .filter_map(|(id, e)| match *e.status.borrow() {
+                ReplicaStatus::Running { pid, .. } => Some((id.clone(), e.dir.clone(), pid)),
+                _ => None,
+            })
+            .collect();
+        let measured = tokio::task::spawn_blocking(move || {
+            running
+                .into_iter()
+                .filter_map(|(id, dir, pid)| {
+                    let dirs = read_json::<State>(&dir.join(STATE))
+                        .ok()
+                        .flatten()
+                        .map(|s| s.cgroup_dirs)
+                        .unwrap_or_default();
+                    let m = super::usage::measure(&dirs, pid)?;
+                    Some(ReplicaUsage {
+                        id,
+                        cpu_time_ns: m.cpu_time_ns,
+                        memory_bytes: m.memory_bytes,
+                        memory_peak_bytes: m.memory_peak_bytes,
+                        sampled_at_ms: super::state::now_ms(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        measured.unwrap_or_default()
+    }
+
     fn list_now(&self) -> Vec<ReplicaInfo> {
         lock(&self.shared.entries)
             .iter()
@@ -752,5 +797,9 @@ impl Runtime for ProcessRuntime {
         let rx = lock(&self.shared.events_rx).take();
         self.shared.events_taken.store(true, Ordering::Release);
         rx
+    }
+
+    fn usage(&self) -> RuntimeFuture<'_, Vec<ReplicaUsage>> {
+        Box::pin(self.usage_impl())
     }
 }

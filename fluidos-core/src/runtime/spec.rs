@@ -17,6 +17,8 @@ pub const MAX_ARGS: usize = 4096;
 pub const MAX_ENV: usize = 1024;
 /// Smallest memory limit accepted: below it no program can even be loaded.
 pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
+/// Longest accepted image reference or owner id (bytes).
+pub const MAX_REF_LEN: usize = 512;
 
 /// Who a replica is: the workload, its replica index and the contract it runs under.
 ///
@@ -147,6 +149,8 @@ pub struct ReplicaSpec {
     env: BTreeMap<String, String>,
     limits: Limits,
     ports: Vec<u16>,
+    image: Option<String>,
+    owner: Option<String>,
 }
 
 /// A [`ReplicaSpec`] as read from a file, before its check.
@@ -158,6 +162,11 @@ struct RawReplicaSpec {
     env: BTreeMap<String, String>,
     limits: Limits,
     ports: Vec<u16>,
+    // Absent in records written before container images existed.
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 impl TryFrom<RawReplicaSpec> for ReplicaSpec {
@@ -171,6 +180,8 @@ impl TryFrom<RawReplicaSpec> for ReplicaSpec {
             env: r.env,
             limits: r.limits,
             ports: r.ports,
+            image: r.image,
+            owner: r.owner,
         };
         spec.check()?;
         Ok(spec)
@@ -216,6 +227,23 @@ pub enum SpecError {
     /// The pids limit is zero.
     #[error("the pids limit is zero: give at least 1, or no limit")]
     ZeroPids,
+    /// The image reference is empty, longer than [`MAX_REF_LEN`], or holds whitespace or
+    /// control characters.
+    #[error("the image reference {0:?} is empty, too long, or contains whitespace")]
+    BadImage(String),
+    /// The owner id is empty, longer than [`MAX_REF_LEN`], or holds whitespace or control
+    /// characters.
+    #[error("the owner id {0:?} is empty, too long, or contains whitespace")]
+    BadOwner(String),
+    /// Both a program and an image are given.
+    #[error("give either a program or a container image, not both")]
+    ProgramWithImage,
+}
+
+fn check_ref(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_REF_LEN
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl ReplicaSpec {
@@ -230,8 +258,20 @@ impl ReplicaSpec {
                 env: BTreeMap::new(),
                 limits: Limits::default(),
                 ports: Vec::new(),
+                image: None,
+                owner: None,
             },
         }
+    }
+
+    /// Starts describing a replica that runs the container image `image` (a reference such
+    /// as `docker.io/library/alpine:3.20` or an image id), for container runtimes. Its
+    /// [`args`](ReplicaSpecBuilder::args), when given, replace the image's command (its
+    /// entrypoint stays); [`program`](Self::program) is empty.
+    pub fn image_builder(id: ReplicaId, image: impl Into<String>) -> ReplicaSpecBuilder {
+        let mut b = Self::builder(id, String::new());
+        b.spec.image = Some(image.into());
+        b
     }
 
     /// The replica's id.
@@ -239,7 +279,18 @@ impl ReplicaSpec {
         &self.id
     }
 
-    /// The program to run.
+    /// The container image to run, for specs made with [`image_builder`](Self::image_builder).
+    pub fn image(&self) -> Option<&str> {
+        self.image.as_deref()
+    }
+
+    /// The node that owns the workload (the consumer that offloaded it), when the caller
+    /// said. Container runtimes label what runs with it.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// The program to run; empty for an image spec (the image says what runs).
     pub fn program(&self) -> &str {
         &self.program
     }
@@ -259,15 +310,23 @@ impl ReplicaSpec {
         self.limits
     }
 
-    /// Ports the replica listens on. Informational: the process runtime shares the host's
-    /// network and neither opens nor checks them.
+    /// TCP ports the replica listens on. Informational for the process runtime, which shares
+    /// the host's network and neither opens nor checks them; the Docker runtime publishes them.
     pub fn ports(&self) -> &[u16] {
         &self.ports
     }
 
     fn check(&self) -> Result<(), SpecError> {
-        if self.program.is_empty() {
-            return Err(SpecError::EmptyCommand);
+        match &self.image {
+            Some(image) if !check_ref(image) => return Err(SpecError::BadImage(image.clone())),
+            // An image spec runs what the image says; a program would be ambiguous.
+            Some(_) if !self.program.is_empty() => return Err(SpecError::ProgramWithImage),
+            Some(_) => {}
+            None if self.program.is_empty() => return Err(SpecError::EmptyCommand),
+            None => {}
+        }
+        if let Some(owner) = self.owner.as_ref().filter(|o| !check_ref(o)) {
+            return Err(SpecError::BadOwner(owner.clone()));
         }
         if self.program.contains('\0') {
             return Err(SpecError::Nul("program"));
@@ -344,7 +403,13 @@ impl ReplicaSpecBuilder {
         self
     }
 
-    /// Sets the (informational) ports.
+    /// Names the node that owns the workload (labels only; nothing is enforced by it).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.spec.owner = Some(owner.into());
+        self
+    }
+
+    /// Sets the TCP ports (informational for the process runtime, published by Docker).
     pub fn ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
         self.spec.ports = ports.into_iter().collect();
         self
@@ -449,5 +514,35 @@ mod tests {
         assert!(serde_json::from_str::<ReplicaSpec>(&forged).is_err());
         let bad_id = json.replace("\"w1\"", "\"../w1\"");
         assert!(serde_json::from_str::<ReplicaSpec>(&bad_id).is_err());
+        // Records written before images existed still read.
+        let old = json.replace(",\"image\":null,\"owner\":null", "");
+        assert_ne!(old, json);
+        assert_eq!(serde_json::from_str::<ReplicaSpec>(&old).unwrap(), spec);
+    }
+
+    #[test]
+    fn image_specs_are_checked() {
+        let spec = ReplicaSpec::image_builder(id(), "fluidos-test/busybox:1")
+            .args(["sh", "-c", "echo hi"])
+            .owner("did:key:z6Mkabc")
+            .build()
+            .unwrap();
+        assert_eq!(spec.image(), Some("fluidos-test/busybox:1"));
+        assert_eq!(spec.owner(), Some("did:key:z6Mkabc"));
+        assert_eq!(spec.program(), "");
+        assert_eq!(
+            ReplicaSpec::image_builder(id(), "").build(),
+            Err(SpecError::BadImage(String::new()))
+        );
+        assert_eq!(
+            ReplicaSpec::image_builder(id(), "a b").build(),
+            Err(SpecError::BadImage("a b".into()))
+        );
+        assert_eq!(
+            ReplicaSpec::builder(id(), "/bin/true").owner("").build(),
+            Err(SpecError::BadOwner(String::new()))
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ReplicaSpec>(&json).unwrap(), spec);
     }
 }

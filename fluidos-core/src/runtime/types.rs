@@ -129,6 +129,36 @@ pub struct Logs {
     pub truncated: bool,
 }
 
+/// What one replica has used, measured at `sampled_at_ms`. Counters a consumer can check:
+/// `cpu_time_ns` only grows while the replica runs (it starts at 0 with each start of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaUsage {
+    /// The replica.
+    pub id: ReplicaId,
+    /// CPU time used by all its processes together since it started, in nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Memory in use now, in bytes (without the reclaimable page cache where the engine
+    /// says how much that is).
+    pub memory_bytes: u64,
+    /// The most memory it used at once, when the kernel keeps that (cgroup v1, cgroup v2
+    /// from Linux 5.19).
+    pub memory_peak_bytes: Option<u64>,
+    /// Wall-clock UNIX milliseconds of the measurement.
+    pub sampled_at_ms: u64,
+}
+
+/// What [`Runtime::reconcile`](super::Runtime::reconcile) did with the replicas it found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Covered replicas, kept as they were found (running ones were not restarted).
+    pub adopted: Vec<ReplicaInfo>,
+    /// Replicas no contract covers any more: stopped and removed (their last status).
+    pub removed: Vec<ReplicaInfo>,
+    /// Uncovered replicas that could not be stopped or removed, and why. They are still
+    /// known to the runtime; the caller may retry `stop` and `remove`.
+    pub failed: Vec<(ReplicaId, String)>,
+}
+
 /// How one kind of limit is enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -139,6 +169,8 @@ pub enum Enforcement {
     CgroupV1,
     /// By a resource limit (`setrlimit`) on each process of the replica separately.
     Rlimit,
+    /// By the container engine (through its cgroups), over all processes of the container.
+    Engine,
     /// Not enforced.
     None,
 }
@@ -149,6 +181,7 @@ impl fmt::Display for Enforcement {
             Self::CgroupV2 => "cgroup v2",
             Self::CgroupV1 => "cgroup v1",
             Self::Rlimit => "rlimit",
+            Self::Engine => "the container engine",
             Self::None => "not enforced",
         })
     }

@@ -1,22 +1,22 @@
 //! [`NodeApi`] for the real engine: maps `fluidos_core::Node` to the control
 //! API's types.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use fluidos_contracts::{Architecture, ContractId, Flavor, Resources, SecretKey};
 use fluidos_core::buyer::Phase;
 use fluidos_core::buyer::{AcquisitionRequest, Constraints};
-use fluidos_core::{BuyProgress, Node};
+use fluidos_core::workload::WorkloadSpec;
+use fluidos_core::{BuyProgress, Node, WorkloadError};
 use fluidos_discovery::{CatalogName, CatalogServer, Source};
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::control::types::{
-    BuyEvent, BuyRequest, CatalogView, ContractDetail, ContractExport, ContractInfo, ContractRole,
-    ContractState, DiscoveryView, NodeKind, NodeView, PeerView, StatusView, WorkloadView,
-    contract_detail,
+    BuyEvent, BuyRequest, CatalogView, ContractDetail, ContractExport, ContractInfo, DeployEvent,
+    DeployRequest, DiscoveryView, LogsView, NodeKind, NodeView, PeerView, ReplicaView, StatusView,
+    WorkloadView, contract_detail,
 };
 use crate::control::{ApiError, NodeApi};
 
@@ -131,32 +131,6 @@ fn source_name(s: &Source) -> String {
         Source::Catalog(name) => format!("catalog:{name}"),
         Source::Manual => "manual".into(),
     }
-}
-
-/// Adds up the partitions of active contracts bought, per provider.
-pub fn virtual_nodes(contracts: &[ContractInfo]) -> Vec<NodeView> {
-    let mut by_provider: BTreeMap<String, (Resources, u64)> = BTreeMap::new();
-    for c in contracts
-        .iter()
-        .filter(|c| c.role == ContractRole::Buyer && c.state == ContractState::Active)
-    {
-        let e = by_provider
-            .entry(c.provider.to_did_key())
-            .or_insert((Resources::ZERO, 0));
-        // Saturate rather than fail: a display total never needs to be exact
-        // beyond u64.
-        e.0 = e.0.checked_add(&c.partition).unwrap_or(e.0);
-        e.1 += 1;
-    }
-    by_provider
-        .into_iter()
-        .map(|(node_id, (capacity, contracts))| NodeView {
-            kind: NodeKind::Virtual,
-            node_id,
-            capacity,
-            contracts,
-        })
-        .collect()
 }
 
 /// Turns the API's purchase request into the engine's.
@@ -325,20 +299,144 @@ impl NodeApi for DaemonNode {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeView>, ApiError> {
-        let status = self.node.status().await.map_err(node_err)?;
-        let contracts = self.node.contracts().await.map_err(node_err)?;
-        let mut out = vec![NodeView {
-            kind: NodeKind::Physical,
-            node_id: status.did_key,
-            capacity: status.capacity,
-            contracts: 0,
-        }];
-        out.extend(virtual_nodes(&contracts));
-        Ok(out)
+        let nodes = self.node.nodes().await.map_err(node_err)?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeView {
+                kind: match n.entry.kind {
+                    fluidos_core::view::NodeKind::Physical => NodeKind::Physical,
+                    fluidos_core::view::NodeKind::Virtual => NodeKind::Virtual,
+                },
+                node_id: n.id.to_did_key(),
+                capacity: n.entry.capacity,
+                free: n.free,
+                contracts: n.entry.contracts.len() as u64,
+            })
+            .collect())
     }
 
     async fn workloads(&self) -> Result<Vec<WorkloadView>, ApiError> {
-        // No workload runtime exists yet (the workloads issue adds it).
-        Ok(Vec::new())
+        let me = self.node.node_id();
+        let all = self.node.workloads().await.map_err(workload_err)?;
+        Ok(all.into_iter().map(|w| workload_view(&me, w)).collect())
+    }
+
+    async fn workload(&self, id: String) -> Result<Option<WorkloadView>, ApiError> {
+        let me = self.node.node_id();
+        let w = self.node.workload(&id).await.map_err(workload_err)?;
+        Ok(w.map(|w| workload_view(&me, w)))
+    }
+
+    async fn deploy(
+        &self,
+        req: DeployRequest,
+        progress: mpsc::Sender<DeployEvent>,
+    ) -> Result<DeployEvent, ApiError> {
+        let text = req.spec.trim_start();
+        let spec = if text.starts_with('{') {
+            WorkloadSpec::from_json(text)
+        } else {
+            WorkloadSpec::from_toml(text)
+        }
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if req.dry_run {
+            let decision = self.node.deploy_dry_run(spec).await.map_err(workload_err)?;
+            return Ok(DeployEvent::DryRun {
+                decision: decision.to_string(),
+            });
+        }
+        let wait = req
+            .wait_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(fluidos_core::DEFAULT_DEPLOY_WAIT)
+            .min(crate::control::MAX_BUY_WAIT);
+        let (tx, mut rx) = mpsc::channel(32);
+        let forward = tokio::spawn(async move {
+            while let Some(phase) = rx.recv().await {
+                let _ = progress.send(DeployEvent::Progress { phase }).await;
+            }
+        });
+        let result = self.node.deploy(spec, Some(tx), wait).await;
+        let _ = forward.await;
+        let me = self.node.node_id();
+        Ok(DeployEvent::Done {
+            workload: workload_view(&me, result.map_err(workload_err)?),
+        })
+    }
+
+    async fn undeploy(&self, id: String) -> Result<(), ApiError> {
+        self.node.undeploy(&id).await.map_err(workload_err)
+    }
+
+    async fn logs(&self, id: String, replica: u32, tail: u32) -> Result<LogsView, ApiError> {
+        let data = self
+            .node
+            .logs(&id, replica, tail)
+            .await
+            .map_err(workload_err)?;
+        Ok(LogsView { data })
+    }
+
+    async fn view_export(&self) -> Result<Vec<u8>, ApiError> {
+        self.node.export_view().await.map_err(node_err)
+    }
+}
+
+fn workload_err(e: WorkloadError) -> ApiError {
+    match e {
+        WorkloadError::UnknownWorkload(_) | WorkloadError::UnknownReplica(..) => {
+            ApiError::not_found(e.to_string())
+        }
+        WorkloadError::Invalid(_) => ApiError::bad_request(e.to_string()),
+        WorkloadError::Unreachable { .. } => ApiError::unprocessable("unreachable", e.to_string()),
+        WorkloadError::ShutDown => ApiError::unavailable(e.to_string()),
+        _ => ApiError::unprocessable("refused", e.to_string()),
+    }
+}
+
+/// A workload for the API.
+pub fn workload_view(
+    me: &fluidos_contracts::NodeId,
+    w: fluidos_core::WorkloadDetail,
+) -> WorkloadView {
+    let replicas = w
+        .view
+        .record
+        .replicas
+        .iter()
+        .filter_map(|(k, r)| {
+            let index = k.parse().ok()?;
+            let (state, detail, since, output_tail) = match &r.status {
+                Some(s) => (
+                    s.state.name().to_string(),
+                    s.state.detail(),
+                    Some(s.since),
+                    s.output_tail.clone(),
+                ),
+                None => (
+                    "placed".to_string(),
+                    String::new(),
+                    r.placed_at,
+                    String::new(),
+                ),
+            };
+            Some(ReplicaView {
+                index,
+                node: r.node.map(|n| n.to_did_key()),
+                state,
+                detail,
+                since,
+                output_tail,
+            })
+        })
+        .collect();
+    WorkloadView {
+        id: w.view.id,
+        name: w.view.record.name,
+        owner: w.view.owner.to_did_key(),
+        own: w.view.owner == *me,
+        replicas,
+        placement: w.placement,
+        history: w.history,
     }
 }

@@ -46,7 +46,7 @@ impl Node {
         let s: Submitted = self
             .workloads_ask(|reply| {
                 WCommand::Owner(OwnerCommand::Submit {
-                    spec,
+                    spec: Box::new(spec),
                     dry_run: true,
                     reply,
                 })
@@ -69,7 +69,7 @@ impl Node {
         let submitted: Submitted = self
             .workloads_ask(|reply| {
                 WCommand::Owner(OwnerCommand::Submit {
-                    spec,
+                    spec: Box::new(spec),
                     dry_run: false,
                     reply,
                 })

@@ -260,8 +260,9 @@ impl NodeBuilder {
     }
 
     /// The capacity this node's own workloads may use here (its physical node in
-    /// the view). Default: nothing for a node that sells (what it can spare is
-    /// on the market), what the host can spare for one that does not.
+    /// the view). Default: none, so that what the host can spare stays on the
+    /// market and this node's workloads run on capacity it bought (placement
+    /// buys what is missing).
     pub fn local_capacity(mut self, capacity: fluidos_contracts::Resources) -> Self {
         self.local_capacity = Some(capacity);
         self

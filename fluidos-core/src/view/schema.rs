@@ -114,6 +114,15 @@ impl ReplicaState {
         )
     }
 
+    /// The exit code or reason, for people (empty for the other states).
+    pub fn detail(&self) -> String {
+        match self {
+            ReplicaState::Exited { code } => format!("exit code {code}"),
+            ReplicaState::Failed { reason } | ReplicaState::Evicted { reason } => reason.clone(),
+            _ => String::new(),
+        }
+    }
+
     /// The state's name (`running`, `exited` …).
     pub fn name(&self) -> &'static str {
         match self {

@@ -21,8 +21,8 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
 use types::{
-    BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, NodeView, PeerView,
-    StatusView, WorkloadView,
+    BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, DeployEvent, DeployRequest,
+    LogsView, NodeView, PeerView, StatusView, WorkloadView,
 };
 
 /// The longest `wait_ms` a purchase may ask for.
@@ -140,4 +140,37 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeView>, ApiError>> + Send;
     /// `GET /v1/workloads`.
     fn workloads(&self) -> impl Future<Output = Result<Vec<WorkloadView>, ApiError>> + Send;
+    /// `GET /v1/workloads/{id}`; `Ok(None)` when unknown.
+    fn workload(
+        &self,
+        _id: String,
+    ) -> impl Future<Output = Result<Option<WorkloadView>, ApiError>> + Send {
+        async { Err(ApiError::not_implemented("workloads")) }
+    }
+    /// `POST /v1/deploy`: places, acquires and offloads, sending
+    /// [`DeployEvent::Progress`] as it goes; returns the last line.
+    fn deploy(
+        &self,
+        _req: DeployRequest,
+        _progress: mpsc::Sender<DeployEvent>,
+    ) -> impl Future<Output = Result<DeployEvent, ApiError>> + Send {
+        async { Err(ApiError::not_implemented("workloads")) }
+    }
+    /// `POST /v1/workloads/{id}/undeploy`.
+    fn undeploy(&self, _id: String) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { Err(ApiError::not_implemented("workloads")) }
+    }
+    /// `GET /v1/workloads/{id}/logs?replica=&tail=`.
+    fn logs(
+        &self,
+        _id: String,
+        _replica: u32,
+        _tail: u32,
+    ) -> impl Future<Output = Result<LogsView, ApiError>> + Send {
+        async { Err(ApiError::not_implemented("workloads")) }
+    }
+    /// `GET /v1/view/export`: the view as a standard Automerge file.
+    fn view_export(&self) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send {
+        async { Err(ApiError::not_implemented("workloads")) }
+    }
 }

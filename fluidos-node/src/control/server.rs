@@ -24,7 +24,7 @@ use super::token::Token;
 use super::types::{
     AddPeerRequest, BuyEvent, BuyRequest, ErrorBody, ErrorResponse, TerminateRequest,
 };
-use super::{ApiError, NodeApi};
+use super::{ApiError, NodeApi, types};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -68,6 +68,11 @@ pub fn router<N: NodeApi>(node: N, token: Token, max_concurrent: usize) -> Route
         .route("/v1/buy", post(buy::<N>))
         .route("/v1/nodes", get(nodes::<N>))
         .route("/v1/workloads", get(workloads::<N>))
+        .route("/v1/workloads/{id}", get(workload::<N>))
+        .route("/v1/workloads/{id}/logs", get(logs::<N>))
+        .route("/v1/workloads/{id}/undeploy", post(undeploy::<N>))
+        .route("/v1/deploy", post(deploy::<N>))
+        .route("/v1/view/export", get(view_export::<N>))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/CONTROL-API.md") })
         .with_state(node)
         .layer(middleware::from_fn_with_state(auth, guard))
@@ -260,6 +265,89 @@ async fn nodes<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiE
 
 async fn workloads<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(n.workloads().await?))
+}
+
+async fn workload<N: NodeApi>(
+    State(n): State<N>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    match n.workload(id.clone()).await? {
+        Some(w) => Ok(Json(w)),
+        None => Err(ApiError::not_found(format!("no workload {id}"))),
+    }
+}
+
+async fn undeploy<N: NodeApi>(
+    State(n): State<N>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    n.undeploy(id).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `?replica=0&tail=65536`.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    replica: u32,
+    #[serde(default = "default_tail")]
+    tail: u32,
+}
+
+fn default_tail() -> u32 {
+    64 * 1024
+}
+
+async fn logs<N: NodeApi>(
+    State(n): State<N>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(n.logs(id, q.replica, q.tail).await?))
+}
+
+async fn view_export<N: NodeApi>(State(n): State<N>) -> Result<Response, ApiError> {
+    let bytes = n.view_export().await?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(bytes))
+        .unwrap_or_else(|_| ApiError::internal("response").into_response()))
+}
+
+/// Streams a deploy as NDJSON, like a purchase: `progress` lines, then one
+/// `dry_run`, `done` or `failed`.
+async fn deploy<N: NodeApi>(
+    State(n): State<N>,
+    body: Result<Json<types::DeployRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = json_body(body)?;
+    if req.spec.trim().is_empty() {
+        return Err(ApiError::bad_request("the spec is empty"));
+    }
+    let (tx, rx) = mpsc::channel::<types::DeployEvent>(BUY_EVENTS);
+    let done_tx = tx.clone();
+    tokio::spawn(async move {
+        let last = match n.deploy(req, tx).await {
+            Ok(ev) => ev,
+            Err(e) => types::DeployEvent::Failed {
+                error: ErrorBody {
+                    code: e.code.to_string(),
+                    message: e.message,
+                },
+            },
+        };
+        let _ = done_tx.send(last).await;
+    });
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        let ev = rx.recv().await?;
+        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(line), rx))
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|_| ApiError::internal("response").into_response()))
 }
 
 /// Serves `router` on `tcp` and, if given, `unix`, until `shutdown` resolves;

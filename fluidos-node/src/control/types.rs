@@ -223,22 +223,99 @@ pub struct NodeView {
     pub kind: NodeKind,
     /// This node's did:key (physical) or the provider's (virtual).
     pub node_id: String,
-    /// Capacity: sellable total (physical) or the sum of active partitions (virtual).
+    /// Capacity: what this node's own workloads may use here (physical) or the
+    /// sum of the active contracts with the provider (virtual).
     pub capacity: Resources,
+    /// Capacity minus what the replicas placed on it request.
+    #[serde(default)]
+    pub free: Resources,
     /// Active contracts backing a virtual node (0 for the physical one).
     pub contracts: u64,
 }
 
-/// One entry of `GET /v1/workloads`. No workload runtime exists yet, so the list
-/// is always empty; the shape is fixed by the workloads issue.
+/// One workload: `GET /v1/workloads` lists them, `GET /v1/workloads/{id}` shows one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadView {
-    /// Workload name.
+    /// Its id (unique per owner).
+    pub id: String,
+    /// Its name.
     pub name: String,
-    /// Where it runs (a node id).
-    pub node: String,
-    /// Its status.
-    pub status: String,
+    /// The owner's did:key (this node, or a peer whose replicas run here).
+    pub owner: String,
+    /// Whether this node owns it.
+    pub own: bool,
+    /// Every replica.
+    pub replicas: Vec<ReplicaView>,
+    /// The placement decision with every candidate's verdict (owner only).
+    #[serde(default)]
+    pub placement: Option<String>,
+    /// Status changes, oldest first (owner only).
+    #[serde(default)]
+    pub history: Vec<fluidos_core::HistoryEntry>,
+}
+
+/// One replica of a [`WorkloadView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// Its index.
+    pub index: u32,
+    /// The node it is placed on (did:key), if placed.
+    pub node: Option<String>,
+    /// `pending`, `starting`, `running`, `exited`, `failed`, `evicted`, …
+    pub state: String,
+    /// Exit code or reason.
+    pub detail: String,
+    /// Since when (UNIX ms).
+    pub since: Option<Timestamp>,
+    /// The last output, as the view carries it.
+    pub output_tail: String,
+}
+
+/// `POST /v1/deploy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The workload spec, TOML or JSON text (`docs/WORKLOADS.md`).
+    pub spec: String,
+    /// Only show where it would go and why.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// How long to wait for every replica to run or end, ms (default 60 000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// One line of the `POST /v1/deploy` response stream (NDJSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// Placement, acquisition, offload and replica states as they happen.
+    Progress {
+        /// What happened.
+        #[serde(flatten)]
+        phase: fluidos_core::DeployPhase,
+    },
+    /// A dry run's decision; the last line.
+    DryRun {
+        /// The decision with every reason.
+        decision: String,
+    },
+    /// The workload as it stands once every replica runs or ended; the last line.
+    Done {
+        /// The workload.
+        workload: WorkloadView,
+    },
+    /// The deploy failed; the last line.
+    Failed {
+        /// Why.
+        error: ErrorBody,
+    },
+}
+
+/// `GET /v1/workloads/{id}/logs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsView {
+    /// The output (lossy UTF-8).
+    pub data: String,
 }
 
 /// The JSON body of every error response: `{"error": {"code": …, "message": …}}`.

@@ -262,11 +262,10 @@ fn physical_entry(
     sellable: &fluidos_contracts::Resources,
     now: Timestamp,
 ) -> crate::view::NodeEntry {
-    let capacity = b.local_capacity.unwrap_or(if b.roles.provider {
-        fluidos_contracts::Resources::ZERO
-    } else {
-        *sellable
-    });
+    let _ = sellable;
+    let capacity = b
+        .local_capacity
+        .unwrap_or(fluidos_contracts::Resources::ZERO);
     crate::view::NodeEntry {
         kind: crate::view::NodeKind::Physical,
         capacity,

@@ -38,7 +38,13 @@ pub(super) struct Hosted {
     /// Statuses the view could not take yet (the owner's placement has not
     /// arrived): written when the owner's next changes do.
     pending: BTreeMap<ReplicaKey, ReplicaStatus>,
+    /// Ended replicas whose runtime record (output) is kept for `logs`, oldest
+    /// first, at most [`MAX_ENDED_KEPT`].
+    ended: std::collections::VecDeque<(ReplicaKey, ReplicaId, Option<ContractId>)>,
 }
+
+/// Ended replicas whose output is kept for `logs`.
+const MAX_ENDED_KEPT: usize = 256;
 
 impl Hosted {
     /// What the replicas of `owner` use here.
@@ -60,6 +66,32 @@ impl Hosted {
         let r = self.replicas.remove(key)?;
         self.by_rid.remove(&r.rid);
         Some(r)
+    }
+
+    /// The runtime id of a replica hosted here, running or ended.
+    pub(super) fn rid_of(&self, key: &ReplicaKey) -> Option<ReplicaId> {
+        self.replicas.get(key).map(|r| r.rid.clone()).or_else(|| {
+            self.ended
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .map(|(_, rid, _)| rid.clone())
+        })
+    }
+
+    /// Forgets the ended replicas matching `f`; returns their runtime ids.
+    fn forget_ended(
+        &mut self,
+        f: impl Fn(&ReplicaKey, Option<&ContractId>) -> bool,
+    ) -> Vec<ReplicaId> {
+        let mut gone = Vec::new();
+        self.ended.retain(|(k, rid, c)| {
+            let drop = f(k, c.as_ref());
+            if drop {
+                gone.push(rid.clone());
+            }
+            !drop
+        });
+        gone
     }
 
     /// The replica running `rid`, if it is hosted here.
@@ -179,6 +211,8 @@ impl Workloads {
                 if self.hosted.replicas.contains_key(&key) {
                     self.stop_hosted(&key, "stopped by its owner", Some(reply));
                 } else {
+                    let gone = self.hosted.forget_ended(|k, _| *k == key);
+                    self.remove_records(gone);
                     answer(reply, &WorkloadResponse::Stopped);
                 }
             }
@@ -188,14 +222,13 @@ impl Workloads {
                 tail,
             } => {
                 let key = (from, workload, replica);
-                let (Some(r), Some(runtime)) = (self.hosted.replicas.get(&key), &self.runtime)
+                let (Some(rid), Some(runtime)) = (self.hosted.rid_of(&key), self.runtime.clone())
                 else {
                     return answer(
                         reply,
                         &WorkloadResponse::error(Code::UnknownReplica, "no such replica here"),
                     );
                 };
-                let (rid, runtime) = (r.rid.clone(), runtime.clone());
                 let tail = tail.min(MAX_LOG_TAIL) as usize;
                 tokio::spawn(async move {
                     let r = match runtime.logs(&rid, tail).await {
@@ -377,8 +410,34 @@ impl Workloads {
         });
     }
 
+    /// Deletes the runtime records (and output) of ended replicas.
+    pub(super) fn remove_records(&self, rids: Vec<ReplicaId>) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        if rids.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for rid in rids {
+                if let Err(e) = runtime.remove(&rid).await {
+                    warn!(replica = %rid, error = %e, "could not remove an ended replica");
+                }
+            }
+        });
+    }
+
+    /// Forgets this node's own ended replica records of workload `id`.
+    pub(super) fn forget_local(&mut self, id: &str) {
+        let me = self.me;
+        let gone = self.hosted.forget_ended(|k, _| k.0 == me && k.1 == id);
+        self.remove_records(gone);
+    }
+
     /// Every replica hosted under contract `id` stops.
     pub(super) fn evict_contract(&mut self, id: &ContractId, reason: &str) {
+        let gone = self.hosted.forget_ended(|_, c| c == Some(id));
+        self.remove_records(gone);
         let keys: Vec<ReplicaKey> = self
             .hosted
             .replicas
@@ -454,13 +513,12 @@ impl Workloads {
                 } else {
                     self.refresh_physical();
                 }
-                // Its end is in the view: the runtime's record can go.
-                if let Some(runtime) = self.runtime.clone() {
-                    tokio::spawn(async move {
-                        if let Err(e) = runtime.remove(&r.rid).await {
-                            warn!(replica = %r.rid, error = %e, "could not remove an ended replica");
-                        }
-                    });
+                // Its end is in the view; its output stays for `logs` a while.
+                self.hosted.ended.push_back((key, r.rid, r.contract));
+                if self.hosted.ended.len() > MAX_ENDED_KEPT
+                    && let Some((_, rid, _)) = self.hosted.ended.pop_front()
+                {
+                    self.remove_records(vec![rid]);
                 }
             }
         }

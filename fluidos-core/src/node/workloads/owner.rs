@@ -149,7 +149,7 @@ pub(super) struct Owned {
 /// Owner operations.
 pub(crate) enum OwnerCommand {
     Submit {
-        spec: WorkloadSpec,
+        spec: Box<WorkloadSpec>,
         dry_run: bool,
         reply: oneshot::Sender<Result<Submitted, WorkloadError>>,
     },
@@ -200,15 +200,6 @@ fn status(state: ReplicaState) -> ReplicaStatus {
     }
 }
 
-/// A state's details for people.
-pub(crate) fn detail(state: &ReplicaState) -> String {
-    match state {
-        ReplicaState::Exited { code } => format!("exit code {code}"),
-        ReplicaState::Failed { reason } | ReplicaState::Evicted { reason } => reason.clone(),
-        _ => String::new(),
-    }
-}
-
 impl Workloads {
     pub(super) fn owner_command(&mut self, cmd: OwnerCommand) {
         match cmd {
@@ -217,7 +208,7 @@ impl Workloads {
                 dry_run,
                 reply,
             } => {
-                let _ = reply.send(self.submit(spec, dry_run));
+                let _ = reply.send(self.submit(*spec, dry_run));
             }
             OwnerCommand::Assign {
                 id,
@@ -499,6 +490,7 @@ impl Workloads {
             .remove_workload(id)
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
         self.owned.workloads.remove(id);
+        self.forget_local(id);
         info!(workload = %id, "workload undeployed");
         self.touch();
         Ok(())
@@ -575,7 +567,7 @@ impl Workloads {
             .and_then(|w| w.history.iter().rev().find(|h| h.replica == replica))
             .is_some_and(|h| h.state == name && h.node == node);
         if !same {
-            self.record(id, replica, name, detail(&s.state), node);
+            self.record(id, replica, name, s.state.detail(), node);
         }
     }
 

@@ -2,6 +2,8 @@
 //! daemon through its control API. Tables for people, `--json` for scripts.
 
 use std::io::Write;
+
+pub mod workloads;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -15,8 +17,8 @@ use crate::control::MAX_BUY_WAIT;
 use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
-    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, NodeView,
-    PeerView, StatusView, TerminateRequest, WorkloadView,
+    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, PeerView,
+    StatusView, TerminateRequest,
 };
 use crate::daemon::CONTROL_ADDR_FILE;
 
@@ -76,10 +78,41 @@ pub enum Command {
     },
     /// Buy capacity from the best peer, showing each phase.
     Buy(BuyArgs),
-    /// This node and the virtual nodes made of capacity bought from providers.
+    /// This node and the virtual nodes made of capacity bought from providers,
+    /// with what is free on each.
     Nodes,
-    /// Workloads (none until the workload runtime lands).
+    /// Deploy a workload: place it, buy capacity when it does not fit, run it
+    /// on the chosen node and wait until it runs.
+    Deploy(workloads::DeployArgs),
+    /// Workloads: this node's own and the peers' hosted here.
     Workloads,
+    /// One workload: placement reasons, replicas, status history, output.
+    Workload {
+        /// Its id.
+        id: String,
+    },
+    /// A replica's output, from wherever it runs.
+    Logs {
+        /// The workload id.
+        id: String,
+        /// The replica.
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+        /// At most this many bytes from the end.
+        #[arg(long, default_value_t = 65536)]
+        tail: u32,
+    },
+    /// Stop every replica of a workload and remove it.
+    Undeploy {
+        /// Its id.
+        id: String,
+    },
+    /// The replicated view.
+    View {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: workloads::ViewCommand,
+    },
     /// Run the demo: three nodes on this machine peer through a shared catalog
     /// address, one buys capacity from another, and the contract is verified.
     Demo,
@@ -264,23 +297,13 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Contract { command } => contract(&client, command, json).await,
         Command::Buy(args) => buy(&client, args, json).await,
-        Command::Nodes => {
-            show::<Vec<NodeView>>(&client, "/v1/nodes", json, |n| print_nodes(n)).await
-        }
-        Command::Workloads => {
-            show::<Vec<WorkloadView>>(&client, "/v1/workloads", json, |w| {
-                if w.is_empty() {
-                    println!("no workloads (the workload runtime is not implemented yet)");
-                } else {
-                    table(
-                        &["NAME", "NODE", "STATUS"],
-                        w.iter()
-                            .map(|w| vec![w.name.clone(), short(&w.node), w.status.clone()]),
-                    );
-                }
-            })
-            .await
-        }
+        Command::Nodes => workloads::nodes(&client, json).await,
+        Command::Deploy(args) => workloads::deploy(&client, args, json).await,
+        Command::Workloads => workloads::list(&client, json).await,
+        Command::Workload { id } => workloads::one(&client, id, json).await,
+        Command::Logs { id, replica, tail } => workloads::logs(&client, id, *replica, *tail).await,
+        Command::Undeploy { id } => workloads::undeploy(&client, id).await,
+        Command::View { command } => workloads::view(&client, command).await,
         Command::Init { .. } | Command::Run { .. } | Command::Demo => {
             bail!("not a client command")
         }
@@ -729,27 +752,6 @@ fn print_contracts(contracts: &[ContractInfo]) {
             row.extend(resources_cells(&c.partition));
             row.push(format!("{} {}", money(c.price_micros), c.currency));
             row.push(when(c.valid_until));
-            row
-        }),
-    );
-}
-
-fn print_nodes(nodes: &[NodeView]) {
-    table(
-        &[
-            "KIND",
-            "NODE",
-            "CPU",
-            "MEMORY",
-            "STORAGE",
-            "PODS",
-            "GPUS",
-            "CONTRACTS",
-        ],
-        nodes.iter().map(|n| {
-            let mut row = vec![format!("{:?}", n.kind).to_lowercase(), short(&n.node_id)];
-            row.extend(resources_cells(&n.capacity));
-            row.push(n.contracts.to_string());
             row
         }),
     );

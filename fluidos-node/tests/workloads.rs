@@ -1,0 +1,132 @@
+//! Workloads between real `fluidos-node` processes (loopback, mDNS off, own data
+//! dirs and control ports): `deploy` on a consumer buys from a provider, the
+//! replica runs there, and `workload`, `logs`, `nodes`, `view export` and
+//! `undeploy` show and end it.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, init_with, peer_dids, poll, run, stderr, stdout};
+
+#[test]
+fn deploy_on_a_consumer_runs_the_workload_on_the_provider_and_brings_its_output_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p_dir, c_dir) = (tmp.path().join("p"), tmp.path().join("c"));
+    let p_did = init_with(&p_dir, &[])["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    init_with(&c_dir, &["--provider", "false"]);
+    let p = Daemon::start(&p_dir);
+    let c = Daemon::start(&c_dir);
+    let p_addr = p.status()["listen_addrs"][0].as_str().unwrap().to_string();
+    let o = run(&c_dir, &["peer", "add", &p_addr]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let found = poll(100, Duration::from_millis(100), || {
+        peer_dids(&c_dir).contains(&p_did).then_some(())
+    });
+    assert!(found.is_some(), "the consumer never listed the provider");
+
+    let spec = tmp.path().join("hello.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "hello"
+[run]
+command = "/bin/sh"
+args = ["-c", "echo hello over the mesh; exit 4"]
+[requests]
+cpu = "250m"
+memory = "128MiB"
+"#,
+    )
+    .unwrap();
+
+    // A dry run explains and changes nothing.
+    let o = run(&c_dir, &["deploy", "--dry-run", spec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("acquire"), "{}", stdout(&o));
+    let o = run(&c_dir, &["workloads", "--json"]);
+    assert_eq!(stdout(&o).trim(), "[]");
+
+    let o = run(&c_dir, &["deploy", spec.to_str().unwrap(), "--wait", "20s"]);
+    let text = stdout(&o);
+    println!("{text}");
+    assert!(o.status.success(), "{text}\n{}\n{}", stderr(&o), c.log());
+    assert!(text.contains("[  acquiring]"), "{text}");
+    assert!(text.contains("[     bought]"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("workload "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+
+    // The exit code and output come back through the view.
+    let done = poll(100, Duration::from_millis(100), || {
+        let o = run(&c_dir, &["workload", &id, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["replicas"][0]["state"] == "exited").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never exited\n{}\n{}", c.log(), p.log()));
+    assert_eq!(done["replicas"][0]["detail"], "exit code 4", "{done}");
+    assert_eq!(done["replicas"][0]["node"], p_did.as_str(), "{done}");
+    assert!(
+        done["replicas"][0]["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains("hello over the mesh"),
+        "{done}"
+    );
+    let o = run(&c_dir, &["workload", &id]);
+    assert!(stdout(&o).contains("placement:"), "{}", stdout(&o));
+
+    // logs fetches the output from the provider.
+    let o = run(&c_dir, &["logs", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("hello over the mesh"), "{}", stdout(&o));
+    let o = run(&c_dir, &["logs", "nope-1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no workload"), "{}", stderr(&o));
+
+    // nodes shows the virtual node; the provider lists the hosted workload.
+    let o = run(&c_dir, &["nodes", "--json"]);
+    let nodes: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == p_did.as_str())
+        .unwrap_or_else(|| panic!("{nodes}"));
+    assert_eq!(v["kind"], "virtual");
+    assert_eq!(v["contracts"], 1);
+    let o = run(&p_dir, &["workloads", "--json"]);
+    let hosted: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(hosted[0]["id"], id.as_str(), "{hosted}");
+    assert_eq!(hosted[0]["own"], false);
+
+    // view export writes a standard Automerge document.
+    let file = tmp.path().join("view.automerge");
+    let o = run(&c_dir, &["view", "export", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[..4], &[0x85, 0x6f, 0x4a, 0x83], "Automerge magic");
+
+    // undeploy removes it; a bad spec is refused with the reason.
+    let o = run(&c_dir, &["undeploy", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&c_dir, &["workloads", "--json"]);
+    assert_eq!(stdout(&o).trim(), "[]");
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"Bad Name\"\n[run]\ncommand = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let o = run(&c_dir, &["deploy", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("name"), "{}", stderr(&o));
+    drop((p, c));
+}

@@ -22,7 +22,9 @@ use fluidos_core::{Node, Roles};
 fn runtime(dir: &Path) -> Arc<dyn Runtime> {
     Arc::new(
         ProcessRuntime::builder(dir.join("replicas"))
-            .supervisor(SupervisorCommand::new(env!("CARGO_BIN_EXE_fluidos-supervise")))
+            .supervisor(SupervisorCommand::new(env!(
+                "CARGO_BIN_EXE_fluidos-supervise"
+            )))
             .build()
             .unwrap(),
     )
@@ -97,7 +99,11 @@ fn main() {
         for i in 0..rounds.min(20) {
             let t = Instant::now();
             let d = c
-                .deploy(spec(&format!("cold{i}"), "sleep 30"), None, Duration::from_secs(20))
+                .deploy(
+                    spec(&format!("cold{i}"), "sleep 30"),
+                    None,
+                    Duration::from_secs(20),
+                )
                 .await
                 .unwrap();
             cold.push(t.elapsed().as_secs_f64() * 1e3);
@@ -124,7 +130,11 @@ fn main() {
         for i in 0..rounds {
             let t = Instant::now();
             let d = c
-                .deploy(spec(&format!("warm{i}"), "sleep 0.2"), None, Duration::from_secs(20))
+                .deploy(
+                    spec(&format!("warm{i}"), "sleep 0.2"),
+                    None,
+                    Duration::from_secs(20),
+                )
                 .await
                 .unwrap();
             warm.push(t.elapsed().as_secs_f64() * 1e3);

@@ -574,12 +574,25 @@ impl View {
             FrameKind::Sync => {
                 let msg = automerge::sync::Message::decode(&frame.payload)
                     .map_err(|e| SyncError::Malformed(e.to_string()))?;
+                // Applied in place and checked; a refused message is undone by going
+                // back to the old heads (a fork of the history up to them), which costs
+                // O(history) only when a peer misbehaves.
                 let before = link.doc.get_heads();
-                let mut fork = link.doc.clone();
                 let mut state = link.sync.clone();
-                fork.receive_sync_message(&mut state, msg)
-                    .map_err(|e| SyncError::Malformed(e.to_string()))?;
-                if let Err(violation) = ownership::check(&fork, &before, &me, peer) {
+                let restore = |doc: &mut Automerge| {
+                    if doc.get_heads() != before
+                        && let Ok(mut old) = doc.fork_at(&before)
+                    {
+                        old.set_actor(schema::actor_of(&me));
+                        *doc = old;
+                    }
+                };
+                if let Err(e) = link.doc.receive_sync_message(&mut state, msg) {
+                    restore(&mut link.doc);
+                    return Err(SyncError::Malformed(e.to_string()));
+                }
+                if let Err(violation) = ownership::check(&link.doc, &before, &me, peer) {
+                    restore(&mut link.doc);
                     tracing::warn!(peer = %peer, %violation, "view change rejected");
                     self.push_event(ViewEvent::Rejected {
                         peer: *peer,
@@ -590,8 +603,7 @@ impl View {
                         violation,
                     });
                 }
-                let changed = fork.get_heads() != before;
-                link.doc = fork;
+                let changed = link.doc.get_heads() != before;
                 link.sync = state;
                 if changed {
                     self.push_event(ViewEvent::Changed { peer: *peer });

@@ -195,6 +195,11 @@ impl OutputRing {
         let keep = usize::try_from(self.segment.saturating_mul(2)).unwrap_or(usize::MAX);
         if buf.len() > keep {
             buf = &buf[buf.len() - keep..];
+            // Output was skipped: say so, as a rotation over an old segment would.
+            if !self.dropped {
+                self.dropped = true;
+                File::create(self.dir.join(OUT_DROPPED))?;
+            }
         }
         while !buf.is_empty() {
             if self.cur_len >= self.segment {

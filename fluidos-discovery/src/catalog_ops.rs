@@ -53,7 +53,7 @@ impl EventLoop {
             .catalogs
             .iter()
             .map(|c| c.name.clone())
-            .filter(|n| self.cfg.outgoing.announces_in(n) && !self.raw_catalogs.contains(n))
+            .filter(|n| self.cfg.outgoing.announces_in(n) && !self.raw_catalogs.contains_key(n))
             .collect()
     }
 
@@ -120,6 +120,9 @@ impl EventLoop {
     /// Signs fresh adverts and publishes them in every announced catalog.
     pub(crate) fn publish(&mut self) {
         self.addresses_dirty = false;
+        for (catalog, bytes) in self.raw_catalogs.clone() {
+            self.store_raw(&catalog, bytes);
+        }
         let now = Timestamp::now();
         let seq = self.next_seq(now);
         let ttl = self.ttl_ms();
@@ -175,14 +178,8 @@ impl EventLoop {
     }
 
     pub(crate) fn danger_raw_advert(&mut self, catalog: CatalogName, bytes: Vec<u8>) {
-        self.raw_catalogs.insert(catalog.clone());
-        let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
-        record.expires = Some(Instant::now() + self.cfg.advert_ttl);
-        record.publisher = Some(*self.swarm.local_peer_id());
-        // Straight into the local store, past every check: peers find it when they ask us.
-        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-            tracing::warn!(error = ?e, "raw advert not stored");
-        }
+        self.raw_catalogs.insert(catalog.clone(), bytes.clone());
+        self.store_raw(&catalog, bytes);
         if let Ok(id) = self
             .swarm
             .behaviour_mut()
@@ -190,6 +187,18 @@ impl EventLoop {
             .start_providing(catalog_key(&catalog, shard_of(&self.node)))
         {
             self.queries.insert(id, Query::Publish);
+        }
+    }
+
+    /// Keeps a raw advert in the local store with a fresh expiry, as a node
+    /// re-publishing its advert would (else it would vanish after one TTL).
+    fn store_raw(&mut self, catalog: &CatalogName, bytes: Vec<u8>) {
+        let mut record = Record::new(advert_key(catalog, &self.node), bytes);
+        record.expires = Some(Instant::now() + self.cfg.advert_ttl);
+        record.publisher = Some(*self.swarm.local_peer_id());
+        // Straight into the local store, past every check: peers find it when they ask us.
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::warn!(error = ?e, "raw advert not stored");
         }
     }
 

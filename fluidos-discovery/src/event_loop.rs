@@ -119,8 +119,9 @@ pub(crate) struct EventLoop {
     pub(crate) seq: u64,
     /// The advert handed out over `/fluidos/advert/1`.
     pub(crate) direct_advert: Option<Vec<u8>>,
-    /// Catalogs whose advert was replaced by `danger_publish_raw_advert`.
-    pub(crate) raw_catalogs: BTreeSet<CatalogName>,
+    /// Catalogs whose advert was replaced by `danger_publish_raw_advert`, with the bytes
+    /// kept in the local store at every re-publication.
+    pub(crate) raw_catalogs: BTreeMap<CatalogName, Vec<u8>>,
     pub(crate) addresses_dirty: bool,
     pub(crate) queries: HashMap<QueryId, Query>,
     pub(crate) fetch_queue: VecDeque<Lookup>,
@@ -192,7 +193,7 @@ impl EventLoop {
             updates,
             seq: 0,
             direct_advert: None,
-            raw_catalogs: BTreeSet::new(),
+            raw_catalogs: BTreeMap::new(),
             addresses_dirty: false,
             queries: HashMap::new(),
             fetch_queue: VecDeque::new(),

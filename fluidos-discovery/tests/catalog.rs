@@ -72,7 +72,6 @@ fn signed_bytes(advert: &Advert, signer: &SecretKey) -> Vec<u8> {
     fluidos_contracts::canonical::to_vec(&Signed::<Advert>::from_parts(payload, sig)).unwrap()
 }
 
-#[ignore = "flaky when the file's tests run in parallel: the root sometimes fetches no rogue advert within 20 s (seen on 4ef3b4f too); issue 18 tracks it. Run with --ignored."]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_adverts_are_rejected_and_discovery_carries_on() {
     init_tracing();

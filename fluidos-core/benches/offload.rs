@@ -108,6 +108,18 @@ fn main() {
                 .unwrap();
             cold.push(t.elapsed().as_secs_f64() * 1e3);
             c.undeploy(&d.view.id).await.unwrap();
+            // The next round must buy again.
+            for k in c.contracts().await.unwrap() {
+                if k.role == fluidos_core::ContractRole::Buyer
+                    && k.state != fluidos_core::ContractState::Ended
+                {
+                    c.terminate(k.id, "next round".into()).await.unwrap();
+                }
+            }
+            let pid = p.node_id();
+            while c.nodes().await.unwrap().iter().any(|n| n.id == pid) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         // Warm: a contract with room for every replica exists.
         c.buy(
@@ -115,7 +127,7 @@ fn main() {
                 resources: Resources {
                     cpu_millis: 500,
                     memory_bytes: 1 << 30,
-                    pods: 512,
+                    pods: 64,
                     ..Resources::ZERO
                 },
                 duration_ms: 3_600_000,

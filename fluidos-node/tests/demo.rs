@@ -31,9 +31,13 @@ fn demo_runs_every_step() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("provider committed capacity back to"),
+        stdout.contains("committed capacity back to cpu=0"),
         "{stdout}"
     );
+    // Step 7: the workload was bought for, ran on a provider, and its output came back.
+    assert!(stdout.contains("… acquiring"), "{stdout}");
+    assert!(stdout.contains("exited with code 0"), "{stdout}");
+    assert!(stdout.contains("hello from"), "{stdout}");
     assert_eq!(
         stdout.matches("advert signature verified").count(),
         2,

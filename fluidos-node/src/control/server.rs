@@ -247,16 +247,21 @@ async fn buy<N: NodeApi>(
         };
         let _ = done_tx.send(last).await;
     });
+    Ok(ndjson(rx))
+}
+
+/// A response streaming each event of `rx` as one line of JSON, until it closes.
+fn ndjson<E: serde::Serialize + Send + 'static>(rx: mpsc::Receiver<E>) -> Response {
     let lines = futures::stream::unfold(rx, |mut rx| async move {
         let ev = rx.recv().await?;
         let mut line = serde_json::to_vec(&ev).unwrap_or_default();
         line.push(b'\n');
         Some((Ok::<_, Infallible>(line), rx))
     });
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(lines))
-        .unwrap_or_else(|_| ApiError::internal("response").into_response()))
+        .unwrap_or_else(|_| ApiError::internal("response").into_response())
 }
 
 async fn nodes<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiError> {
@@ -338,16 +343,7 @@ async fn deploy<N: NodeApi>(
         };
         let _ = done_tx.send(last).await;
     });
-    let lines = futures::stream::unfold(rx, |mut rx| async move {
-        let ev = rx.recv().await?;
-        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, Infallible>(line), rx))
-    });
-    Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(lines))
-        .unwrap_or_else(|_| ApiError::internal("response").into_response()))
+    Ok(ndjson(rx))
 }
 
 /// Serves `router` on `tcp` and, if given, `unix`, until `shutdown` resolves;

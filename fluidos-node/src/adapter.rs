@@ -183,6 +183,7 @@ impl NodeApi for DaemonNode {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             discovery: self.discovery_view().await?,
+            runtime: self.node.runtime_summary().await.map_err(node_err)?,
         })
     }
 

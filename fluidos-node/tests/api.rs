@@ -50,6 +50,7 @@ impl NodeApi for Fake {
             version: "test".into(),
             uptime_secs: 0,
             discovery: Default::default(),
+            runtime: None,
         })
     }
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {

@@ -21,7 +21,12 @@ fn deploy_on_a_consumer_runs_the_workload_on_the_provider_and_brings_its_output_
     init_with(&c_dir, &["--provider", "false"]);
     let p = Daemon::start(&p_dir);
     let c = Daemon::start(&c_dir);
-    let p_addr = p.status()["listen_addrs"][0].as_str().unwrap().to_string();
+    let p_status = p.status();
+    let p_addr = p_status["listen_addrs"][0].as_str().unwrap().to_string();
+    // status says which isolation applies to hosted replicas.
+    let runtime = p_status["runtime"].as_str().unwrap_or_default().to_string();
+    assert!(runtime.contains("process runtime"), "{p_status}");
+    assert!(stdout(&run(&p_dir, &["status"])).contains("workloads:   process runtime"));
     let o = run(&c_dir, &["peer", "add", &p_addr]);
     assert!(o.status.success(), "{}", stderr(&o));
     let found = poll(100, Duration::from_millis(100), || {

@@ -603,6 +603,10 @@ fn print_status(s: &StatusView) {
     println!("node id:     {}", n.did_key);
     println!("peer id:     {}", n.peer_id);
     println!("version:     {} (up {}s)", s.version, s.uptime_secs);
+    match &s.runtime {
+        Some(r) => println!("workloads:   {r}"),
+        None => println!("workloads:   none (no runtime: this node hosts no workloads)"),
+    }
     let mut roles = Vec::new();
     if n.roles.provider {
         roles.push("provider");

@@ -20,6 +20,10 @@ pub struct StatusView {
     /// Where this node looks for peers and whether it serves catalogs.
     #[serde(default)]
     pub discovery: DiscoveryView,
+    /// The workload runtime and the isolation it applies (cgroups v2/v1 or
+    /// rlimits), or `None` when this node hosts no workloads.
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// The `discovery` object of `GET /v1/status`.

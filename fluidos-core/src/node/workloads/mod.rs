@@ -47,6 +47,9 @@ pub(crate) const APP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry of a link whose last frame failed: first wait, doubled up to the max.
 const LINK_RETRY_MIN: Duration = Duration::from_millis(200);
 const LINK_RETRY_MAX: Duration = Duration::from_secs(5);
+/// An idle link sends a fresh sync message this often, so that a peer that
+/// restarted (and may not know this node's address) hears from it.
+const HEARTBEAT: Duration = Duration::from_secs(3);
 /// How often ended workloads age out.
 const AGE_OUT_EVERY: Duration = Duration::from_secs(60);
 /// The view is saved at most this long after a change.
@@ -76,6 +79,8 @@ struct PeerOut {
     in_flight: bool,
     retry_at: Option<Instant>,
     failures: u32,
+    /// When a frame last went out (or was answered).
+    last_sent: Option<Instant>,
 }
 
 /// What the task is started with.
@@ -283,6 +288,7 @@ impl Workloads {
                 o.in_flight = false;
                 if ok {
                     o.failures = 0;
+                    o.last_sent = Some(Instant::now());
                     return;
                 }
                 // Lost or refused: Automerge's sync state assumed it arrived. Start the
@@ -406,6 +412,26 @@ impl Workloads {
         for peer in due {
             self.reconnect(peer);
         }
+        // Idle links: a fresh sync message (just the heads when nothing changed).
+        let idle: Vec<NodeId> = self
+            .out
+            .iter()
+            .filter(|(_, o)| {
+                !o.in_flight
+                    && o.retry_at.is_none()
+                    && o.queue.is_empty()
+                    && o.last_sent
+                        .is_none_or(|t| now.duration_since(t) >= HEARTBEAT)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in idle {
+            if let Some(o) = self.out.get_mut(&peer) {
+                o.last_sent = Some(now);
+            }
+            self.view.disconnected(&peer);
+            self.view.connected(&peer, now);
+        }
     }
 
     /// Sends what the view has for every peer, one frame in flight per peer.
@@ -428,6 +454,7 @@ impl Workloads {
                 continue;
             };
             o.in_flight = true;
+            o.last_sent = Some(Instant::now());
             let (peer, discovery, done) = (*peer, self.discovery.clone(), self.done_tx.clone());
             tokio::spawn(async move {
                 let r = discovery

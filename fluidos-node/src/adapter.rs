@@ -406,7 +406,7 @@ pub fn workload_view(
         .replicas
         .iter()
         .filter_map(|(k, r)| {
-            let index = k.parse().ok()?;
+            let index: u32 = k.parse().ok()?;
             let (state, detail, since, output_tail) = match &r.status {
                 Some(s) => (
                     s.state.name().to_string(),
@@ -414,12 +414,17 @@ pub fn workload_view(
                     Some(s.since),
                     s.output_tail.clone(),
                 ),
-                None => (
-                    "placed".to_string(),
-                    String::new(),
-                    r.placed_at,
-                    String::new(),
-                ),
+                // Placed on a provider whose first status has not arrived yet: what
+                // the provider answered the offload is the latest word.
+                None => match w.history.iter().rev().find(|h| h.replica == index) {
+                    Some(h) => (h.state.clone(), h.detail.clone(), Some(h.at), String::new()),
+                    None => (
+                        "placed".to_string(),
+                        String::new(),
+                        r.placed_at,
+                        String::new(),
+                    ),
+                },
             };
             Some(ReplicaView {
                 index,

@@ -222,6 +222,40 @@ async fn routes_and_typed_error_bodies() {
 }
 
 #[tokio::test]
+async fn workload_routes_refuse_bad_input() {
+    let s = start(8).await;
+    // An empty spec is refused up front, not streamed.
+    let empty = serde_json::json!({"spec": "  "});
+    let e = s
+        .client
+        .post_stream("/v1/deploy", &empty, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e).0, StatusCode::BAD_REQUEST);
+    // A body that is not a deploy request.
+    let (code, _) = s
+        .client
+        .raw(Method::POST, "/v1/deploy", Some(b"{\"spec\": 7}".to_vec()))
+        .await
+        .unwrap();
+    assert!(code.is_client_error(), "{code}");
+    // A node without workload support says so, typed.
+    let e = s
+        .client
+        .get::<serde_json::Value>("/v1/workloads/w-1")
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e).0, StatusCode::NOT_IMPLEMENTED);
+    let (code, _) = s
+        .client
+        .raw(Method::GET, "/v1/workloads/w-1/logs?replica=x", None)
+        .await
+        .unwrap();
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    s.shutdown().await;
+}
+
+#[tokio::test]
 async fn buy_streams_progress_then_the_result() {
     let s = start(8).await;
     let req = BuyRequest {

@@ -70,8 +70,9 @@ fn st(state: ReplicaState, at: u64) -> ReplicaStatus {
     }
 }
 
-/// 2,000 workloads × 5 events (add, place, starting, running, exited) = 10,000 events.
-fn lifecycle(compact: bool) -> (usize, usize) {
+/// `workloads` workloads × 5 events (add, place, starting, running, exited); the
+/// benchmark uses 2,000 of them, 10,000 events.
+fn lifecycle(workloads: u64, compact: bool) -> (usize, usize) {
     let config = ViewConfig {
         compact_after_changes: if compact { 2000 } else { u64::MAX },
         retain_ended_ms: 0,
@@ -79,7 +80,7 @@ fn lifecycle(compact: bool) -> (usize, usize) {
     };
     let (mut c, mut p) = pair(config);
     let (cid, pid) = (c.me(), p.me());
-    for n in 0..2000u64 {
+    for n in 0..workloads {
         let id = c.add_workload(spec("job"), Timestamp(n)).unwrap();
         c.place(&id, 0, pid, Timestamp(n)).unwrap();
         pump(&mut c, &mut p);
@@ -131,8 +132,19 @@ fn virtual_nodes(n: usize) -> Vec<NodeInfo> {
 }
 
 fn benches(c: &mut Criterion) {
-    let (before_c, before_p) = lifecycle(false);
-    let (after_c, after_p) = lifecycle(true);
+    let workloads = std::env::var("VIEW_BENCH_WORKLOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let started = Instant::now();
+    let (before_c, before_p) = lifecycle(workloads, false);
+    let plain = started.elapsed();
+    let (after_c, after_p) = lifecycle(workloads, true);
+    let compacted = started.elapsed() - plain;
+    println!(
+        "{workloads} workloads ({} events): {plain:.1?} without compaction, {compacted:.1?} with",
+        workloads * 5
+    );
     println!(
         "view size after 10,000 lifecycle events: without compaction/aging consumer {before_c} B, provider {before_p} B; with compaction+aging consumer {after_c} B, provider {after_p} B"
     );

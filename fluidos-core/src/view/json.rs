@@ -6,45 +6,42 @@
 //! deleted, so a status change costs a few operations, not a rewrite.
 
 use automerge::transaction::Transactable;
-use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value};
-use serde_json::{Map, Number, Value as Json};
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value, hydrate};
+use serde_json::{Number, Value as Json};
 
 /// Reads the object or scalar at `obj[key]` as JSON (`None` if absent).
+///
+/// Objects are hydrated in one pass over their operations, not key by key: a
+/// lookup per key costs a seek in Automerge's columnar op set each, which made
+/// reading a workload record dominate every view operation.
 pub(crate) fn read<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Option<Json> {
-    let (value, id) = doc.get(obj, key).ok()??;
-    Some(to_json(doc, value, &id))
+    match doc.get(obj, key).ok()?? {
+        (Value::Scalar(s), _) => Some(scalar_json(&s)),
+        (Value::Object(_), id) => doc.hydrate(&id, None).ok().map(|v| hydrated(&v)),
+    }
 }
 
-fn to_json<R: ReadDoc>(doc: &R, value: Value<'_>, id: &ObjId) -> Json {
+fn hydrated(value: &hydrate::Value) -> Json {
     match value {
-        Value::Object(ObjType::Map) | Value::Object(ObjType::Table) => {
-            let mut m = Map::new();
-            for key in doc.keys(id) {
-                if let Some(v) = read(doc, id, &key) {
-                    m.insert(key, v);
-                }
-            }
-            Json::Object(m)
-        }
-        Value::Object(ObjType::List) => {
-            let len = doc.length(id);
-            let items = (0..len)
-                .filter_map(|i| {
-                    let (v, vid) = doc.get(id, i).ok()??;
-                    Some(to_json(doc, v, &vid))
-                })
-                .collect();
-            Json::Array(items)
-        }
-        Value::Object(ObjType::Text) => Json::String(doc.text(id).unwrap_or_default()),
-        Value::Scalar(s) => match s.as_ref() {
-            ScalarValue::Str(s) => Json::String(s.to_string()),
-            ScalarValue::Uint(u) => Json::Number((*u).into()),
-            ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Json::Number((*i).into()),
-            ScalarValue::F64(f) => Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
-            ScalarValue::Boolean(b) => Json::Bool(*b),
-            _ => Json::Null,
-        },
+        hydrate::Value::Scalar(s) => scalar_json(s),
+        hydrate::Value::Map(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), hydrated(&v.value)))
+                .collect(),
+        ),
+        hydrate::Value::List(l) => Json::Array(l.iter().map(|v| hydrated(&v.value)).collect()),
+        hydrate::Value::Text(t) => Json::String(t.to_string()),
+    }
+}
+
+fn scalar_json(s: &ScalarValue) -> Json {
+    match s {
+        ScalarValue::Str(s) => Json::String(s.to_string()),
+        ScalarValue::Uint(u) => Json::Number((*u).into()),
+        ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Json::Number((*i).into()),
+        ScalarValue::F64(f) => Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        ScalarValue::Boolean(b) => Json::Bool(*b),
+        _ => Json::Null,
     }
 }
 
@@ -69,6 +66,9 @@ fn scalar(v: &Json) -> Option<ScalarValue> {
 /// Makes `obj[key]` equal to `value`, touching only what differs. Keys for which
 /// `keep(path)` is true (paths relative to `obj[key]`) are left alone in maps:
 /// neither written nor deleted (another party owns them).
+///
+/// The current value is hydrated once and compared in memory, so the document is
+/// only asked about the parts that differ.
 pub(crate) fn reconcile<T: Transactable + ReadDoc>(
     tx: &mut T,
     obj: &ObjId,
@@ -76,7 +76,8 @@ pub(crate) fn reconcile<T: Transactable + ReadDoc>(
     value: &Json,
     keep: &dyn Fn(&[String]) -> bool,
 ) -> Result<(), automerge::AutomergeError> {
-    reconcile_at(tx, obj, key, value, keep, &mut Vec::new())
+    let current = read(tx, obj, key);
+    reconcile_at(tx, obj, key, value, current.as_ref(), keep, &mut Vec::new())
 }
 
 fn reconcile_at<T: Transactable + ReadDoc>(
@@ -84,51 +85,47 @@ fn reconcile_at<T: Transactable + ReadDoc>(
     obj: &ObjId,
     key: &str,
     value: &Json,
+    current: Option<&Json>,
     keep: &dyn Fn(&[String]) -> bool,
     path: &mut Vec<String>,
 ) -> Result<(), automerge::AutomergeError> {
+    if current == Some(value) {
+        return Ok(());
+    }
     match value {
         Json::Object(m) => {
-            let existing = match tx.get(obj, key)? {
-                Some((Value::Object(ObjType::Map), id)) => id,
-                _ => tx.put_object(obj, key, ObjType::Map)?,
+            let (existing, current) = match (tx.get(obj, key)?, current) {
+                (Some((Value::Object(ObjType::Map), id)), Some(Json::Object(cur))) => {
+                    (id, Some(cur))
+                }
+                _ => (tx.put_object(obj, key, ObjType::Map)?, None),
             };
-            let stale: Vec<String> = tx.keys(&existing).filter(|k| !m.contains_key(k)).collect();
-            for k in stale {
-                path.push(k.clone());
-                let skip = keep(path);
-                path.pop();
-                if !skip {
-                    tx.delete(&existing, k.as_str())?;
+            if let Some(cur) = current {
+                for k in cur.keys().filter(|k| !m.contains_key(*k)) {
+                    path.push(k.clone());
+                    let skip = keep(path);
+                    path.pop();
+                    if !skip {
+                        tx.delete(&existing, k.as_str())?;
+                    }
                 }
             }
             for (k, v) in m {
                 path.push(k.clone());
                 if !keep(path) {
-                    reconcile_at(tx, &existing, k, v, keep, path)?;
+                    let cur = current.and_then(|c| c.get(k));
+                    reconcile_at(tx, &existing, k, v, cur, keep, path)?;
                 }
                 path.pop();
             }
         }
         Json::Array(items) => {
-            let same = read(tx, obj, key).is_some_and(|cur| cur == *value);
-            if !same {
-                let list = tx.put_object(obj, key, ObjType::List)?;
-                for (i, item) in items.iter().enumerate() {
-                    insert(tx, &list, i, item)?;
-                }
+            let list = tx.put_object(obj, key, ObjType::List)?;
+            for (i, item) in items.iter().enumerate() {
+                insert(tx, &list, i, item)?;
             }
         }
-        v => {
-            let s = scalar(v).unwrap_or(ScalarValue::Null);
-            let same = match tx.get(obj, key)? {
-                Some((Value::Scalar(cur), _)) => *cur == s,
-                _ => false,
-            };
-            if !same {
-                tx.put(obj, key, s)?;
-            }
-        }
+        v => tx.put(obj, key, scalar(v).unwrap_or(ScalarValue::Null))?,
     }
     Ok(())
 }

@@ -251,7 +251,7 @@ impl View {
             if *peer == node {
                 continue;
             }
-            let held = schema::workloads(&link.doc).remove(&(me, id.to_string()));
+            let held = schema::workload(&link.doc, &me, id);
             if let Some(mut rec) = held
                 && rec.replicas.remove(&key).is_some()
             {
@@ -279,8 +279,7 @@ impl View {
                 .links
                 .get_mut(&node)
                 .ok_or(ViewError::UnknownPeer(node))?;
-            let mut shared = schema::workloads(&link.doc)
-                .remove(&(me, id.to_string()))
+            let mut shared = schema::workload(&link.doc, &me, id)
                 .unwrap_or(WorkloadRecord {
                     spec: Some(spec),
                     name: local.name.clone(),
@@ -333,8 +332,7 @@ impl View {
                 .links
                 .get_mut(owner)
                 .ok_or(ViewError::UnknownPeer(*owner))?;
-            let rec = schema::workloads(&link.doc)
-                .remove(&(*owner, id.to_string()))
+            let rec = schema::workload(&link.doc, owner, id)
                 .ok_or_else(|| ViewError::UnknownWorkload(id.to_string()))?;
             if rec.replicas.get(&key).and_then(|r| r.node) != Some(me) {
                 return Err(not_hosted());
@@ -362,7 +360,7 @@ impl View {
         let mut local = self.local_record(id)?;
         let key = replica.to_string();
         for link in self.links.values_mut() {
-            let held = schema::workloads(&link.doc).remove(&(me, id.to_string()));
+            let held = schema::workload(&link.doc, &me, id);
             if let Some(mut rec) = held
                 && rec.replicas.remove(&key).is_some()
             {
@@ -409,17 +407,7 @@ impl View {
         for link in self.links.values() {
             for ((owner, id), rec) in schema::workloads(&link.doc) {
                 match merged.get_mut(&(owner, id.clone())) {
-                    Some(base) => {
-                        for (k, r) in rec.replicas {
-                            let newer = base
-                                .replicas
-                                .get(&k)
-                                .is_none_or(|b| b.placed_at <= r.placed_at);
-                            if newer {
-                                base.replicas.insert(k, r);
-                            }
-                        }
-                    }
+                    Some(base) => merge_replicas(base, rec),
                     None => {
                         merged.insert((owner, id), rec);
                     }
@@ -432,11 +420,22 @@ impl View {
             .collect()
     }
 
-    /// One workload by owner and id.
+    /// One workload by owner and id (read from each document, not the whole view).
     pub fn workload(&self, owner: &NodeId, id: &str) -> Option<WorkloadView> {
-        self.workloads()
-            .into_iter()
-            .find(|w| w.owner == *owner && w.id == id)
+        let mut record: Option<WorkloadRecord> = schema::workload(&self.local, owner, id);
+        for link in self.links.values() {
+            if let Some(rec) = schema::workload(&link.doc, owner, id) {
+                match record.as_mut() {
+                    Some(base) => merge_replicas(base, rec),
+                    None => record = Some(rec),
+                }
+            }
+        }
+        record.map(|record| WorkloadView {
+            owner: *owner,
+            id: id.to_string(),
+            record,
+        })
     }
 
     /// This node's physical entry and one virtual node per peer that sells to it,
@@ -587,11 +586,17 @@ impl View {
                         *doc = old;
                     }
                 };
-                if let Err(e) = link.doc.receive_sync_message(&mut state, msg) {
+                let mut log = automerge::PatchLog::active();
+                if let Err(e) = link
+                    .doc
+                    .receive_sync_message_log_patches(&mut state, msg, &mut log)
+                {
                     restore(&mut link.doc);
                     return Err(SyncError::Malformed(e.to_string()));
                 }
-                if let Err(violation) = ownership::check(&link.doc, &before, &me, peer) {
+                let patches = link.doc.make_patches(&mut log);
+                if let Err(violation) = ownership::check(&link.doc, &before, &patches, &me, peer)
+                {
                     restore(&mut link.doc);
                     tracing::warn!(peer = %peer, %violation, "view change rejected");
                     self.push_event(ViewEvent::Rejected {
@@ -762,6 +767,19 @@ impl View {
             .get_mut(peer)
             .ok_or(ViewError::UnknownPeer(*peer))?;
         Self::write(&mut link.doc, f)
+    }
+}
+
+/// Merges the replicas of `rec` (one document's copy) into `base`: the later placement wins.
+fn merge_replicas(base: &mut WorkloadRecord, rec: WorkloadRecord) {
+    for (k, r) in rec.replicas {
+        let newer = base
+            .replicas
+            .get(&k)
+            .is_none_or(|b| b.placed_at <= r.placed_at);
+        if newer {
+            base.replicas.insert(k, r);
+        }
     }
 }
 

@@ -13,10 +13,11 @@
 //!   else under our workloads;
 //! - nothing else (root keys are made by the genesis change only).
 //!
-//! The check runs on a fork: the message is applied there, the patches between
-//! the old and new heads are checked, and only a clean fork replaces the document.
+//! The message is applied in place with a patch log, so the check costs what the
+//! message changed, not the document's size; a refused message is undone by the
+//! caller (see `View::handle_message`).
 
-use automerge::{Automerge, ChangeHash, PatchAction, Prop};
+use automerge::{Automerge, ChangeHash, Patch, PatchAction, Prop};
 use fluidos_contracts::NodeId;
 
 use super::schema::{self, actor_of};
@@ -65,10 +66,12 @@ pub enum Violation {
     },
 }
 
-/// Checks that every change in `fork` after `before` is the peer's and within its rights.
+/// Checks that every change in `fork` after `before` is the peer's and that
+/// `patches` (what those changes did to the visible state) are within its rights.
 pub(crate) fn check(
     fork: &Automerge,
     before: &[ChangeHash],
+    patches: &[Patch],
     me: &NodeId,
     peer: &NodeId,
 ) -> Result<(), Violation> {
@@ -80,10 +83,9 @@ pub(crate) fn check(
             });
         }
     }
-    let after = fork.get_heads();
     let me_key = me.to_did_key();
     let peer_key = peer.to_did_key();
-    for patch in fork.diff(before, &after) {
+    for patch in patches {
         let mut path: Vec<String> = patch.path.iter().map(|(_, p)| prop_str(p)).collect();
         match &patch.action {
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {

@@ -241,6 +241,12 @@ pub(crate) fn nodes<R: ReadDoc>(doc: &R) -> BTreeMap<NodeId, NodeEntry> {
         .collect()
 }
 
+/// One workload record, if present and it parses.
+pub(crate) fn workload<R: ReadDoc>(doc: &R, owner: &NodeId, id: &str) -> Option<WorkloadRecord> {
+    let om = owner_map(doc, owner)?;
+    serde_json::from_value(super::json::read(doc, &om, id)?).ok()
+}
+
 /// Every workload record that parses, by (owner, id).
 pub(crate) fn workloads<R: ReadDoc>(doc: &R) -> BTreeMap<(NodeId, String), WorkloadRecord> {
     let mut out = BTreeMap::new();

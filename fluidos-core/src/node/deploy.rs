@@ -17,6 +17,33 @@ use crate::placement::{self, Assignment, Decision};
 use crate::view::NodeInfo;
 use crate::workload::WorkloadSpec;
 
+/// Places again, in the background, the replicas that the workload task
+/// reports lost (their provider's contract ended, or it went silent), as
+/// their restart policy allows: the same placement, buying and offload as a
+/// deploy. Holds the node weakly, so it never keeps a dropped node alive.
+pub(super) fn spawn_rescheduler(node: &Node, mut rx: mpsc::Receiver<String>) {
+    let weak = std::sync::Arc::downgrade(&node.inner);
+    tokio::spawn(async move {
+        while let Some(id) = rx.recv().await {
+            let Some(inner) = weak.upgrade() else { break };
+            let node = Node { inner };
+            let plan = node
+                .workloads_ask(|reply| {
+                    WCommand::Owner(OwnerCommand::PlanPending {
+                        id: id.clone(),
+                        reply,
+                    })
+                })
+                .await;
+            let Ok(Some(decision)) = plan else { continue };
+            tracing::info!(workload = %id, %decision, "placing lost replicas again");
+            if let Err(e) = node.realize(&id, &decision, &None).await {
+                tracing::warn!(workload = %id, error = %e, "rescheduling failed");
+            }
+        }
+    });
+}
+
 /// How long [`Node::deploy`] waits for every replica to run (or end) by default.
 pub const DEFAULT_DEPLOY_WAIT: Duration = Duration::from_secs(60);
 
@@ -87,13 +114,26 @@ impl Node {
             },
         )
         .await;
+        self.realize(&id, &submitted.decision, &progress).await?;
+        self.wait_settled(&id, &mut changes, &progress, wait).await
+    }
+
+    /// Carries out a placement decision for workload `id`: buys what is
+    /// missing, marks what cannot be placed, and hands the assignments to the
+    /// workload task, which sends each replica to its node.
+    async fn realize(
+        &self,
+        id: &str,
+        decision: &Decision,
+        progress: &Option<mpsc::Sender<DeployPhase>>,
+    ) -> Result<(), WorkloadError> {
         let mut assignments: Vec<Assignment> = Vec::new();
-        match &submitted.decision {
+        match decision {
             Decision::Place { assignments: a, .. } => assignments.extend(a.iter().cloned()),
             Decision::Acquire { plan, .. } => {
                 assignments.extend(plan.placed.iter().cloned());
                 report(
-                    &progress,
+                    progress,
                     DeployPhase::Acquiring {
                         missing: plan.missing.to_string(),
                     },
@@ -103,7 +143,7 @@ impl Node {
                     Ok(contract) => {
                         let provider = contract.terms().provider;
                         report(
-                            &progress,
+                            progress,
                             DeployPhase::Bought {
                                 contract: contract.id().to_string(),
                                 provider: provider.to_string(),
@@ -119,37 +159,35 @@ impl Node {
                         self.wait_for_contract(contract.id()).await;
                     }
                     Err(e) => {
-                        let after = placement::unschedulable_after(
-                            submitted.decision.clone(),
-                            &e.to_string(),
-                        );
+                        let after =
+                            placement::unschedulable_after(decision.clone(), &e.to_string());
                         if let Decision::Unschedulable { reason, .. } = after {
                             report(
-                                &progress,
+                                progress,
                                 DeployPhase::Unschedulable {
                                     reason: reason.clone(),
                                 },
                             )
                             .await;
-                            self.mark_unschedulable(&id, reason).await?;
+                            self.mark_unschedulable(id, reason).await?;
                         }
                     }
                 }
             }
             Decision::Unschedulable { reason, .. } => {
                 report(
-                    &progress,
+                    progress,
                     DeployPhase::Unschedulable {
                         reason: reason.clone(),
                     },
                 )
                 .await;
-                self.mark_unschedulable(&id, reason.clone()).await?;
+                self.mark_unschedulable(id, reason.clone()).await?;
             }
         }
         for a in &assignments {
             report(
-                &progress,
+                progress,
                 DeployPhase::Offloading {
                     replica: a.replica,
                     node: a.node.to_string(),
@@ -158,7 +196,7 @@ impl Node {
             .await;
         }
         if !assignments.is_empty() {
-            let (a, i) = (assignments, id.clone());
+            let (a, i) = (assignments, id.to_string());
             self.workloads_ask(|reply| {
                 WCommand::Owner(OwnerCommand::Assign {
                     id: i,
@@ -168,7 +206,7 @@ impl Node {
             })
             .await??;
         }
-        self.wait_settled(&id, &mut changes, &progress, wait).await
+        Ok(())
     }
 
     async fn mark_unschedulable(&self, id: &str, reason: String) -> Result<(), WorkloadError> {

@@ -65,7 +65,12 @@ pub struct NodeBuilder {
     offer_cache_ttl: Duration,
     runtime: RuntimeChoice,
     local_capacity: Option<fluidos_contracts::Resources>,
+    provider_lost_after: Duration,
 }
+
+/// How long an owner waits without a word from a provider before its replicas
+/// there count as lost and are rescheduled, by default.
+pub const DEFAULT_PROVIDER_LOST_AFTER: Duration = Duration::from_secs(30);
 
 /// Which runtime a node runs workloads with.
 #[derive(Clone, Default)]
@@ -133,6 +138,7 @@ impl Default for NodeBuilder {
             offer_cache_ttl: DEFAULT_OFFER_CACHE_TTL,
             runtime: RuntimeChoice::default(),
             local_capacity: None,
+            provider_lost_after: DEFAULT_PROVIDER_LOST_AFTER,
         }
     }
 }
@@ -256,6 +262,16 @@ impl NodeBuilder {
     /// Hosts no workloads at all (offloads to this node are refused `unavailable`).
     pub fn no_runtime(mut self) -> Self {
         self.runtime = RuntimeChoice::Off;
+        self
+    }
+
+    /// How long this node, as owner, waits without a word from a provider
+    /// (its view link sends one at least every 3 s) before the replicas it runs
+    /// there count as lost and are rescheduled by their restart policy
+    /// (default [`DEFAULT_PROVIDER_LOST_AFTER`]; at least 6 s, two heartbeats,
+    /// so that an idle healthy link never counts as lost).
+    pub fn provider_lost_after(mut self, after: Duration) -> Self {
+        self.provider_lost_after = after;
         self
     }
 

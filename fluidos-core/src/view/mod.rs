@@ -279,14 +279,13 @@ impl View {
                 .links
                 .get_mut(&node)
                 .ok_or(ViewError::UnknownPeer(node))?;
-            let mut shared = schema::workload(&link.doc, &me, id)
-                .unwrap_or(WorkloadRecord {
-                    spec: Some(spec),
-                    name: local.name.clone(),
-                    created_at: local.created_at,
-                    ended_at: None,
-                    replicas: BTreeMap::new(),
-                });
+            let mut shared = schema::workload(&link.doc, &me, id).unwrap_or(WorkloadRecord {
+                spec: Some(spec),
+                name: local.name.clone(),
+                created_at: local.created_at,
+                ended_at: None,
+                replicas: BTreeMap::new(),
+            });
             shared.replicas.insert(key, placed);
             Self::write(&mut link.doc, |tx| {
                 put_workload(tx, &me, id, Some(&shared), Part::OwnerPart)
@@ -595,8 +594,7 @@ impl View {
                     return Err(SyncError::Malformed(e.to_string()));
                 }
                 let patches = link.doc.make_patches(&mut log);
-                if let Err(violation) = ownership::check(&link.doc, &before, &patches, &me, peer)
-                {
+                if let Err(violation) = ownership::check(&link.doc, &before, &patches, &me, peer) {
                     restore(&mut link.doc);
                     tracing::warn!(peer = %peer, %violation, "view change rejected");
                     self.push_event(ViewEvent::Rejected {

@@ -9,8 +9,10 @@
 
 mod intent;
 mod quantity;
+mod restart;
 mod spec;
 
 pub use intent::{GpuRequirement, Hard, Intent, Preference, PreferenceKind};
 pub use quantity::ResourceAmounts;
+pub use restart::{Ending, RESTART_BACKOFF_MAX, RESTART_BACKOFF_MIN, backoff, restart_after};
 pub use spec::{MAX_REPLICAS, Port, Protocol, RestartPolicy, Run, SpecError, WorkloadSpec};

@@ -194,6 +194,7 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         .map(|b| b.contract.clone())
         .collect();
     let ratings = engine.ratings_tx.subscribe();
+    let (reschedule_tx, reschedule_rx) = tokio::sync::mpsc::channel(64);
     let workloads = super::super::workloads::spawn(super::super::workloads::Setup {
         me: node_id,
         discovery: discovery.clone(),
@@ -202,6 +203,8 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         runtime: runtime(&b, &data_dir),
         view_file: data_dir.join("state").join("view.bin"),
         physical: physical_entry(&b, &measured, &sellable, now),
+        lost_after: b.provider_lost_after,
+        reschedule: reschedule_tx,
     });
     let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));
     let workloads = workloads.await;
@@ -222,6 +225,7 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
             contracts,
         }),
     };
+    super::super::deploy::spawn_rescheduler(&node, reschedule_rx);
     // A countersignature stored before a crash but never acknowledged: send it again.
     for contract in pending_acks {
         let node = node.clone();

@@ -9,7 +9,7 @@ use fluidos_discovery::{AppBody, AppRequest};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Done, Workloads, replica_id, view_status};
+use super::{Done, Workloads, ending_of, replica_id, view_status};
 use crate::node::engine::{Command, QuotaCommand, ReplicaKey};
 use crate::node::types::ContractRole;
 use crate::offload::AdmitError;
@@ -18,7 +18,7 @@ use crate::offload::wire::{
 };
 use crate::runtime::{Limits, ReplicaId, ReplicaInfo, ReplicaSpec, Runtime};
 use crate::view::ReplicaStatus;
-use crate::workload::{Run, WorkloadSpec};
+use crate::workload::{RestartPolicy, Run, WorkloadSpec, restart_after};
 
 /// One replica run here.
 #[derive(Debug)]
@@ -28,6 +28,14 @@ pub(super) struct HostedReplica {
     demand: Resources,
     /// Why it is being stopped, once it is.
     evicting: Option<String>,
+    /// Its workload's restart policy, and how often it was restarted here.
+    policy: RestartPolicy,
+    restarts: u32,
+    /// What it runs, to start it again (`None` when unknown: not restarted).
+    spec: Option<ReplicaSpec>,
+    /// The view has shown it placed here: once it no longer does, its owner
+    /// took it back and it stops.
+    seen_placed: bool,
 }
 
 /// The replicas run here.
@@ -42,6 +50,10 @@ pub(super) struct Hosted {
     /// first, at most [`MAX_ENDED_KEPT`].
     ended: std::collections::VecDeque<(ReplicaKey, ReplicaId, Option<ContractId>)>,
 }
+
+/// The eviction reason of a replica its owner took back: its end is not
+/// written into the view, where it is no longer placed here.
+const TAKEN_BACK: &str = "taken back by its owner";
 
 /// Ended replicas whose output is kept for `logs`.
 const MAX_ENDED_KEPT: usize = 256;
@@ -108,6 +120,8 @@ pub(super) enum HostDone {
         result: Result<ReplicaInfo, (Code, String)>,
         reply: Option<oneshot::Sender<Vec<u8>>>,
     },
+    /// A replica's restart back-off is over: start it again if it is still due.
+    Restart { key: ReplicaKey, attempt: u32 },
     /// A replica ended (by itself or stopped): its final status with its output.
     Final {
         key: ReplicaKey,
@@ -306,6 +320,10 @@ impl Workloads {
                 contract: Some(contract),
                 demand,
                 evicting: None,
+                policy: spec.restart,
+                restarts: 0,
+                spec: Some(rspec.clone()),
+                seen_placed: false,
             },
         );
         let (engine, done) = (self.engine.clone(), self.done_tx.clone());
@@ -356,6 +374,10 @@ impl Workloads {
                 contract: None,
                 demand: spec.requests(),
                 evicting: None,
+                policy: spec.restart,
+                restarts: 0,
+                spec: Some(rspec.clone()),
+                seen_placed: true,
             },
         );
         self.refresh_physical();
@@ -471,28 +493,35 @@ impl Workloads {
                     self.on_status(&key, &info);
                 }
                 Err((code, msg)) => {
+                    let restarts = self.hosted.replicas.get(&key).map_or(0, |r| r.restarts);
                     if let Some(r) = self.hosted.remove(&key)
                         && r.contract.is_some()
                     {
                         self.release_quota(key.clone());
                     }
-                    if key.0 == self.me {
+                    // The owner hears of a refused first start in the answer; of
+                    // its own replicas and of failed restarts, in the view.
+                    if key.0 == self.me || reply.is_none() {
                         let status = ReplicaStatus {
                             state: crate::view::ReplicaState::Failed {
                                 reason: msg.clone(),
                             },
                             since: fluidos_contracts::Timestamp::now(),
-                            restarts: 0,
+                            restarts,
                             output_tail: String::new(),
                         };
+                        let own = key.0 == self.me;
                         self.write_status(key, status);
-                        self.refresh_physical();
+                        if own {
+                            self.refresh_physical();
+                        }
                     }
                     if let Some(reply) = reply {
                         answer(reply, &WorkloadResponse::error(code, msg));
                     }
                 }
             },
+            HostDone::Restart { key, attempt } => self.restart(key, attempt),
             HostDone::Final {
                 key,
                 info,
@@ -502,11 +531,16 @@ impl Workloads {
                 if let Some(reply) = reply {
                     answer(reply, &WorkloadResponse::Stopped);
                 }
+                if self.restart_due(&key, &info, &tail) {
+                    return;
+                }
                 let Some(r) = self.hosted.remove(&key) else {
                     return;
                 };
-                let status = view_status(&info.status, r.evicting.as_deref(), tail, 0);
-                self.write_status(key.clone(), status);
+                let status = view_status(&info.status, r.evicting.as_deref(), tail, r.restarts);
+                if r.evicting.as_deref() != Some(TAKEN_BACK) {
+                    self.write_status(key.clone(), status);
+                }
                 if r.contract.is_some() {
                     self.release_quota(key.clone());
                     self.refresh_entry(&key.0);
@@ -542,7 +576,8 @@ impl Workloads {
     /// its output and finish it.
     fn on_status(&mut self, key: &ReplicaKey, info: &ReplicaInfo) {
         if !info.status.is_terminal() {
-            let status = view_status(&info.status, None, String::new(), 0);
+            let restarts = self.hosted.replicas.get(key).map_or(0, |r| r.restarts);
+            let status = view_status(&info.status, None, String::new(), restarts);
             self.write_status(key.clone(), status);
             return;
         }
@@ -561,6 +596,97 @@ impl Workloads {
                 }))
                 .await;
         });
+    }
+
+    /// A hosted replica ended by itself: if its restart policy starts it again,
+    /// its status says `starting` (with the last run's output) during the
+    /// back-off, its quota stays held, and `true` is returned.
+    fn restart_due(&mut self, key: &ReplicaKey, info: &ReplicaInfo, tail: &str) -> bool {
+        let Some(r) = self.hosted.replicas.get_mut(key) else {
+            return false;
+        };
+        let ending = ending_of(&info.status, r.evicting.is_some());
+        let Some(delay) = r
+            .spec
+            .as_ref()
+            .and(restart_after(r.policy, ending, r.restarts))
+        else {
+            return false;
+        };
+        r.restarts += 1;
+        let attempt = r.restarts;
+        info!(workload = %key.1, replica = key.2, attempt, ?delay, status = %info.status, "restarting a replica (restart policy)");
+        let status = view_status(
+            &crate::runtime::ReplicaStatus::Starting,
+            None,
+            tail.to_string(),
+            attempt,
+        );
+        self.write_status(key.clone(), status);
+        let (key, done) = (key.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = done
+                .send(Done::Host(HostDone::Restart { key, attempt }))
+                .await;
+        });
+        true
+    }
+
+    /// The back-off of restart `attempt` is over: the replica starts again,
+    /// unless it was stopped meanwhile.
+    fn restart(&mut self, key: ReplicaKey, attempt: u32) {
+        let Some(r) = self.hosted.replicas.get(&key) else {
+            return;
+        };
+        let (Some(spec), Some(runtime)) = (r.spec.clone(), self.runtime.clone()) else {
+            return;
+        };
+        if r.evicting.is_some() || r.restarts != attempt {
+            return;
+        }
+        let (rid, done) = (r.rid.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            // The ended run's record goes; the replica keeps its id.
+            let _ = runtime.remove(&rid).await;
+            let result = start(runtime, None, spec).await;
+            let _ = done
+                .send(Done::Host(HostDone::Started {
+                    key,
+                    result,
+                    reply: None,
+                }))
+                .await;
+        });
+    }
+
+    /// The owner's changes arrived: a peer's replica running here that the view
+    /// showed placed here and no longer does was taken back (its owner
+    /// rescheduled it while this node was out of reach): it stops, so that no
+    /// replica runs twice.
+    pub(super) fn taken_back(&mut self, owner: NodeId) {
+        let me = self.me;
+        let mut gone = Vec::new();
+        for (key, r) in self.hosted.replicas.iter_mut() {
+            if key.0 != owner || r.evicting.is_some() {
+                continue;
+            }
+            let here = self.view.workload(&owner, &key.1).and_then(|w| {
+                w.record
+                    .replicas
+                    .get(&key.2.to_string())
+                    .and_then(|x| x.node)
+            }) == Some(me);
+            if here {
+                r.seen_placed = true;
+            } else if r.seen_placed {
+                gone.push(key.clone());
+            }
+        }
+        for key in gone {
+            info!(workload = %key.1, replica = key.2, "its owner took the replica back; stopping it");
+            self.stop_hosted(&key, TAKEN_BACK, None);
+        }
     }
 
     /// Writes a hosted replica's status, or keeps it until the owner's
@@ -595,6 +721,7 @@ impl Workloads {
         for (key, status) in waiting {
             self.write_status(key, status);
         }
+        self.taken_back(peer);
         self.owner_peer_changed(peer);
     }
 
@@ -644,11 +771,11 @@ impl Workloads {
                 }
             };
             let key = (owner, rid.workload().to_string(), rid.index());
-            let demand = self
+            let spec = self
                 .view
                 .workload(&owner, rid.workload())
-                .and_then(|w| w.record.spec.map(|s| s.requests()))
-                .unwrap_or(Resources::ZERO);
+                .and_then(|w| w.record.spec);
+            let demand = spec.as_ref().map_or(Resources::ZERO, |s| s.requests());
             if let Some(c) = contract {
                 let (tx, rx) = oneshot::channel();
                 let admit = Command::Quota(QuotaCommand::Admit {
@@ -665,6 +792,9 @@ impl Workloads {
                 }
             }
             info!(replica = %rid, status = %info.status, "recovered a replica");
+            let rspec = spec
+                .as_ref()
+                .and_then(|s| replica_spec(rid.clone(), s).ok());
             self.hosted.insert(
                 key.clone(),
                 HostedReplica {
@@ -672,6 +802,10 @@ impl Workloads {
                     contract,
                     demand,
                     evicting: None,
+                    policy: spec.map_or(RestartPolicy::Never, |s| s.restart),
+                    restarts: 0,
+                    spec: rspec,
+                    seen_placed: true,
                 },
             );
             self.on_status(&key, &info);

@@ -34,6 +34,7 @@ use super::engine::{Command, ContractBook, QuotaCommand, ReplicaKey};
 use super::types::{ActiveContract, ContractRole};
 use crate::runtime::{ReplicaEvent, ReplicaId, Runtime};
 use crate::view::{NodeEntry, NodeInfo, NodeKind, ReplicaState, ReplicaStatus, View, ViewEvent};
+use crate::workload::Ending;
 
 pub(crate) use owner::OwnerCommand;
 pub use owner::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
@@ -50,6 +51,9 @@ const LINK_RETRY_MAX: Duration = Duration::from_secs(5);
 /// An idle link sends a fresh sync message this often, so that a peer that
 /// restarted (and may not know this node's address) hears from it.
 const HEARTBEAT: Duration = Duration::from_secs(3);
+/// The shortest silence after which a provider counts as lost: two heartbeats,
+/// so that an idle but healthy link is never taken for a lost one.
+pub(crate) const MIN_LOST_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
 /// How often ended workloads age out.
 const AGE_OUT_EVERY: Duration = Duration::from_secs(60);
 /// The view is saved at most this long after a change.
@@ -93,6 +97,10 @@ pub(crate) struct Setup {
     pub(crate) view_file: PathBuf,
     /// This node's own entry (capacity for its own workloads).
     pub(crate) physical: NodeEntry,
+    /// Silence after which a provider's replicas count as lost.
+    pub(crate) lost_after: Duration,
+    /// Workloads with replicas to place again go here (the node's rescheduler).
+    pub(crate) reschedule: mpsc::Sender<String>,
 }
 
 pub(crate) struct Workloads {
@@ -114,6 +122,13 @@ pub(crate) struct Workloads {
     /// Bumped whenever the view changes, for callers that wait on it.
     changed: watch::Sender<u64>,
     save_at: Option<tokio::time::Instant>,
+    lost_after: Duration,
+    reschedule: mpsc::Sender<String>,
+    /// When each linked peer was last heard from (a view frame), or the link
+    /// (re)opened.
+    heard: BTreeMap<NodeId, Instant>,
+    /// Providers counted as lost: placement avoids them until they are heard again.
+    lost: BTreeSet<NodeId>,
 }
 
 /// The handle side: the command queue and the change counter.
@@ -175,6 +190,10 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         owned: owner::Owned::default(),
         changed,
         save_at: None,
+        lost_after: setup.lost_after.max(MIN_LOST_AFTER),
+        reschedule: setup.reschedule,
+        heard: BTreeMap::new(),
+        lost: BTreeSet::new(),
     };
     // Links restored from disk start disconnected: sync with each afresh.
     let restored: Vec<NodeId> = w.view.peers().copied().collect();
@@ -247,6 +266,7 @@ impl Workloads {
                 }
                 _ = tick.tick() => {
                     self.retry_links();
+                    self.check_lost(Instant::now());
                     if last_age_out.elapsed() >= AGE_OUT_EVERY {
                         last_age_out = Instant::now();
                         if let Err(e) = self.view.age_out(Timestamp::now()) {
@@ -331,6 +351,10 @@ impl Workloads {
             self.open_link(from);
         }
         let now = Instant::now();
+        self.heard.insert(from, now);
+        if self.lost.remove(&from) {
+            info!(peer = %from.short(), "a provider counted as lost is back");
+        }
         if self.out.get(&from).is_some_and(|o| o.retry_at.is_some()) {
             // The peer is back before our retry: resume now.
             self.reconnect(from);
@@ -392,6 +416,7 @@ impl Workloads {
         self.view.open(peer);
         self.view.connected(&peer, Instant::now());
         self.out.entry(peer).or_default();
+        self.heard.entry(peer).or_insert_with(Instant::now);
     }
 
     fn reconnect(&mut self, peer: NodeId) {
@@ -602,6 +627,18 @@ pub(crate) fn view_status(
 }
 
 /// The runtime id of a replica: `local` for this node's own.
+/// How a replica that the runtime reports as `status` ended, for its restart
+/// policy; `stopping` when this node was stopping it.
+pub(crate) fn ending_of(status: &crate::runtime::ReplicaStatus, stopping: bool) -> Ending {
+    use crate::runtime::ReplicaStatus as R;
+    match status {
+        _ if stopping => Ending::Stopped,
+        R::Exited { exit, .. } if exit.stop_requested => Ending::Stopped,
+        R::Exited { exit, .. } if exit.code == Some(0) => Ending::Succeeded,
+        _ => Ending::Failed,
+    }
+}
+
 pub(crate) fn replica_id(
     workload: &str,
     replica: u32,

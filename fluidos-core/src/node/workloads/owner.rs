@@ -138,6 +138,8 @@ struct OwnedWorkload {
     history: VecDeque<HistoryEntry>,
     /// Under which contract each offloaded replica runs.
     contracts: BTreeMap<u32, ContractId>,
+    /// How often each replica was placed again after it was lost.
+    rescheduled: BTreeMap<u32, u32>,
 }
 
 /// The owner's records.
@@ -172,6 +174,12 @@ pub(crate) enum OwnerCommand {
     Undeploy {
         id: String,
         reply: oneshot::Sender<Result<(), WorkloadError>>,
+    },
+    /// A placement for the replicas of `id` that wait to be placed again
+    /// (`None` if there are none).
+    PlanPending {
+        id: String,
+        reply: oneshot::Sender<Option<Decision>>,
     },
     /// Where a replica runs: this node (`None`) or a peer.
     Locate {
@@ -256,6 +264,9 @@ impl Workloads {
             OwnerCommand::Undeploy { id, reply } => {
                 let _ = reply.send(self.undeploy(&id));
             }
+            OwnerCommand::PlanPending { id, reply } => {
+                let _ = reply.send(self.plan_pending(&id));
+            }
             OwnerCommand::Locate { id, replica, reply } => {
                 let r = match self.view.workload(&self.me, &id) {
                     None => Err(WorkloadError::UnknownWorkload(id)),
@@ -287,7 +298,7 @@ impl Workloads {
             .checked()
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
         let replicas: Vec<u32> = (0..spec.replicas).collect();
-        let decision = placement::place(&spec, &replicas, &self.view.nodes(), &Hints::default());
+        let decision = placement::place(&spec, &replicas, &self.placeable(), &Hints::default());
         if dry_run {
             return Ok(Submitted { id: None, decision });
         }
@@ -525,8 +536,131 @@ impl Workloads {
             });
             if self.view.unplace(&id, r, s.clone()).is_ok() {
                 self.owned_status(&id, r, &s);
+                self.reschedule(&id, r);
             }
         }
+    }
+
+    /// The nodes placement may use: the view's, without providers counted as lost.
+    fn placeable(&self) -> Vec<crate::view::NodeInfo> {
+        let mut nodes = self.view.nodes();
+        nodes.retain(|n| !self.lost.contains(&n.id));
+        nodes
+    }
+
+    /// Replicas of this node's placed on a provider that has not been heard
+    /// from for [`Setup::lost_after`](super::Setup) are lost: taken back, and
+    /// placed again by their restart policy. When the provider is back, its
+    /// view shows them gone and it stops them.
+    pub(super) fn check_lost(&mut self, now: std::time::Instant) {
+        let silent: Vec<(NodeId, std::time::Duration)> = self
+            .heard
+            .iter()
+            .map(|(p, t)| (*p, now.saturating_duration_since(*t)))
+            .filter(|(p, d)| *d >= self.lost_after && !self.lost.contains(p))
+            .collect();
+        for (peer, silence) in silent {
+            let mut lost = Vec::new();
+            for id in self.owned.workloads.keys() {
+                let Some(w) = self.view.workload(&self.me, id) else {
+                    continue;
+                };
+                for (k, r) in &w.record.replicas {
+                    let live = r.status.as_ref().is_none_or(|s| !s.state.is_final());
+                    if r.node == Some(peer)
+                        && live
+                        && let Ok(i) = k.parse::<u32>()
+                    {
+                        lost.push((id.clone(), i));
+                    }
+                }
+            }
+            if lost.is_empty() {
+                continue;
+            }
+            self.lost.insert(peer);
+            warn!(provider = %peer.short(), silence = ?silence, replicas = lost.len(), "provider lost");
+            for (id, r) in lost {
+                if let Some(w) = self.owned.workloads.get_mut(&id) {
+                    w.contracts.remove(&r);
+                }
+                let s = status(ReplicaState::Failed {
+                    reason: format!(
+                        "provider lost: no word from {} for {} s",
+                        peer.short(),
+                        silence.as_secs()
+                    ),
+                });
+                if self.view.unplace(&id, r, s.clone()).is_ok() {
+                    self.owned_status(&id, r, &s);
+                    self.reschedule(&id, r);
+                }
+            }
+            self.touch();
+        }
+    }
+
+    /// Replica `r` of `id` was lost with its provider: by its restart policy it
+    /// waits (pending) to be placed again, or its end is final.
+    fn reschedule(&mut self, id: &str, r: u32) {
+        let Some(w) = self.owned.workloads.get_mut(id) else {
+            return;
+        };
+        let Some(policy) = w.spec.as_ref().map(|s| s.restart) else {
+            return;
+        };
+        let moves = w.rescheduled.get(&r).copied().unwrap_or(0);
+        let Some(delay) =
+            crate::workload::restart_after(policy, crate::workload::Ending::Failed, moves)
+        else {
+            return;
+        };
+        w.rescheduled.insert(r, moves + 1);
+        let s = ReplicaStatus {
+            restarts: moves + 1,
+            ..status(ReplicaState::Pending)
+        };
+        if self.view.unplace(id, r, s.clone()).is_ok() {
+            self.record(
+                id,
+                r,
+                "pending",
+                format!("placing it again (restart {} by its policy)", moves + 1),
+                None,
+            );
+        }
+        let (tx, id) = (self.reschedule.clone(), id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(id).await;
+        });
+    }
+
+    /// A placement of the replicas of `id` that wait to be placed again.
+    fn plan_pending(&self, id: &str) -> Option<Decision> {
+        let w = self.view.workload(&self.me, id)?;
+        let spec = self.owned.workloads.get(id)?.spec.clone()?;
+        let waiting: Vec<u32> = w
+            .record
+            .replicas
+            .iter()
+            .filter(|(_, r)| {
+                r.node.is_none()
+                    && r.status
+                        .as_ref()
+                        .is_some_and(|s| s.state == ReplicaState::Pending)
+            })
+            .filter_map(|(k, _)| k.parse().ok())
+            .collect();
+        if waiting.is_empty() {
+            return None;
+        }
+        Some(placement::place(
+            &spec,
+            &waiting,
+            &self.placeable(),
+            &Hints::default(),
+        ))
     }
 
     /// Changes from `peer`: note status changes of this node's replicas there.

@@ -62,6 +62,8 @@ pub async fn run(
         .offer(cfg.offer.clone())
         .host_reserve(cfg.reserve)
         .remeasure_every(cfg.remeasure_interval)
+        .local_capacity(cfg.workloads.local_capacity)
+        .provider_lost_after(cfg.workloads.provider_lost_after)
         .roles(fluidos_core::Roles {
             provider: cfg.roles.provider,
             consumer: cfg.roles.consumer,

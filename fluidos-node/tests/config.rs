@@ -488,3 +488,31 @@ fn buy_wait_becomes_wait_ms_and_is_bounded() {
     let err = req(&["--wait", "soon"]).unwrap_err().to_string();
     assert!(err.contains("--wait"), "{err}");
 }
+
+#[test]
+fn workloads_section_sets_local_capacity_and_the_lost_provider_timeout() {
+    let c = load("data_dir = \"/d\"").unwrap();
+    assert_eq!(
+        c.workloads.local_capacity,
+        fluidos_contracts::Resources::ZERO
+    );
+    assert_eq!(c.workloads.provider_lost_after, Duration::from_secs(30));
+    let c = load(
+        "data_dir = \"/d\"\n[workloads]\nlocal_capacity = { cpu = \"1500m\", memory = \"2GiB\", pods = 4 }\nprovider_lost_after = \"1m\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.workloads.local_capacity.cpu_millis, 1500);
+    assert_eq!(c.workloads.local_capacity.memory_bytes, 2 << 30);
+    assert_eq!(c.workloads.local_capacity.pods, 4);
+    assert_eq!(c.workloads.provider_lost_after, Duration::from_secs(60));
+    assert_err(
+        "[workloads]\nprovider_lost_after = \"2s\"\n",
+        "workloads.provider_lost_after",
+        "at least 6s",
+    );
+    assert_err(
+        "[workloads]\nlocal_capacity = { cpu = \"lots\" }\n",
+        "workloads.local_capacity.cpu",
+        "lots",
+    );
+}

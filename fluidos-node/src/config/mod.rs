@@ -56,6 +56,17 @@ pub struct Config {
     pub reserve: HostReserve,
     /// How offers are built (location, labels, price, min/step, pods, validity).
     pub offer: OfferConfig,
+    /// This node's own workloads.
+    pub workloads: WorkloadsConfig,
+}
+
+/// `[workloads]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadsConfig {
+    /// Capacity this node's own workloads may use here.
+    pub local_capacity: fluidos_contracts::Resources,
+    /// Silence after which a provider's replicas count as lost.
+    pub provider_lost_after: Duration,
 }
 
 impl Config {

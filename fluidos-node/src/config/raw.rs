@@ -55,6 +55,28 @@ pub struct RawConfig {
     pub partition: RawPartition,
     /// Catalogs (Kademlia DHTs) to join.
     pub catalogs: Vec<RawCatalog>,
+    /// This node's own workloads.
+    pub workloads: RawWorkloads,
+}
+
+/// `[workloads]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWorkloads {
+    /// Capacity this node's own workloads may use here; none by default, so
+    /// they run on capacity bought from providers.
+    pub local_capacity: RawQuantities,
+    /// Silence after which a provider's replicas count as lost (`30s`; at least `6s`).
+    pub provider_lost_after: String,
+}
+
+impl Default for RawWorkloads {
+    fn default() -> Self {
+        Self {
+            local_capacity: RawQuantities::default(),
+            provider_lost_after: "30s".into(),
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -77,6 +99,7 @@ impl Default for RawConfig {
             reserve: RawReserve::default(),
             partition: RawPartition::default(),
             catalogs: Vec::new(),
+            workloads: RawWorkloads::default(),
         }
     }
 }

@@ -336,6 +336,19 @@ pub(crate) fn validate_with(
         supernode: raw.roles.supernode,
     };
 
+    let workloads = super::WorkloadsConfig {
+        local_capacity: cx.quantities(
+            "workloads.local_capacity",
+            &raw.workloads.local_capacity,
+            &Default::default(),
+        )?,
+        provider_lost_after: cx.duration(
+            "workloads.provider_lost_after",
+            &raw.workloads.provider_lost_after,
+            Duration::from_secs(6),
+        )?,
+    };
+
     Ok(Config {
         file: file.map(Path::to_owned),
         data_dir,
@@ -363,5 +376,6 @@ pub(crate) fn validate_with(
             pods: raw.pods,
             validity,
         },
+        workloads,
     })
 }

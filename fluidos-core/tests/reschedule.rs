@@ -233,6 +233,18 @@ async fn site(dir: &Path) -> Site {
                 .unwrap(),
         );
     }
+    let ids: Vec<NodeId> = providers.iter().map(Node::node_id).collect();
+    let consumer = consumer(dir, addrs, &ids).await;
+    Site {
+        catalog,
+        providers,
+        runtimes,
+        consumer,
+    }
+}
+
+/// The consumer (over `dir/c`), once it has found the providers `ids`.
+async fn consumer(dir: &Path, catalog: Vec<Multiaddr>, ids: &[NodeId]) -> Node {
     let consumer = Node::builder()
         .data_dir(dir.join("c"))
         .roles(consumer_roles())
@@ -240,16 +252,15 @@ async fn site(dir: &Path) -> Site {
         .local_capacity(Resources::ZERO)
         .runtime(runtime(&dir.join("c")))
         .provider_lost_after(Duration::from_secs(6))
-        .catalog(catalog_name(), addrs)
+        .catalog(catalog_name(), catalog)
         .bind()
         .await
         .unwrap();
-    let ids: Vec<NodeId> = providers.iter().map(Node::node_id).collect();
     wait_for(
         "the consumer to find both providers",
         Duration::from_secs(15),
         || {
-            let (c, ids) = (consumer.clone(), ids.clone());
+            let c = consumer.clone();
             async move {
                 let peers = c.peers().await.unwrap();
                 ids.iter().all(|id| peers.iter().any(|p| p.node == *id))
@@ -257,12 +268,7 @@ async fn site(dir: &Path) -> Site {
         },
     )
     .await;
-    Site {
-        catalog,
-        providers,
-        runtimes,
-        consumer,
-    }
+    consumer
 }
 
 /// Deploys a long-running replica; returns its id and the index of the
@@ -397,4 +403,38 @@ async fn a_cut_off_provider_that_comes_back_stops_its_copy() {
     for n in [&s.consumer, &s.providers[0], &s.providers[1], &s.catalog] {
         n.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_still_reschedules_its_lost_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = site(dir.path()).await;
+    let count = dir.path().join("runs");
+    let (id, at) = deploy_long(&s, &count).await;
+    let Site {
+        catalog,
+        mut providers,
+        consumer: c,
+        ..
+    } = s;
+    // The owner restarts: its records of the workload come back from its view.
+    c.shutdown().await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<NodeId> = providers.iter().map(Node::node_id).collect();
+    let c = consumer(dir.path(), catalog.listen_addrs().await, &ids).await;
+    let lost = providers.remove(at);
+    let other = providers.remove(0);
+    lost.shutdown().await;
+    wait_running_on(
+        &c,
+        &id,
+        other.node_id(),
+        "the replica to run on the other provider",
+    )
+    .await;
+    assert_eq!(runs(&count), 2, "started once on each provider");
+    c.shutdown().await;
+    other.shutdown().await;
+    catalog.shutdown().await;
 }

@@ -201,6 +201,7 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         w.open_link(peer);
     }
     w.apply_contracts(book);
+    w.restore_owned();
     w.recover().await;
     w.refresh_physical();
     w.flush();

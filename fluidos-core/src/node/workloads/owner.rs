@@ -541,6 +541,58 @@ impl Workloads {
         }
     }
 
+    /// After a restart: the owner's records of its workloads, rebuilt from the
+    /// view (the spec, and for each offloaded replica the contract with its
+    /// provider); placement reasons and history start afresh. Replicas that
+    /// were waiting to be placed again are sent to the rescheduler.
+    pub(super) fn restore_owned(&mut self) {
+        let mut waiting = Vec::new();
+        for w in self.view.workloads() {
+            if w.owner != self.me || self.owned.workloads.contains_key(&w.id) {
+                continue;
+            }
+            let Some(spec) = w.record.spec.clone() else {
+                continue;
+            };
+            let mut contracts = BTreeMap::new();
+            for (k, r) in &w.record.replicas {
+                let Ok(i) = k.parse::<u32>() else { continue };
+                match r.node {
+                    Some(n) if n != self.me => {
+                        let c = self
+                            .book
+                            .iter()
+                            .find(|c| c.peer == n && c.role == ContractRole::Buyer);
+                        if let Some(c) = c {
+                            contracts.insert(i, c.id);
+                        }
+                    }
+                    None if r
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.state == ReplicaState::Pending) =>
+                    {
+                        waiting.push(w.id.clone());
+                    }
+                    _ => {}
+                }
+            }
+            self.owned.workloads.insert(
+                w.id.clone(),
+                OwnedWorkload {
+                    spec: Some(spec),
+                    placement: "restored after a restart".into(),
+                    contracts,
+                    ..Default::default()
+                },
+            );
+        }
+        waiting.dedup();
+        for id in waiting {
+            let _ = self.reschedule.try_send(id);
+        }
+    }
+
     /// The nodes placement may use: the view's, without providers counted as lost.
     fn placeable(&self) -> Vec<crate::view::NodeInfo> {
         let mut nodes = self.view.nodes();

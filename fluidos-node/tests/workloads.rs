@@ -135,3 +135,145 @@ memory = "128MiB"
     assert!(stderr(&o).contains("name"), "{}", stderr(&o));
     drop((p, c));
 }
+
+/// Live processes whose command line contains `marker`.
+fn live(marker: &str) -> usize {
+    let o = std::process::Command::new("pgrep")
+        .args(["-fc", marker])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_replica_lost_with_a_killed_provider_daemon_runs_again_on_the_other_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["p1", "p2", "c"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    let port = common::free_port();
+    let listen = [
+        format!("/ip4/127.0.0.1/tcp/{port}"),
+        "/ip4/127.0.0.1/tcp/0".into(),
+    ];
+    let mut dids = Vec::new();
+    for (d, l) in dirs.iter().zip(&listen) {
+        let v = init_with(d, &["--listen", l]);
+        dids.push(v["node_id"].as_str().unwrap().to_string());
+    }
+    init_with(&dirs[2], &["--provider", "false"]);
+    // The consumer counts a provider lost after 6 s of silence (the shortest allowed).
+    let cfg = dirs[2].join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("provider_lost_after = \"30s\""), "{text}");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "provider_lost_after = \"30s\"",
+            "provider_lost_after = \"6s\"",
+        ),
+    )
+    .unwrap();
+    let mut p = [Daemon::start(&dirs[0]), Daemon::start(&dirs[1])];
+    let c = Daemon::start(&dirs[2]);
+    for d in &p {
+        let addr = d.status()["listen_addrs"][0].as_str().unwrap().to_string();
+        let o = run(&dirs[2], &["peer", "add", &addr]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let found = poll(100, Duration::from_millis(100), || {
+        let peers = peer_dids(&dirs[2]);
+        dids.iter().all(|d| peers.contains(d)).then_some(())
+    });
+    assert!(found.is_some(), "the consumer never listed both providers");
+
+    // A long-running replica, restarted on failure; its command line carries a
+    // marker unique to this test, and each start is counted in a file.
+    let marker = format!("sleep 600.{port}");
+    let count = tmp.path().join("starts");
+    let spec = tmp.path().join("svc.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "svc"
+[run]
+command = "/bin/sh"
+args = ["-c", "echo start >> \"$COUNT\"; exec {marker}"]
+[env]
+COUNT = {count:?}
+[requests]
+cpu = "250m"
+memory = "128MiB"
+[restart]
+policy = "on-failure"
+max_restarts = 3
+"#,
+            count = count.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &dirs[2],
+        &["deploy", spec.to_str().unwrap(), "--wait", "20s"],
+    );
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let id = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("workload "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let running_on = |on: Option<&str>| {
+        poll(300, Duration::from_millis(100), || {
+            let o = run(&dirs[2], &["workload", &id, "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            let r = &v["replicas"][0];
+            let node = r["node"].as_str()?.to_string();
+            (r["state"] == "running" && on.is_none_or(|n| n == node)).then_some(node)
+        })
+    };
+    let first = running_on(None).unwrap_or_else(|| panic!("never ran\n{}", c.log()));
+    let lost = dids.iter().position(|d| *d == first).unwrap();
+    let other = dids[1 - lost].clone();
+    assert_eq!(live(&marker), 1);
+
+    // The provider's daemon crashes (its replica's supervisor lives on, as after
+    // any daemon crash); the consumer hears nothing for 6 s and places the
+    // replica on the other provider, buying there.
+    p[lost].kill9();
+    running_on(Some(&other)).unwrap_or_else(|| panic!("not rescheduled\n{}", c.log()));
+    let o = run(&dirs[2], &["workload", &id]);
+    assert!(stdout(&o).contains("provider lost"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+
+    // The crashed provider starts again: it recovers its replica, learns from the
+    // view that its owner took it back, and stops it. Exactly one copy runs.
+    if lost == 0 {
+        p[0] = Daemon::start(&dirs[0]);
+    } else {
+        p[1] = Daemon::start(&dirs[1]);
+    }
+    let one = poll(200, Duration::from_millis(100), || {
+        (live(&marker) == 1).then_some(())
+    });
+    assert!(
+        one.is_some(),
+        "{} copies run\n{}\n{}",
+        live(&marker),
+        p[lost].log(),
+        c.log()
+    );
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    let o = run(&dirs[2], &["undeploy", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let none = poll(100, Duration::from_millis(100), || {
+        (live(&marker) == 0).then_some(())
+    });
+    assert!(none.is_some(), "undeploy left a copy running");
+    drop((p, c));
+}

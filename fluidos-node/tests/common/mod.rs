@@ -188,6 +188,15 @@ impl Daemon {
         }
     }
 
+    /// Kills it with SIGKILL, as a crash would: nothing is flushed or withdrawn.
+    #[allow(dead_code)]
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

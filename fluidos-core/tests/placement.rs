@@ -128,6 +128,28 @@ fn ranks_by_price_and_spreads_when_asked() {
 }
 
 #[test]
+fn lower_latency_prefers_the_node_with_the_shorter_measured_round_trip() {
+    let far = node(8000, Some(10_000), "IT", Architecture::X86_64);
+    let near = node(8000, Some(10_000), "IT", Architecture::X86_64);
+    let nodes = vec![far.clone(), near.clone()];
+    let s = spec("[[intent.prefer]]\nkind = \"lower_latency\"\n");
+    for (fast, slow) in [(&near, &far), (&far, &near)] {
+        let hints = Hints {
+            rtt_ms: [(fast.id, 2), (slow.id, 80)].into(),
+            ..Hints::default()
+        };
+        let d = place(&s, &[0, 1], &nodes, &hints);
+        let Decision::Place { assignments, .. } = d else {
+            panic!("{d}")
+        };
+        assert!(
+            assignments.iter().all(|a| a.node == fast.id),
+            "both replicas on the node 2 ms away"
+        );
+    }
+}
+
+#[test]
 fn acquire_states_exactly_what_is_missing_rounded_to_the_step() {
     // One replica fits on the virtual node; the second does not.
     let mut v = node(2000, Some(10_000), "IT", Architecture::X86_64);

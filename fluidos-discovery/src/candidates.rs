@@ -56,6 +56,9 @@ pub struct Candidate {
     pub last_seen: Timestamp,
     /// How past contracts with it went, if any.
     pub rating: Option<Rating>,
+    /// The last round trip measured to it (libp2p ping over a live
+    /// connection), if any.
+    pub rtt: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -299,6 +302,7 @@ impl CandidateTable {
                     advert: newest.advert.clone(),
                     last_seen: e.sources.values().map(|s| s.seen).max().unwrap_or_default(),
                     rating: self.ratings.get(node).copied(),
+                    rtt: None,
                 })
             })
             .collect()

@@ -115,6 +115,8 @@ pub(crate) struct EventLoop {
     inbound_tx: mpsc::Sender<InboundRequest>,
     updates: watch::Sender<u64>,
     pub(crate) candidates: CandidateTable,
+    /// The last ping round trip to each peer with a live connection.
+    pub(crate) rtts: BTreeMap<PeerId, std::time::Duration>,
     pub(crate) body: AdvertBody,
     pub(crate) seq: u64,
     /// The advert handed out over `/fluidos/advert/1`.
@@ -183,6 +185,7 @@ impl EventLoop {
             jitter: Jitter::new(seed),
             app: AppState::new(app_tx),
             candidates: CandidateTable::new(cfg.incoming.clone(), max_age),
+            rtts: BTreeMap::new(),
             body: cfg.advert.clone(),
             node: key.node_id(),
             swarm,
@@ -472,7 +475,11 @@ impl EventLoop {
             }
             Command::Candidates(tx) => {
                 self.candidates.sweep(Timestamp::now());
-                let _ = tx.send(self.candidates.list());
+                let mut list = self.candidates.list();
+                for c in &mut list {
+                    c.rtt = self.rtts.get(&c.peer_id).copied();
+                }
+                let _ = tx.send(list);
             }
             Command::SetAdvert(body, tx) => {
                 let old = std::mem::replace(&mut self.body, body);
@@ -659,6 +666,15 @@ impl EventLoop {
                     self.catalog_peer_identified(peer_id);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                // Bounded: only peers with a live connection are pinged, and the
+                // entry goes when the last connection closes.
+                self.rtts.insert(peer, rtt);
+            }
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::NewListenAddr {
                 listener_id,
@@ -731,8 +747,16 @@ impl EventLoop {
                     self.ask_advert(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                connection_id,
+                peer_id,
+                num_established,
+                ..
+            } => {
                 self.inbound_conns.remove(&connection_id);
+                if num_established == 0 {
+                    self.rtts.remove(&peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,

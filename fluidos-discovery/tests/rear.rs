@@ -356,3 +356,30 @@ async fn a_deny_listed_node_cannot_negotiate() {
     };
     assert_eq!(e.code, ErrorCode::NotAuthorised);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_candidate_carries_its_measured_round_trip() {
+    init_tracing();
+    let provider = spawn(fast_config()).await;
+    let buyer = spawn(fast_config()).await;
+    assert!(
+        buyer.handle.candidates().await.unwrap().is_empty(),
+        "no candidate yet"
+    );
+    buyer.handle.add_peer(provider.addr().await).await.unwrap();
+    // The first ping goes out when the connection is up; loopback answers in
+    // well under a second.
+    let seen = wait_for(
+        &buyer.handle,
+        "a candidate with a round trip",
+        |_| {},
+        |c| c.iter().any(|c| c.node == provider.id() && c.rtt.is_some()),
+    )
+    .await;
+    let rtt = seen
+        .iter()
+        .find(|c| c.node == provider.id())
+        .and_then(|c| c.rtt)
+        .unwrap();
+    assert!(rtt < Duration::from_secs(5), "{rtt:?}");
+}

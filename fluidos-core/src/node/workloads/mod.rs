@@ -54,6 +54,8 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 /// The shortest silence after which a provider counts as lost: two heartbeats,
 /// so that an idle but healthy link is never taken for a lost one.
 pub(crate) const MIN_LOST_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
+/// How often the round trips to peers are read from discovery.
+const RTT_EVERY: Duration = Duration::from_secs(5);
 /// How often ended workloads age out.
 const AGE_OUT_EVERY: Duration = Duration::from_secs(60);
 /// The view is saved at most this long after a change.
@@ -71,7 +73,12 @@ pub(crate) enum WCommand {
 
 /// Work done in spawned tasks, reported back to the loop.
 enum Done {
-    FrameSent { peer: NodeId, ok: bool },
+    FrameSent {
+        peer: NodeId,
+        ok: bool,
+    },
+    /// Round trips to the peering candidates, refreshed every [`RTT_EVERY`].
+    Rtts(BTreeMap<NodeId, u32>),
     Host(host::HostDone),
     Owner(owner::OwnerDone),
 }
@@ -129,6 +136,8 @@ pub(crate) struct Workloads {
     heard: BTreeMap<NodeId, Instant>,
     /// Providers counted as lost: placement avoids them until they are heard again.
     lost: BTreeSet<NodeId>,
+    /// Measured round trips to peers (libp2p ping), for `lower_latency`.
+    rtt_ms: BTreeMap<NodeId, u32>,
 }
 
 /// The handle side: the command queue and the change counter.
@@ -194,6 +203,7 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         reschedule: setup.reschedule,
         heard: BTreeMap::new(),
         lost: BTreeSet::new(),
+        rtt_ms: BTreeMap::new(),
     };
     // Links restored from disk start disconnected: sync with each afresh.
     let restored: Vec<NodeId> = w.view.peers().copied().collect();
@@ -242,6 +252,7 @@ impl Workloads {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_age_out = Instant::now();
+        let mut last_rtts: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -268,6 +279,10 @@ impl Workloads {
                 _ = tick.tick() => {
                     self.retry_links();
                     self.check_lost(Instant::now());
+                    if last_rtts.is_none_or(|t| t.elapsed() >= RTT_EVERY) {
+                        last_rtts = Some(Instant::now());
+                        self.refresh_rtts();
+                    }
                     if last_age_out.elapsed() >= AGE_OUT_EVERY {
                         last_age_out = Instant::now();
                         if let Err(e) = self.view.age_out(Timestamp::now()) {
@@ -323,9 +338,28 @@ impl Workloads {
                 self.view.disconnected(&peer);
                 debug!(peer = %peer.short(), ?wait, "view link down; retrying");
             }
+            Done::Rtts(m) => self.rtt_ms = m,
             Done::Host(h) => self.host_done(h),
             Done::Owner(o) => self.owner_done(o),
         }
+    }
+
+    /// Reads the measured round trips to the candidates, in the background.
+    fn refresh_rtts(&self) {
+        let (discovery, done) = (self.discovery.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let Ok(list) = discovery.candidates().await else {
+                return;
+            };
+            let m = list
+                .iter()
+                .filter_map(|c| {
+                    let ms = c.rtt?.as_millis();
+                    Some((c.node, u32::try_from(ms).unwrap_or(u32::MAX)))
+                })
+                .collect();
+            let _ = done.send(Done::Rtts(m)).await;
+        });
     }
 
     fn app_request(&mut self, req: AppRequest) {

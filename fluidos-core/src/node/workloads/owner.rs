@@ -298,7 +298,7 @@ impl Workloads {
             .checked()
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
         let replicas: Vec<u32> = (0..spec.replicas).collect();
-        let decision = placement::place(&spec, &replicas, &self.placeable(), &Hints::default());
+        let decision = placement::place(&spec, &replicas, &self.placeable(), &self.hints());
         if dry_run {
             return Ok(Submitted { id: None, decision });
         }
@@ -593,6 +593,14 @@ impl Workloads {
         }
     }
 
+    /// What placement knows beyond the view: measured round trips.
+    fn hints(&self) -> Hints {
+        Hints {
+            rtt_ms: self.rtt_ms.clone(),
+            ..Hints::default()
+        }
+    }
+
     /// The nodes placement may use: the view's, without providers counted as lost.
     fn placeable(&self) -> Vec<crate::view::NodeInfo> {
         let mut nodes = self.view.nodes();
@@ -711,7 +719,7 @@ impl Workloads {
             &spec,
             &waiting,
             &self.placeable(),
-            &Hints::default(),
+            &self.hints(),
         ))
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct Behaviour {
     pub(crate) view: request_response::Behaviour<crate::app::AppCodec>,
     /// `/fluidos/workload/1` (see `app`).
     pub(crate) workload: request_response::Behaviour<crate::app::AppCodec>,
+    /// `/fluidos/members/1` (see `gossip`).
+    pub(crate) members: request_response::Behaviour<crate::gossip::MembersCodec>,
     /// Peers cut off on purpose (tests of partitions).
     pub(crate) block: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     /// Holds connections open while they carry REAR traffic (see `keep_alive`).
@@ -124,6 +126,13 @@ pub(crate) fn build_swarm(
                     rr_cfg.clone(),
                 ),
                 view: crate::app::behaviour(crate::AppProtocol::View, rr_cfg.clone()),
+                members: request_response::Behaviour::new(
+                    [(
+                        crate::gossip::MEMBERS_PROTOCOL,
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    rr_cfg.clone(),
+                ),
                 workload: crate::app::behaviour(crate::AppProtocol::Workload, rr_cfg),
                 block: Default::default(),
                 keep_alive: KeepAlive::new(cfg.idle_connection_timeout),

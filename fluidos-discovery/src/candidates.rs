@@ -252,6 +252,13 @@ impl CandidateTable {
         self.entries.contains_key(node)
     }
 
+    /// Whether `node` is a candidate through `source`.
+    pub fn has_source(&self, node: &NodeId, source: &Source) -> bool {
+        self.entries
+            .get(node)
+            .is_some_and(|e| e.sources.contains_key(source))
+    }
+
     /// The number of candidates.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -286,6 +293,34 @@ impl CandidateTable {
             }
         }
         out
+    }
+
+    /// The adverts that came from `source` and were confirmed by it at or after
+    /// `since`, at most `max`, starting at the `skip`-th such candidate
+    /// (wrapping), so that repeated calls with a growing `skip` go round all of them.
+    pub fn adverts_from(
+        &self,
+        source: &Source,
+        since: Timestamp,
+        skip: usize,
+        max: usize,
+    ) -> Vec<Verified<Advert>> {
+        let all: Vec<&Verified<Advert>> = self
+            .entries
+            .values()
+            .filter_map(|e| e.sources.get(source).filter(|s| s.seen >= since))
+            .map(|s| &s.advert)
+            .collect();
+        if all.is_empty() {
+            return Vec::new();
+        }
+        let start = skip % all.len();
+        all.iter()
+            .cycle()
+            .skip(start)
+            .take(max.min(all.len()))
+            .map(|a| (*a).clone())
+            .collect()
     }
 
     /// The candidates, ordered by node id.

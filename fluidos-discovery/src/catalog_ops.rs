@@ -255,6 +255,7 @@ impl EventLoop {
         for (peer, addrs) in peers {
             self.reach_direct_peer(peer, addrs);
         }
+        self.gossip();
     }
 
     /// Asks a connected direct peer for its advert, or dials it first.
@@ -269,7 +270,7 @@ impl EventLoop {
         }
     }
 
-    fn enqueue_fetch(&mut self, catalog: CatalogName, node: NodeId) {
+    pub(crate) fn enqueue_fetch(&mut self, catalog: CatalogName, node: NodeId) {
         let recently = self
             .fetched
             .get(&(catalog.clone(), node))
@@ -320,7 +321,7 @@ impl EventLoop {
         }
     }
 
-    fn reject(&mut self, err: &AdvertError, source: &Source) {
+    pub(crate) fn reject(&mut self, err: &AdvertError, source: &Source) {
         *self
             .stats
             .adverts_rejected
@@ -335,7 +336,7 @@ impl EventLoop {
     }
 
     /// Takes a verified advert as a candidate. Returns whether it was usable.
-    fn accept(&mut self, source: Source, advert: Verified<Advert>) -> bool {
+    pub(crate) fn accept(&mut self, source: Source, advert: Verified<Advert>) -> bool {
         match self
             .candidates
             .offer(source.clone(), advert, Timestamp::now())

@@ -133,6 +133,10 @@ pub(crate) struct EventLoop {
     pub(crate) fetched: HashMap<(CatalogName, NodeId), std::time::Instant>,
     outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     pub(crate) advert_requests: HashMap<OutboundRequestId, PeerId>,
+    /// Membership gossip in flight, by the catalog asked about.
+    pub(crate) gossip_requests: HashMap<OutboundRequestId, CatalogName>,
+    /// Which members are asked next (rotates through each catalog's members).
+    pub(crate) gossip_round: usize,
     pub(crate) direct_peers: BTreeMap<PeerId, DirectPeer>,
     pub(crate) manual_dials: HashMap<ConnectionId, Multiaddr>,
     inflight_inbound: HashMap<PeerId, usize>,
@@ -205,6 +209,8 @@ impl EventLoop {
             fetched: HashMap::new(),
             outbound: HashMap::new(),
             advert_requests: HashMap::new(),
+            gossip_requests: HashMap::new(),
+            gossip_round: 0,
             direct_peers: BTreeMap::new(),
             manual_dials: HashMap::new(),
             inflight_inbound: HashMap::new(),
@@ -647,6 +653,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Advert(ev)) => self.on_advert(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Members(ev)) => self.on_members(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.on_mdns(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(
                 libp2p::identify::Event::Received {

@@ -59,6 +59,8 @@ mod catalog_ops;
 pub mod codec;
 mod config;
 mod event_loop;
+pub mod gossip;
+mod gossip_ops;
 mod handle;
 mod identity;
 mod keep_alive;

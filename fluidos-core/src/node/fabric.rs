@@ -145,6 +145,18 @@ impl FabricOptions {
         self.forwards = forwards;
         self
     }
+
+    /// Turns IPv4 overlay addresses on or off.
+    pub fn with_ipv4(mut self, ipv4: bool) -> Self {
+        self.ipv4 = ipv4;
+        self
+    }
+
+    /// Sets the persistent keepalive interval in seconds (`None`: off).
+    pub fn with_persistent_keepalive(mut self, seconds: Option<u16>) -> Self {
+        self.persistent_keepalive = seconds;
+        self
+    }
 }
 
 /// The desired set of tunnels for `me` from its active contracts (no I/O): what the

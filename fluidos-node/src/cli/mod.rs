@@ -17,7 +17,8 @@ use crate::control::MAX_BUY_WAIT;
 use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
-    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, PeerView,
+    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, FabricReport,
+    FabricState, PeerView,
     StatusView, TerminateRequest,
 };
 use crate::daemon::CONTROL_ADDR_FILE;
@@ -107,6 +108,9 @@ pub enum Command {
         /// Its id.
         id: String,
     },
+    /// The WireGuard fabric, in the spirit of `wg show`: backend and why, peers,
+    /// endpoints, overlay addresses, latest handshake and bytes.
+    Fabric,
     /// The replicated view.
     View {
         /// What to do with it.
@@ -304,6 +308,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         Command::Logs { id, replica, tail } => workloads::logs(&client, id, *replica, *tail).await,
         Command::Undeploy { id } => workloads::undeploy(&client, id).await,
         Command::View { command } => workloads::view(&client, command).await,
+        Command::Fabric => show::<FabricReport>(&client, "/v1/fabric", json, print_fabric).await,
         Command::Init { .. } | Command::Run { .. } | Command::Demo => {
             bail!("not a client command")
         }
@@ -598,6 +603,33 @@ fn money(micros: u64) -> String {
     )
 }
 
+fn print_fabric(r: &FabricReport) {
+    let state = match r.state {
+        FabricState::Off => "off",
+        FabricState::Unavailable => "unavailable",
+        FabricState::Running => "running",
+    };
+    println!("fabric: {state} ({})", r.reason);
+    println!("  topology: {}", r.topology);
+    if !r.endpoints.is_empty() {
+        let e: Vec<String> = r.endpoints.iter().map(ToString::to_string).collect();
+        println!("  endpoints in contracts: {}", e.join(", "));
+    }
+    if let Some(e) = &r.last_error {
+        println!("  last change failed: {e}");
+    }
+    for t in &r.refused {
+        println!("  refused: contract {}: {}", t.contract, t.reason);
+    }
+    if let Some(s) = &r.status {
+        println!();
+        print!("{s}");
+        if s.peers.is_empty() {
+            println!("\n(no peers: no active contract)");
+        }
+    }
+}
+
 fn print_status(s: &StatusView) {
     let n = &s.node;
     println!("node id:     {}", n.did_key);
@@ -606,6 +638,23 @@ fn print_status(s: &StatusView) {
     match &s.runtime {
         Some(r) => println!("workloads:   {r}"),
         None => println!("workloads:   none (no runtime: this node hosts no workloads)"),
+    }
+    if let Some(f) = &s.fabric {
+        let what = match (f.state, &f.backend) {
+            (FabricState::Running, Some(b)) => b.clone(),
+            (FabricState::Running, None) => "running".into(),
+            (FabricState::Off, _) => "off".into(),
+            (FabricState::Unavailable, _) => "unavailable".into(),
+        };
+        let iface = f
+            .interface
+            .as_ref()
+            .map(|i| format!(" on {i}"))
+            .unwrap_or_default();
+        println!(
+            "fabric:      {what}{iface} ({}), {} peer(s)",
+            f.reason, f.peers
+        );
     }
     let mut roles = Vec::new();
     if n.roles.provider {

@@ -263,8 +263,11 @@ pub(crate) struct Prepared {
     pub(crate) endpoints: Vec<SocketAddr>,
 }
 
-/// Binds the WireGuard socket and decides the endpoints.
-pub(crate) async fn prepare(options: &FabricOptions) -> Prepared {
+/// Binds the WireGuard socket and decides the endpoints. `listen_ips` are the IPs
+/// the node's libp2p listen addresses name, when every one names a specific IP: a
+/// node that listens only on loopback (or on one LAN address) offers WireGuard
+/// there too, not on every address of the host.
+pub(crate) async fn prepare(options: &FabricOptions, listen_ips: Option<Vec<IpAddr>>) -> Prepared {
     let (socket, note) = match UdpSocket::bind(options.listen).await {
         Ok(s) => (Some(s), String::new()),
         Err(e) if options.listen.port() != 0 => {
@@ -288,7 +291,7 @@ pub(crate) async fn prepare(options: &FabricOptions) -> Prepared {
     let endpoints = match bound {
         None => Vec::new(),
         Some(_) if !options.endpoints.is_empty() => options.endpoints.clone(),
-        Some(bound) => endpoints_for(bound, &host_addresses()),
+        Some(bound) => endpoints_for(bound, &listen_ips.unwrap_or_else(host_addresses)),
     };
     Prepared {
         socket,
@@ -330,6 +333,27 @@ pub fn endpoints_for(bound: SocketAddr, host: &[IpAddr]) -> Vec<SocketAddr> {
 
 fn is_link_local(a: &Ipv6Addr) -> bool {
     (a.segments()[0] & 0xffc0) == 0xfe80
+}
+
+/// The IPs of `listen` (libp2p multiaddrs) when each names a specific IP, else
+/// `None` (one of them listens on every address, or none names an IP).
+pub(crate) fn specific_ips(listen: &[libp2p::Multiaddr]) -> Option<Vec<IpAddr>> {
+    use libp2p::multiaddr::Protocol;
+    let mut ips = Vec::new();
+    for addr in listen {
+        let ip = addr.iter().find_map(|p| match p {
+            Protocol::Ip4(a) => Some(IpAddr::V4(a)),
+            Protocol::Ip6(a) => Some(IpAddr::V6(a)),
+            _ => None,
+        })?;
+        if ip.is_unspecified() {
+            return None;
+        }
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    (!ips.is_empty()).then_some(ips)
 }
 
 /// The addresses of the host's interfaces that are up.
@@ -517,6 +541,117 @@ impl FabricTask {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn active(id: u8, peer: NodeId) -> ActiveContract {
+        use fluidos_contracts::{
+            Architecture, Characteristics, ContractId, FabricParams, Flavor, FlavorId,
+            Partitionability, Price, PriceModel, PricePeriod, Properties, Quote, Resources,
+            Timestamp,
+        };
+        let price = Price {
+            amount_micros: 1,
+            currency: "EUR".into(),
+            period: PricePeriod::Hour,
+            model: PriceModel::Reserved,
+        };
+        ActiveContract {
+            id: ContractId([id; 16]),
+            role: super::super::types::ContractRole::Buyer,
+            peer,
+            partition: Resources::ZERO,
+            valid_until: Timestamp(u64::MAX),
+            flavor: Flavor {
+                id: FlavorId([id; 16]),
+                owner: peer,
+                characteristics: Characteristics {
+                    resources: Resources::ZERO,
+                    architecture: Architecture::X86_64,
+                    gpu: None,
+                },
+                properties: Properties::default(),
+                policy: Partitionability {
+                    partitionable: true,
+                    min: Resources::ZERO,
+                    step: Resources::ZERO,
+                },
+                price,
+                price_basis: Resources::ZERO,
+                valid_until: Timestamp(u64::MAX),
+                revision: 1,
+            },
+            price: Quote {
+                amount_micros: 1,
+                currency: "EUR".into(),
+                period: PricePeriod::Hour,
+                model: PriceModel::Reserved,
+            },
+            peer_fabric: FabricParams {
+                wireguard_key: fluidos_contracts::WireGuardKey([id; 32]),
+                endpoints: vec![format!("198.18.0.{id}:51820")],
+                overlay_address: None,
+            },
+        }
+    }
+
+    #[test]
+    fn desired_sets_follow_the_topology() {
+        let node = || fluidos_contracts::SecretKey::generate().node_id();
+        let (me, hub, other) = (node(), node(), node());
+        let book = vec![active(1, hub), active(2, other)];
+
+        // Mesh: a direct tunnel per contract, no forwarding.
+        let mesh = desired(&book, &me, &Topology::Mesh);
+        assert_eq!(mesh.peers.len(), 2);
+        assert_eq!(mesh.peers[1].node, other);
+        assert_eq!(mesh.peers[1].params, book[1].peer_fabric);
+        assert!(mesh.relayed.is_empty());
+        assert_eq!(mesh.forwarding, Forwarding::None);
+
+        // A spoke: the hub directly, the other party through it.
+        let spoke = desired(&book, &me, &Topology::Hub(hub));
+        assert_eq!(spoke.peers.len(), 1);
+        assert_eq!(spoke.peers[0].node, hub);
+        assert_eq!(
+            spoke.relayed,
+            vec![Relayed {
+                contract: book[1].id,
+                node: other,
+                hub
+            }]
+        );
+        assert_eq!(spoke.forwarding, Forwarding::None);
+
+        // The hub itself: every party directly, forwarding among them.
+        let at_hub = desired(&book, &me, &Topology::Hub(me));
+        assert_eq!(at_hub.peers.len(), 2);
+        assert_eq!(at_hub.forwarding, Forwarding::AmongPeers);
+
+        // No contract: nothing (the interface goes away).
+        assert!(desired(&[], &me, &Topology::Mesh).is_empty());
+    }
+
+    #[test]
+    fn specific_listen_ips_are_kept_and_a_wildcard_means_every_address() {
+        let parse = |v: &[&str]| -> Vec<libp2p::Multiaddr> {
+            v.iter().map(|s| s.parse().unwrap()).collect()
+        };
+        assert_eq!(
+            specific_ips(&parse(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])),
+            Some(vec!["127.0.0.1".parse().unwrap()])
+        );
+        assert_eq!(
+            specific_ips(&parse(&["/ip4/198.18.0.1/tcp/7070", "/ip4/0.0.0.0/udp/7070/quic-v1"])),
+            None
+        );
+        assert_eq!(specific_ips(&parse(&["/dns4/example.org/tcp/1"])), None);
+        assert_eq!(specific_ips(&[]), None);
+        // Loopback only: the endpoint is loopback.
+        let any: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        assert_eq!(
+            endpoints_for(any, &["127.0.0.1".parse().unwrap()]),
+            vec!["127.0.0.1:4000".parse::<SocketAddr>().unwrap()]
+        );
+    }
 
     #[test]
     fn endpoints_name_the_bound_ip_or_the_hosts_addresses() {

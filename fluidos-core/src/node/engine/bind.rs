@@ -55,7 +55,8 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
             if options.endpoints.is_empty() {
                 options.endpoints = b.fabric_endpoints.clone();
             }
-            Some(super::super::fabric::prepare(&options).await)
+            let listen_ips = super::super::fabric::specific_ips(&b.discovery.listen);
+            Some(super::super::fabric::prepare(&options, listen_ips).await)
         }
         None => None,
     };

@@ -10,9 +10,12 @@
 //!   reservations and contracts on time, and keeps the catalog advert current;
 //! - **acquisitions** ([`buy`]) run in the task that calls [`Node::buy`]: they drive
 //!   the I/O-free [`Acquisition`](crate::buyer::Acquisition) over the discovery
-//!   handle and ask the engine to persist the contract before countersigning.
+//!   handle and ask the engine to persist the contract before countersigning;
+//! - the **workload** task ([`workloads`]) and, when configured, the **fabric**
+//!   task ([`fabric`]: WireGuard tunnels with the other party of every active
+//!   contract) follow the engine's `watch` of active contracts.
 //!
-//! [`Node`] is a cheap, cloneable handle to both.
+//! [`Node`] is a cheap, cloneable handle to all of them.
 
 mod buy;
 mod deploy;

@@ -94,8 +94,9 @@ fuzz_target!(|data: &[u8]| {
                 b.handle_datagram(a_addr, &t.payload, now);
             }
             while let Some(p) = b.poll_packet() {
-                // Only what A's device carried, from A's allowed networks.
-                assert_eq!(p, rest);
+                // Only what A's device carried (up to the length its IP header
+                // gives: WireGuard pads, and the receiver trims to that length).
+                assert!(!p.is_empty() && rest.starts_with(&p), "delivered {p:?} from {rest:?}");
             }
         }
     }

@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::control::types::{
-    BuyEvent, BuyRequest, CatalogView, FabricReport, FabricState, FabricSummary, ContractDetail, ContractExport, ContractInfo, DeployEvent,
-    DeployRequest, DiscoveryView, LogsView, NodeKind, NodeView, PeerView, ReplicaView, StatusView,
-    WorkloadView, contract_detail,
+    BuyEvent, BuyRequest, CatalogView, ContractDetail, ContractExport, ContractInfo, DeployEvent,
+    DeployRequest, DiscoveryView, FabricReport, FabricState, FabricSummary, LogsView, NodeKind,
+    NodeView, PeerView, ReplicaView, StatusView, WorkloadView, contract_detail,
 };
 use crate::control::{ApiError, NodeApi};
 

@@ -172,7 +172,12 @@ impl<'a> NsNode<'a> {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
         let o = self.cli(&full);
-        assert!(o.status.success(), "{args:?}: {}\n{}", stderr(&o), self.log());
+        assert!(
+            o.status.success(),
+            "{args:?}: {}\n{}",
+            stderr(&o),
+            self.log()
+        );
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
@@ -231,8 +236,8 @@ impl<'a> NsNode<'a> {
         poll(300, Duration::from_millis(100), || {
             let v = self.json(&["fabric"]);
             let list = v["status"]["peers"].as_array()?;
-            let ok = list.len() == peers
-                && list.iter().all(|p| p["latest_handshake_secs"].is_u64());
+            let ok =
+                list.len() == peers && list.iter().all(|p| p["latest_handshake_secs"].is_u64());
             ok.then_some(v)
         })
         .unwrap_or_else(|| {
@@ -359,7 +364,13 @@ fn two_daemons_in_namespaces_get_a_tunnel_from_their_contract() {
         "--duration",
         "10m",
     ]);
-    assert!(o.status.success(), "{}\n{}\n{}", stdout(&o), stderr(&o), c.log());
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        stdout(&o),
+        stderr(&o),
+        c.log()
+    );
     let bought = buying.elapsed();
     // Informational (no timing target): from `buy` returning (the contract
     // countersigned and acknowledged) until the consumer's `fabric` shows a handshake.
@@ -401,7 +412,10 @@ fn two_daemons_in_namespaces_get_a_tunnel_from_their_contract() {
     let status = c.json(&["status"]);
     assert_eq!(status["fabric"]["backend"], "tun", "{status}");
     let text = stdout(&c.cli(&["status"]));
-    assert!(text.contains(&format!("fabric:      tun on {if_c}")), "{text}");
+    assert!(
+        text.contains(&format!("fabric:      tun on {if_c}")),
+        "{text}"
+    );
     let text = stdout(&c.cli(&["fabric"]));
     println!("{text}");
     assert!(text.contains("latest handshake:"), "{text}");
@@ -497,8 +511,14 @@ memory = "128MiB"
         "{pf}"
     );
     assert!(lab.interface_exists(0, &if_p));
-    assert!(lab.can_ping(1, &p6, 10), "after restart: consumer → provider");
-    assert!(lab.can_ping(0, &c6, 5), "after restart: provider → consumer");
+    assert!(
+        lab.can_ping(1, &p6, 10),
+        "after restart: consumer → provider"
+    );
+    assert!(
+        lab.can_ping(0, &c6, 5),
+        "after restart: provider → consumer"
+    );
 
     // Termination: peers and interfaces go on both sides, traffic stops.
     let o = c.cli(&["contract", "terminate", &contract]);
@@ -506,7 +526,9 @@ memory = "128MiB"
     for (node, ns, iface) in [(&c, 1, &if_c), (&p, 0, &if_p)] {
         let gone = poll(100, Duration::from_millis(100), || {
             let v = node.json(&["fabric"]);
-            let empty = v["status"]["peers"].as_array().is_some_and(|l| l.is_empty());
+            let empty = v["status"]["peers"]
+                .as_array()
+                .is_some_and(|l| l.is_empty());
             (empty && !lab.interface_exists(ns, iface)).then_some(v)
         });
         assert!(
@@ -516,7 +538,10 @@ memory = "128MiB"
             node.log()
         );
     }
-    assert!(!lab.can_ping(1, &p6, 1), "the overlay still carries traffic");
+    assert!(
+        !lab.can_ping(1, &p6, 1),
+        "the overlay still carries traffic"
+    );
     let routes = lab.run(1, &["ip", "-6", "route", "show"]);
     assert!(!stdout(&routes).contains(&p6), "{}", stdout(&routes));
     assert!(c.stop() && p.stop());

@@ -404,11 +404,7 @@ pub(crate) fn spawn(
             .with_mtu(options.mtu)
             .with_persistent_keepalive(options.persistent_keepalive),
     );
-    let tunnels = Tunnels::new(
-        me,
-        fabric,
-        TunnelsConfig::default().with_ipv4(options.ipv4),
-    );
+    let tunnels = Tunnels::new(me, fabric, TunnelsConfig::default().with_ipv4(options.ipv4));
     let config = ServiceConfig::new(options.interface.clone())
         .with_backend(options.backend)
         .with_forwards(options.forwards.clone());
@@ -636,11 +632,17 @@ mod tests {
             v.iter().map(|s| s.parse().unwrap()).collect()
         };
         assert_eq!(
-            specific_ips(&parse(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])),
+            specific_ips(&parse(&[
+                "/ip4/127.0.0.1/tcp/0",
+                "/ip4/127.0.0.1/udp/0/quic-v1"
+            ])),
             Some(vec!["127.0.0.1".parse().unwrap()])
         );
         assert_eq!(
-            specific_ips(&parse(&["/ip4/198.18.0.1/tcp/7070", "/ip4/0.0.0.0/udp/7070/quic-v1"])),
+            specific_ips(&parse(&[
+                "/ip4/198.18.0.1/tcp/7070",
+                "/ip4/0.0.0.0/udp/7070/quic-v1"
+            ])),
             None
         );
         assert_eq!(specific_ips(&parse(&["/dns4/example.org/tcp/1"])), None);

@@ -17,9 +17,8 @@ use crate::control::MAX_BUY_WAIT;
 use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
-    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, FabricReport,
-    FabricState, PeerView,
-    StatusView, TerminateRequest,
+    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo,
+    FabricReport, FabricState, PeerView, StatusView, TerminateRequest,
 };
 use crate::daemon::CONTROL_ADDR_FILE;
 

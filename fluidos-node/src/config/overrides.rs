@@ -257,7 +257,11 @@ pub struct Overrides {
     )]
     pub fabric_backend: Option<String>,
     /// Fabric TUN interface name (key `fabric.interface`).
-    #[arg(long, env = "FLUIDOS_FABRIC_INTERFACE", help_heading = "Config overrides")]
+    #[arg(
+        long,
+        env = "FLUIDOS_FABRIC_INTERFACE",
+        help_heading = "Config overrides"
+    )]
     pub fabric_interface: Option<String>,
     /// Fabric UDP port, 0 for any (key `fabric.listen_port`).
     #[arg(long, env = "FLUIDOS_FABRIC_PORT", help_heading = "Config overrides")]

@@ -441,12 +441,13 @@ fn fabric(
             format!("at most {} endpoints", fluidos_fabric::MAX_ENDPOINTS),
         ));
     }
-    let hub = match &raw.hub {
-        None => None,
-        Some(h) => Some(h.trim().parse::<fluidos_contracts::NodeId>().map_err(|e| {
-            cx.err("fabric.hub", format!("`{h}` is not a node's did:key ({e})"))
-        })?),
-    };
+    let hub =
+        match &raw.hub {
+            None => None,
+            Some(h) => Some(h.trim().parse::<fluidos_contracts::NodeId>().map_err(|e| {
+                cx.err("fabric.hub", format!("`{h}` is not a node's did:key ({e})"))
+            })?),
+        };
     let topology = match (raw.topology.trim(), hub) {
         ("mesh", None) => Topology::Mesh,
         ("mesh", Some(_)) => {
@@ -463,10 +464,7 @@ fn fabric(
             ));
         }
         (other, _) => {
-            return Err(cx.err(
-                "fabric.topology",
-                format!("`{other}` is not mesh or hub"),
-            ));
+            return Err(cx.err("fabric.topology", format!("`{other}` is not mesh or hub")));
         }
     };
     let mut forwards = Vec::new();
@@ -517,6 +515,8 @@ fn fabric(
         .with_mtu(raw.mtu)
         .with_forwards(forwards)
         .with_ipv4(raw.ipv4)
-        .with_persistent_keepalive((raw.persistent_keepalive > 0).then_some(raw.persistent_keepalive));
+        .with_persistent_keepalive(
+            (raw.persistent_keepalive > 0).then_some(raw.persistent_keepalive),
+        );
     Ok(Some(options))
 }

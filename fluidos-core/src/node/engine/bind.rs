@@ -219,13 +219,9 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         physical: physical_entry(&b, &measured, &sellable, now),
     });
     let fabric_task = match (&b.fabric, prepared) {
-        (Some(options), Some(prepared)) => super::super::fabric::spawn(
-            node_id,
-            &wg,
-            options,
-            prepared,
-            contracts.clone(),
-        ),
+        (Some(options), Some(prepared)) => {
+            super::super::fabric::spawn(node_id, &wg, options, prepared, contracts.clone())
+        }
         _ => super::super::fabric::FabricTask::off(),
     };
     let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));

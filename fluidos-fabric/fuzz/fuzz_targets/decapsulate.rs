@@ -27,7 +27,9 @@ fn packet(payload: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let now = Instant::now();
     let a_key = WireGuardSecret::from_bytes(&[1; 32]);
     let b_key = WireGuardSecret::from_bytes(&[2; 32]);
@@ -40,8 +42,10 @@ fuzz_target!(|data: &[u8]| {
         allowed_ips: vec![net.parse().unwrap()],
         endpoint: Some(at),
     };
-    a.add_peer(peer(&b_key, b_addr, "fdf0:6a54:bda7:2::/64")).unwrap();
-    b.add_peer(peer(&a_key, a_addr, "fdf0:6a54:bda7:1::/64")).unwrap();
+    a.add_peer(peer(&b_key, b_addr, "fdf0:6a54:bda7:2::/64"))
+        .unwrap();
+    b.add_peer(peer(&a_key, a_addr, "fdf0:6a54:bda7:1::/64"))
+        .unwrap();
     // The handshake: initiation, response, then whatever A sends on the new session.
     a.connect(&b_key.public(), now);
     let init = a.poll_transmit().unwrap().payload;
@@ -96,7 +100,10 @@ fuzz_target!(|data: &[u8]| {
             while let Some(p) = b.poll_packet() {
                 // Only what A's device carried (up to the length its IP header
                 // gives: WireGuard pads, and the receiver trims to that length).
-                assert!(!p.is_empty() && rest.starts_with(&p), "delivered {p:?} from {rest:?}");
+                assert!(
+                    !p.is_empty() && rest.starts_with(&p),
+                    "delivered {p:?} from {rest:?}"
+                );
             }
         }
     }

@@ -19,6 +19,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{BIN, poll, stderr, stdout};
@@ -78,9 +79,19 @@ struct Lab {
     ns: [String; 2],
 }
 
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short id unique to this process and call: namespace and interface names.
+fn unique() -> String {
+    format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 impl Lab {
-    fn new() -> Self {
-        let id = std::process::id() % 100_000;
+    fn new(id: &str) -> Self {
         let ns = [format!("flfab{id}a"), format!("flfab{id}b")];
         for n in &ns {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
@@ -296,15 +307,72 @@ fn tcp_echo(lab: &Lab, server: usize, client: usize, addr: &str, port: &str, lin
     ok
 }
 
+/// The consumer `c` dials the provider `p` at its 198.18.0.1 address and lists it;
+/// returns the provider's did:key.
+fn peer_up(p: &NsNode<'_>, c: &NsNode<'_>) -> String {
+    let p_status = p.json(&["status"]);
+    let p_did = p_status["did_key"].as_str().unwrap().to_string();
+    let p_addr = p_status["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .find(|a| a.contains("198.18.0.1"))
+        .unwrap()
+        .to_string();
+    let o = c.cli(&["peer", "add", &p_addr]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let found = poll(100, Duration::from_millis(100), || {
+        let peers = c.json(&["peers"]);
+        peers
+            .as_array()?
+            .iter()
+            .any(|x| x["node_id"] == p_did.as_str())
+            .then_some(())
+    });
+    assert!(found.is_some(), "the consumer never listed the provider");
+
+    p_did
+}
+
+/// Deploys, from `c`, a workload that answers every TCP connection on port 8080 with
+/// `served-by-the-workload`; returns its id.
+fn deploy_server(c: &NsNode<'_>, dir: &Path, busybox: &str) -> String {
+    let spec = dir.join("server.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "overlay-server"
+[run]
+command = "{busybox}"
+args = ["nc", "-ll", "-p", "8080", "-e", "/bin/echo", "served-by-the-workload"]
+[requests]
+cpu = "250m"
+memory = "128MiB"
+"#
+        ),
+    )
+    .unwrap();
+    let o = c.cli(&["deploy", spec.to_str().unwrap(), "--wait", "30s"]);
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}\n{}\n{}", stderr(&o), c.log());
+    text.lines()
+        .find_map(|l| l.strip_prefix("workload "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn two_daemons_in_namespaces_get_a_tunnel_from_their_contract() {
     if !can_run() {
         return;
     }
     let busybox = have("busybox").unwrap();
-    let lab = Lab::new();
+    let id = unique();
+    let lab = Lab::new(&id);
     let tmp = tempfile::tempdir().unwrap();
-    let id = std::process::id() % 100_000;
     let (if_p, if_c) = (format!("flfp{id}"), format!("flfc{id}"));
     let mut p = NsNode::new(&lab, 0, tmp.path().join("p"));
     let mut c = NsNode::new(&lab, 1, tmp.path().join("c"));
@@ -332,27 +400,7 @@ fn two_daemons_in_namespaces_get_a_tunnel_from_their_contract() {
     assert_eq!(before["status"]["backend"]["kind"], "idle", "{before}");
     assert!(!lab.interface_exists(1, &if_c));
 
-    let p_status = p.json(&["status"]);
-    let p_did = p_status["did_key"].as_str().unwrap().to_string();
-    let p_addr = p_status["listen_addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str())
-        .find(|a| a.contains("198.18.0.1"))
-        .unwrap()
-        .to_string();
-    let o = c.cli(&["peer", "add", &p_addr]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let found = poll(100, Duration::from_millis(100), || {
-        let peers = c.json(&["peers"]);
-        peers
-            .as_array()?
-            .iter()
-            .any(|x| x["node_id"] == p_did.as_str())
-            .then_some(())
-    });
-    assert!(found.is_some(), "the consumer never listed the provider");
+    let p_did = peer_up(&p, &c);
 
     let buying = Instant::now();
     let o = c.cli(&[
@@ -451,31 +499,7 @@ fn two_daemons_in_namespaces_get_a_tunnel_from_their_contract() {
     );
 
     // A workload on the provider (process runtime) serves TCP at its overlay address.
-    let spec = tmp.path().join("server.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            r#"
-name = "overlay-server"
-[run]
-command = "{busybox}"
-args = ["nc", "-ll", "-p", "8080", "-e", "/bin/echo", "served-by-the-workload"]
-[requests]
-cpu = "250m"
-memory = "128MiB"
-"#
-        ),
-    )
-    .unwrap();
-    let o = c.cli(&["deploy", spec.to_str().unwrap(), "--wait", "30s"]);
-    let text = stdout(&o);
-    assert!(o.status.success(), "{text}\n{}\n{}", stderr(&o), c.log());
-    let workload = text
-        .lines()
-        .find_map(|l| l.strip_prefix("workload "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let workload = deploy_server(&c, tmp.path(), &busybox);
     let served = poll(50, Duration::from_millis(300), || {
         let out = lab.run(1, &["busybox", "nc", "-w", "3", &p6, "8080"]);
         String::from_utf8_lossy(&out.stdout)
@@ -544,5 +568,111 @@ memory = "128MiB"
     );
     let routes = lab.run(1, &["ip", "-6", "route", "show"]);
     assert!(!stdout(&routes).contains(&p6), "{}", stdout(&routes));
+    assert!(c.stop() && p.stop());
+}
+
+/// The userspace backend, chosen in the consumer's config: no interface, `status` says
+/// why, and the local port it forwards reaches a workload on the provider (TUN,
+/// `auto`) through the tunnel of the contract.
+#[test]
+fn a_userspace_consumer_reaches_a_provider_workload_through_a_forwarded_port() {
+    if !can_run() {
+        return;
+    }
+    let busybox = have("busybox").unwrap();
+    let id = unique();
+    let lab = Lab::new(&id);
+    let tmp = tempfile::tempdir().unwrap();
+    let (if_p, if_c) = (format!("flfp{id}"), format!("flfc{id}"));
+    let mut p = NsNode::new(&lab, 0, tmp.path().join("p"));
+    let mut c = NsNode::new(&lab, 1, tmp.path().join("c"));
+    let mut p_id = String::new();
+    for (node, addr, iface, backend) in [
+        (&p, "198.18.0.1", &if_p, "auto"),
+        (&c, "198.18.0.2", &if_c, "userspace"),
+    ] {
+        let listen = format!("/ip4/{addr}/tcp/7070");
+        let o = node.cli(&[
+            "--json",
+            "init",
+            "--mdns",
+            "false",
+            "--control",
+            "127.0.0.1:0",
+            "--listen",
+            &listen,
+            "--fabric-interface",
+            iface,
+            "--fabric-backend",
+            backend,
+        ]);
+        assert!(o.status.success(), "init: {}", stderr(&o));
+        if p_id.is_empty() {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            p_id = v["node_id"].as_str().unwrap().to_string();
+        }
+    }
+    // The consumer forwards its local port 18080 to the provider's overlay port 8080.
+    let p_overlay = fluidos_fabric::overlay::address(&p_id.parse().unwrap());
+    let file = c.dir.join("config.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let forward = format!(
+        "[fabric]\nforwards = [{{ local = \"127.0.0.1:18080\", remote = \"[{p_overlay}]:8080\" }}]"
+    );
+    assert!(text.contains("\n[fabric]\n"), "{text}");
+    std::fs::write(
+        &file,
+        text.replacen("\n[fabric]", &format!("\n{forward}"), 1),
+    )
+    .unwrap();
+    p.start();
+    c.start();
+    peer_up(&p, &c);
+    let o = c.cli(&[
+        "buy",
+        "--cpu",
+        "500m",
+        "--memory",
+        "512MiB",
+        "--duration",
+        "10m",
+    ]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), c.log());
+
+    let cf = c.wait_fabric(1);
+    assert_eq!(cf["status"]["backend"]["kind"], "userspace", "{cf}");
+    assert_eq!(
+        cf["status"]["backend"]["reason"], "configured: userspace",
+        "{cf}"
+    );
+    assert!(
+        !lab.interface_exists(1, &if_c),
+        "userspace made an interface"
+    );
+    let status = c.json(&["status"]);
+    assert_eq!(status["fabric"]["backend"], "userspace", "{status}");
+    let text = stdout(&c.cli(&["status"]));
+    assert!(
+        text.contains("fabric:      userspace (configured: userspace)"),
+        "{text}"
+    );
+    let pf = p.wait_fabric(1);
+    assert_eq!(pf["status"]["backend"]["kind"], "tun", "{pf}");
+
+    let workload = deploy_server(&c, tmp.path(), &busybox);
+    let served = poll(50, Duration::from_millis(300), || {
+        let out = lab.run(1, &["busybox", "nc", "-w", "3", "127.0.0.1", "18080"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("served-by-the-workload")
+            .then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "the forwarded port never reached the workload\n{}\n{}",
+        c.log(),
+        p.log()
+    );
+    let o = c.cli(&["undeploy", &workload]);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(c.stop() && p.stop());
 }

@@ -9,10 +9,13 @@
 //!   a TCP port is reached from the consumer at the provider's overlay address;
 //! - a provider restarted with the contract active brings the tunnel back;
 //! - after the contract is terminated the peers and the interfaces are gone on both
-//!   sides and the overlay carries nothing.
+//!   sides and the overlay carries nothing;
+//! - a consumer configured with the userspace backend makes no interface, says so in
+//!   `status`, and reaches the provider's workload through a forwarded local port.
 //!
-//! Needs root, `ip`, `/dev/net/tun`, `ping` and `busybox`: skipped with a message when
-//! one is missing, failed when CI is set.
+//! These need root, `ip`, `/dev/net/tun`, `ping` and `busybox`: skipped with a message
+//! when one is missing, failed when CI is set. A disabled fabric is checked on
+//! loopback without privileges.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -675,4 +678,26 @@ fn a_userspace_consumer_reaches_a_provider_workload_through_a_forwarded_port() {
     let o = c.cli(&["undeploy", &workload]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(c.stop() && p.stop());
+}
+
+/// `fabric.enabled = false`: no socket, no tunnels, and `fabric` and `status` say
+/// which key turns it on (loopback only; needs no privileges).
+#[test]
+fn a_disabled_fabric_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    common::init_with(&dir, &["--fabric", "false"]);
+    let d = common::Daemon::start(&dir);
+    let o = common::run(&dir, &["--json", "fabric"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "off", "{v}");
+    assert_eq!(v["reason"], "disabled (fabric.enabled = false)", "{v}");
+    assert!(v["status"].is_null(), "{v}");
+    assert_eq!(d.status()["fabric"]["state"], "off");
+    let text = stdout(&common::run(&dir, &["fabric"]));
+    assert!(
+        text.contains("fabric: off (disabled (fabric.enabled = false))"),
+        "{text}"
+    );
 }

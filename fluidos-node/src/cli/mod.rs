@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+mod fabric;
 pub mod workloads;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
     AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo,
-    FabricReport, FabricState, PeerView, StatusView, TerminateRequest,
+    FabricReport, PeerView, StatusView, TerminateRequest,
 };
 use crate::daemon::CONTROL_ADDR_FILE;
 
@@ -307,7 +308,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         Command::Logs { id, replica, tail } => workloads::logs(&client, id, *replica, *tail).await,
         Command::Undeploy { id } => workloads::undeploy(&client, id).await,
         Command::View { command } => workloads::view(&client, command).await,
-        Command::Fabric => show::<FabricReport>(&client, "/v1/fabric", json, print_fabric).await,
+        Command::Fabric => show::<FabricReport>(&client, "/v1/fabric", json, fabric::print).await,
         Command::Init { .. } | Command::Run { .. } | Command::Demo => {
             bail!("not a client command")
         }
@@ -602,33 +603,6 @@ fn money(micros: u64) -> String {
     )
 }
 
-fn print_fabric(r: &FabricReport) {
-    let state = match r.state {
-        FabricState::Off => "off",
-        FabricState::Unavailable => "unavailable",
-        FabricState::Running => "running",
-    };
-    println!("fabric: {state} ({})", r.reason);
-    println!("  topology: {}", r.topology);
-    if !r.endpoints.is_empty() {
-        let e: Vec<String> = r.endpoints.iter().map(ToString::to_string).collect();
-        println!("  endpoints in contracts: {}", e.join(", "));
-    }
-    if let Some(e) = &r.last_error {
-        println!("  last change failed: {e}");
-    }
-    for t in &r.refused {
-        println!("  refused: contract {}: {}", t.contract, t.reason);
-    }
-    if let Some(s) = &r.status {
-        println!();
-        print!("{s}");
-        if s.peers.is_empty() {
-            println!("\n(no peers: no active contract)");
-        }
-    }
-}
-
 fn print_status(s: &StatusView) {
     let n = &s.node;
     println!("node id:     {}", n.did_key);
@@ -639,21 +613,7 @@ fn print_status(s: &StatusView) {
         None => println!("workloads:   none (no runtime: this node hosts no workloads)"),
     }
     if let Some(f) = &s.fabric {
-        let what = match (f.state, &f.backend) {
-            (FabricState::Running, Some(b)) => b.clone(),
-            (FabricState::Running, None) => "running".into(),
-            (FabricState::Off, _) => "off".into(),
-            (FabricState::Unavailable, _) => "unavailable".into(),
-        };
-        let iface = f
-            .interface
-            .as_ref()
-            .map(|i| format!(" on {i}"))
-            .unwrap_or_default();
-        println!(
-            "fabric:      {what}{iface} ({}), {} peer(s)",
-            f.reason, f.peers
-        );
+        fabric::print_summary(f);
     }
     let mut roles = Vec::new();
     if n.roles.provider {

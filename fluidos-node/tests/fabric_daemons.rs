@@ -677,6 +677,45 @@ fn a_userspace_consumer_reaches_a_provider_workload_through_a_forwarded_port() {
     );
     let o = c.cli(&["undeploy", &workload]);
     assert!(o.status.success(), "{}", stderr(&o));
+
+    // Expiry: a second, short contract joins the peer's contracts and leaves them when
+    // it expires, on both sides; the first keeps the tunnel.
+    let o = c.cli(&[
+        "buy",
+        "--cpu",
+        "500m",
+        "--memory",
+        "512MiB",
+        "--duration",
+        "3s",
+    ]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), c.log());
+    let contracts_of = |node: &NsNode<'_>| -> Option<usize> {
+        node.json(&["fabric"])["status"]["peers"][0]["contracts"]
+            .as_array()
+            .map(Vec::len)
+    };
+    for node in [&c, &p] {
+        let both = poll(100, Duration::from_millis(50), || {
+            (contracts_of(node) == Some(2)).then_some(())
+        });
+        assert!(
+            both.is_some(),
+            "second contract not in the tunnel: {}",
+            node.json(&["fabric"])
+        );
+    }
+    for node in [&c, &p] {
+        let expired = poll(200, Duration::from_millis(100), || {
+            (contracts_of(node) == Some(1)).then_some(())
+        });
+        assert!(
+            expired.is_some(),
+            "the expired contract still admits the tunnel: {}\n{}",
+            node.json(&["fabric"]),
+            node.log()
+        );
+    }
     assert!(c.stop() && p.stop());
 }
 

@@ -54,3 +54,15 @@ pub use node::{
     HistoryEntry, LedgerTuning, Node, NodeBuilder, NodeError, NodeStatus, NotReady, Roles,
     Submitted, WorkloadDetail, WorkloadError,
 };
+
+/// The node's fabric: WireGuard tunnels with the other party of every active
+/// contract ([`NodeBuilder::fabric`]).
+#[cfg(feature = "node")]
+pub mod fabric {
+    pub use crate::node::{
+        BackendChoice, DEFAULT_FABRIC_PORT, FabricOptions, FabricReport, FabricState,
+        RefusedTunnel, Topology, desired_tunnels as desired, endpoints_for,
+    };
+    pub use fluidos_fabric::Status;
+    pub use fluidos_fabric::userspace::PortForward;
+}

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::control::types::{
     BuyEvent, BuyRequest, CatalogView, ContractDetail, ContractExport, ContractInfo, DeployEvent,
-    DeployRequest, DiscoveryView, LogsView, NodeKind, NodeView, PeerView, ReplicaView, StatusView,
-    WorkloadView, contract_detail,
+    DeployRequest, DiscoveryView, FabricReport, FabricState, FabricSummary, LogsView, NodeKind,
+    NodeView, PeerView, ReplicaView, StatusView, WorkloadView, contract_detail,
 };
 use crate::control::{ApiError, NodeApi};
 
@@ -107,6 +107,15 @@ impl DaemonNode {
         })
     }
 
+    /// The fabric's report; "off" says which key turns it on.
+    async fn fabric_report(&self) -> FabricReport {
+        let mut r = self.node.fabric().await;
+        if r.state == FabricState::Off {
+            r.reason = "disabled (fabric.enabled = false)".into();
+        }
+        r
+    }
+
     /// The wrapped node.
     pub fn node(&self) -> &Node {
         &self.node
@@ -184,7 +193,12 @@ impl NodeApi for DaemonNode {
             uptime_secs: self.started.elapsed().as_secs(),
             discovery: self.discovery_view().await?,
             runtime: self.node.runtime_summary().await.map_err(node_err)?,
+            fabric: Some(FabricSummary::of(&self.fabric_report().await)),
         })
+    }
+
+    async fn fabric(&self) -> Result<FabricReport, ApiError> {
+        Ok(self.fabric_report().await)
     }
 
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {

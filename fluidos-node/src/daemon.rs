@@ -72,6 +72,9 @@ pub async fn run(
     for c in &cfg.catalogs {
         builder = builder.catalog(c.name.clone(), c.addresses.clone());
     }
+    if let Some(fabric) = &cfg.fabric {
+        builder = builder.fabric(fabric.clone());
+    }
     for p in &cfg.peers {
         builder = builder.manual_peer(p.clone());
     }

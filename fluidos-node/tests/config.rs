@@ -516,3 +516,175 @@ fn workloads_section_sets_local_capacity_and_the_lost_provider_timeout() {
         "lots",
     );
 }
+
+#[test]
+fn the_fabric_is_on_by_default_with_the_auto_backend() {
+    use fluidos_core::fabric::{BackendChoice, Topology};
+    let c = load("data_dir = \"/d\"").unwrap();
+    let f = c.fabric.expect("the fabric is on by default");
+    assert_eq!(f.backend, BackendChoice::Auto);
+    assert_eq!(f.interface, "fluidos0");
+    assert_eq!(f.listen.to_string(), "0.0.0.0:51820");
+    assert!(f.endpoints.is_empty());
+    assert_eq!(f.topology, Topology::Mesh);
+    assert_eq!(f.mtu, 1420);
+    assert!(f.ipv4);
+    assert_eq!(f.persistent_keepalive, None);
+    assert!(f.forwards.is_empty());
+    assert!(load("[fabric]\nenabled = false").unwrap().fabric.is_none());
+}
+
+#[test]
+fn a_full_fabric_section_is_read() {
+    use fluidos_core::fabric::{BackendChoice, Topology};
+    let hub = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+    let c = load(&format!(
+        r#"
+[fabric]
+backend = "userspace"
+interface = "fl-test0"
+listen_port = 0
+endpoints = ["198.18.0.1:51820", "[2001:db8::1]:51820"]
+topology = "hub"
+hub = "{hub}"
+mtu = 1380
+ipv4 = false
+persistent_keepalive = 25
+forwards = [{{ local = "127.0.0.1:8080", remote = "[fdf0:6a54:bda7:1::1]:80" }},
+            {{ local = "127.0.0.1:8081", remote = "100.64.1.2:80" }}]
+"#
+    ))
+    .unwrap();
+    let f = c.fabric.unwrap();
+    assert_eq!(f.backend, BackendChoice::Userspace);
+    assert_eq!(f.interface, "fl-test0");
+    assert_eq!(f.listen.port(), 0);
+    assert_eq!(f.endpoints.len(), 2);
+    assert_eq!(f.topology, Topology::Hub(hub.parse().unwrap()));
+    assert_eq!(f.mtu, 1380);
+    assert!(!f.ipv4);
+    assert_eq!(f.persistent_keepalive, Some(25));
+    assert_eq!(f.forwards[1].remote.to_string(), "100.64.1.2:80");
+}
+
+#[test]
+fn bad_fabric_values_name_key_and_reason() {
+    let hub = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+    assert_err(
+        "[fabric]\nbackend = \"kernel\"",
+        "fabric.backend",
+        "not auto, tun or userspace",
+    );
+    assert_err(
+        "[fabric]\ninterface = \"much-too-long-name\"",
+        "fabric.interface",
+        "1-15 bytes",
+    );
+    assert_err(
+        "[fabric]\ninterface = \"a/b\"",
+        "fabric.interface",
+        "not an interface name",
+    );
+    assert_err("[fabric]\ninterface = \"\"", "fabric.interface", "1-15");
+    assert_err("[fabric]\nmtu = 1000", "fabric.mtu", "between 1280");
+    assert_err("[fabric]\nmtu = 9001", "fabric.mtu", "9000");
+    assert_err(
+        "[fabric]\nendpoints = [\"nowhere\"]",
+        "fabric.endpoints.0",
+        "not an ip:port",
+    );
+    assert_err(
+        "[fabric]\nendpoints = [\"0.0.0.0:51820\"]",
+        "fabric.endpoints.0",
+        "cannot be reached",
+    );
+    assert_err(
+        "[fabric]\ntopology = \"star\"",
+        "fabric.topology",
+        "not mesh or hub",
+    );
+    assert_err(
+        "[fabric]\ntopology = \"hub\"",
+        "fabric.hub",
+        "needs the hub's did:key",
+    );
+    assert_err(
+        &format!("[fabric]\nhub = \"{hub}\""),
+        "fabric.hub",
+        "only used with topology",
+    );
+    assert_err(
+        "[fabric]\ntopology = \"hub\"\nhub = \"not-a-did\"",
+        "fabric.hub",
+        "not a node's did:key",
+    );
+    assert_err(
+        "[fabric]\nforwards = [{ local = \"here\", remote = \"100.64.0.1:80\" }]",
+        "fabric.forwards.0.local",
+        "not an ip:port",
+    );
+    assert_err(
+        "[fabric]\nforwards = [{ local = \"127.0.0.1:0\", remote = \"100.64.0.1:80\" }]",
+        "fabric.forwards.0.local",
+        "other than 0",
+    );
+    assert_err(
+        "[fabric]\nforwards = [{ local = \"127.0.0.1:1\", remote = \"100.64.0.1:80\" }, { local = \"127.0.0.1:1\", remote = \"100.64.0.1:81\" }]",
+        "fabric.forwards.1.local",
+        "forwarded twice",
+    );
+    assert_err(
+        "[fabric]\nforwards = [{ local = \"127.0.0.1:1\", remote = \"192.168.1.1:80\" }]",
+        "fabric.forwards.0.remote",
+        "not an overlay address",
+    );
+    assert_err(
+        "[fabric]\nforwards = [{ local = \"127.0.0.1:1\", remote = \"x\" }]",
+        "fabric.forwards.0.remote",
+        "not an ip:port",
+    );
+    // A typo is refused, not ignored.
+    let err = load("[fabric]\nenable = true").unwrap_err();
+    assert!(err.to_string().contains("enable"), "{err}");
+    // Bad values are refused even with the fabric off, so turning it on later works.
+    assert_err(
+        "[fabric]\nenabled = false\nbackend = \"x\"",
+        "fabric.backend",
+        "not auto",
+    );
+}
+
+#[test]
+fn fabric_flags_override_the_file() {
+    use fluidos_core::fabric::BackendChoice;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[fabric]\nenabled = false\n").unwrap();
+    let p = path.to_str().unwrap();
+    let (g, o) = parse_run(&[
+        "--config",
+        p,
+        "run",
+        "--fabric",
+        "true",
+        "--fabric-backend",
+        "tun",
+        "--fabric-interface",
+        "flx0",
+        "--fabric-port",
+        "4000",
+    ]);
+    let f = config::load(&g, &o).unwrap().fabric.unwrap();
+    assert_eq!(f.backend, BackendChoice::Tun);
+    assert_eq!(f.interface, "flx0");
+    assert_eq!(f.listen.port(), 4000);
+    let (g, o) = parse_run(&["--config", p, "run", "--fabric-backend", "magic"]);
+    match config::load(&g, &o).unwrap_err() {
+        ConfigError::Invalid {
+            origin: Origin::Flag { flag, .. },
+            key,
+            ..
+        } => assert_eq!((flag, key.as_str()), ("--fabric-backend", "fabric.backend")),
+        other => panic!("{other}"),
+    }
+}

@@ -10,13 +10,17 @@
 //!   reservations and contracts on time, and keeps the catalog advert current;
 //! - **acquisitions** ([`buy`]) run in the task that calls [`Node::buy`]: they drive
 //!   the I/O-free [`Acquisition`](crate::buyer::Acquisition) over the discovery
-//!   handle and ask the engine to persist the contract before countersigning.
+//!   handle and ask the engine to persist the contract before countersigning;
+//! - the **workload** task ([`workloads`]) and, when configured, the **fabric**
+//!   task ([`fabric`]: WireGuard tunnels with the other party of every active
+//!   contract) follow the engine's `watch` of active contracts.
 //!
-//! [`Node`] is a cheap, cloneable handle to both.
+//! [`Node`] is a cheap, cloneable handle to all of them.
 
 mod buy;
 mod deploy;
 mod engine;
+mod fabric;
 mod types;
 mod workloads;
 mod writer;
@@ -37,6 +41,11 @@ use crate::host::{HostReserve, OfferConfig};
 
 pub use buy::{BuyError, BuyProgress, NotReady};
 pub use deploy::DEFAULT_DEPLOY_WAIT;
+pub use fabric::{
+    DEFAULT_FABRIC_PORT, FabricOptions, FabricReport, FabricState, RefusedTunnel, Topology,
+    desired as desired_tunnels, endpoints_for,
+};
+pub use fluidos_fabric::service::BackendChoice;
 pub use types::{
     ActiveContract, BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus,
     Roles,
@@ -59,6 +68,7 @@ pub struct NodeBuilder {
     remeasure_every: Duration,
     roles: Roles,
     fabric_endpoints: Vec<std::net::SocketAddr>,
+    fabric: Option<FabricOptions>,
     ledger: LedgerTuning,
     detect_gpus: bool,
     max_sellable: Option<fluidos_contracts::Resources>,
@@ -132,6 +142,7 @@ impl Default for NodeBuilder {
             remeasure_every: Duration::from_secs(60),
             roles: Roles::default(),
             fabric_endpoints: Vec::new(),
+            fabric: None,
             ledger: LedgerTuning::default(),
             detect_gpus: true,
             max_sellable: None,
@@ -220,8 +231,19 @@ impl NodeBuilder {
     }
 
     /// UDP endpoints where this node accepts WireGuard; written into contracts.
+    /// With [`fabric`](Self::fabric) these are used when its options name none.
     pub fn fabric_endpoints(mut self, endpoints: Vec<std::net::SocketAddr>) -> Self {
         self.fabric_endpoints = endpoints;
+        self
+    }
+
+    /// Runs the fabric: WireGuard tunnels with the other party of every active
+    /// contract, up when a contract becomes active, down when it ends, restored
+    /// after a restart (see [`FabricOptions`] for the backend, interface, port and
+    /// topology). Default: off, so that an embedder (or a test running many nodes
+    /// in one process) never gets interfaces or UDP ports it did not ask for.
+    pub fn fabric(mut self, options: FabricOptions) -> Self {
+        self.fabric = Some(options);
         self
     }
 
@@ -326,6 +348,8 @@ struct Inner {
     workloads: workloads::WorkloadsHandle,
     /// The active contracts, as the engine publishes them.
     contracts: tokio::sync::watch::Receiver<engine::ContractBook>,
+    /// The fabric task.
+    fabric_task: fabric::FabricTask,
 }
 
 impl Node {
@@ -487,9 +511,17 @@ impl Node {
         Ok(())
     }
 
-    /// Stops the node: withdraws its adverts, lets in-flight requests finish,
-    /// flushes the store. Other clones of this handle stop working.
+    /// The fabric: backend and why, peers, endpoints, overlay addresses, latest
+    /// handshakes and bytes (see [`FabricReport`]).
+    pub async fn fabric(&self) -> FabricReport {
+        self.inner.fabric_task.report().await
+    }
+
+    /// Stops the node: removes the fabric interface, withdraws its adverts, lets
+    /// in-flight requests finish, flushes the store. Other clones of this handle
+    /// stop working.
     pub async fn shutdown(&self) {
+        self.inner.fabric_task.shutdown().await;
         let (tx, rx) = oneshot::channel();
         if self
             .inner

@@ -92,6 +92,9 @@ pub struct ActiveContract {
     pub flavor: fluidos_contracts::Flavor,
     /// The price per hour of the partition, micro-units, and its currency.
     pub price: fluidos_contracts::Quote,
+    /// The other party's fabric parameters as signed in the contract (its
+    /// WireGuard key, endpoints and overlay address).
+    pub peer_fabric: fluidos_contracts::FabricParams,
 }
 
 impl ActiveContract {
@@ -108,6 +111,10 @@ impl ActiveContract {
             valid_until: t.valid_until,
             flavor: t.flavor.clone(),
             price: t.price.clone(),
+            peer_fabric: match role {
+                ContractRole::Provider => t.buyer_fabric.clone(),
+                ContractRole::Buyer => t.provider_fabric.clone(),
+            },
         }
     }
 }

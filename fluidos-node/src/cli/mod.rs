@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+mod fabric;
 pub mod workloads;
 use std::path::{Path, PathBuf};
 
@@ -17,8 +18,8 @@ use crate::control::MAX_BUY_WAIT;
 use crate::control::client::{Client, Endpoint};
 use crate::control::token::Token;
 use crate::control::types::{
-    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo, PeerView,
-    StatusView, TerminateRequest,
+    AddPeerRequest, BuyEvent, BuyRequest, ContractDetail, ContractExport, ContractInfo,
+    FabricReport, PeerView, StatusView, TerminateRequest,
 };
 use crate::daemon::CONTROL_ADDR_FILE;
 
@@ -107,6 +108,9 @@ pub enum Command {
         /// Its id.
         id: String,
     },
+    /// The WireGuard fabric, in the spirit of `wg show`: backend and why, peers,
+    /// endpoints, overlay addresses, latest handshake and bytes.
+    Fabric,
     /// The replicated view.
     View {
         /// What to do with it.
@@ -304,6 +308,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         Command::Logs { id, replica, tail } => workloads::logs(&client, id, *replica, *tail).await,
         Command::Undeploy { id } => workloads::undeploy(&client, id).await,
         Command::View { command } => workloads::view(&client, command).await,
+        Command::Fabric => show::<FabricReport>(&client, "/v1/fabric", json, fabric::print).await,
         Command::Init { .. } | Command::Run { .. } | Command::Demo => {
             bail!("not a client command")
         }
@@ -606,6 +611,9 @@ fn print_status(s: &StatusView) {
     match &s.runtime {
         Some(r) => println!("workloads:   {r}"),
         None => println!("workloads:   none (no runtime: this node hosts no workloads)"),
+    }
+    if let Some(f) = &s.fabric {
+        fabric::print_summary(f);
     }
     let mut roles = Vec::new();
     if n.roles.provider {

@@ -19,7 +19,9 @@ use fluidos_core::host::{HostReserve, OfferConfig};
 use libp2p::Multiaddr;
 
 pub use overrides::{Globals, Origin, Overrides};
-pub use raw::{DEFAULT_CONTROL_LISTEN, DEFAULT_LISTEN, RawCatalogServer, RawConfig};
+pub use raw::{
+    DEFAULT_CONTROL_LISTEN, DEFAULT_LISTEN, RawCatalogServer, RawConfig, RawFabric, RawForward,
+};
 pub use validate::{parse_duration, validate};
 
 /// The name of the config file inside the data directory.
@@ -56,6 +58,8 @@ pub struct Config {
     pub reserve: HostReserve,
     /// How offers are built (location, labels, price, min/step, pods, validity).
     pub offer: OfferConfig,
+    /// The fabric: `None` when `fabric.enabled` is false.
+    pub fabric: Option<fluidos_core::fabric::FabricOptions>,
     /// This node's own workloads.
     pub workloads: WorkloadsConfig,
 }
@@ -373,7 +377,7 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Renders `raw` as TOML with a comment in front of each section.
 pub fn render(raw: &RawConfig) -> String {
-    const SECTIONS: [(&str, &str); 8] = [
+    const SECTIONS: [(&str, &str); 9] = [
         (
             "[roles]",
             "# What this node does. A supernode aggregates and forwards other nodes' flavors.",
@@ -402,6 +406,10 @@ pub fn render(raw: &RawConfig) -> String {
         (
             "[partition.step]",
             "# Partitions grow from the minimum in these steps (0 = any amount).",
+        ),
+        (
+            "[fabric]",
+            "# WireGuard tunnels with the other party of every active contract.\n# backend: auto (TUN when allowed, else userspace) | tun | userspace; topology: mesh | hub\n# (with hub = \"did:key:...\"); listen_port 0 = any free port; persistent_keepalive 0 = off.",
         ),
     ];
     let body = toml::to_string_pretty(raw).unwrap_or_default();

@@ -245,6 +245,27 @@ pub struct Overrides {
         help_heading = "Config overrides"
     )]
     pub partition_step_gpus: Option<u64>,
+    /// Run the WireGuard fabric (key `fabric.enabled`).
+    #[arg(long, env = "FLUIDOS_FABRIC", help_heading = "Config overrides")]
+    pub fabric: Option<bool>,
+    /// Fabric backend: `auto`, `tun` or `userspace` (key `fabric.backend`).
+    #[arg(
+        long,
+        env = "FLUIDOS_FABRIC_BACKEND",
+        value_name = "auto|tun|userspace",
+        help_heading = "Config overrides"
+    )]
+    pub fabric_backend: Option<String>,
+    /// Fabric TUN interface name (key `fabric.interface`).
+    #[arg(
+        long,
+        env = "FLUIDOS_FABRIC_INTERFACE",
+        help_heading = "Config overrides"
+    )]
+    pub fabric_interface: Option<String>,
+    /// Fabric UDP port, 0 for any (key `fabric.listen_port`).
+    #[arg(long, env = "FLUIDOS_FABRIC_PORT", help_heading = "Config overrides")]
+    pub fabric_port: Option<u16>,
 }
 
 /// Global flags shared by every subcommand (they locate the node).
@@ -401,6 +422,10 @@ impl Overrides {
         set_some(o, "partition.step.storage", "--partition-step-storage", "FLUIDOS_PARTITION_STEP_STORAGE", self.partition_step_storage.clone().map(RawBytes::Text), &mut step.storage);
         set_some(o, "partition.step.pods", "--partition-step-pods", "FLUIDOS_PARTITION_STEP_PODS", self.partition_step_pods, &mut step.pods);
         set_some(o, "partition.step.gpus", "--partition-step-gpus", "FLUIDOS_PARTITION_STEP_GPUS", self.partition_step_gpus, &mut step.gpus);
+        set(o, "fabric.enabled", "--fabric", "FLUIDOS_FABRIC", self.fabric, &mut raw.fabric.enabled);
+        set(o, "fabric.backend", "--fabric-backend", "FLUIDOS_FABRIC_BACKEND", self.fabric_backend.clone(), &mut raw.fabric.backend);
+        set(o, "fabric.interface", "--fabric-interface", "FLUIDOS_FABRIC_INTERFACE", self.fabric_interface.clone(), &mut raw.fabric.interface);
+        set(o, "fabric.listen_port", "--fabric-port", "FLUIDOS_FABRIC_PORT", self.fabric_port, &mut raw.fabric.listen_port);
         Ok(())
     }
 }

@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub partition: RawPartition,
     /// Catalogs (Kademlia DHTs) to join.
     pub catalogs: Vec<RawCatalog>,
+    /// The WireGuard fabric between contract parties.
+    pub fabric: RawFabric,
     /// This node's own workloads.
     pub workloads: RawWorkloads,
 }
@@ -99,9 +101,69 @@ impl Default for RawConfig {
             reserve: RawReserve::default(),
             partition: RawPartition::default(),
             catalogs: Vec::new(),
+            fabric: RawFabric::default(),
             workloads: RawWorkloads::default(),
         }
     }
+}
+
+/// `[fabric]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFabric {
+    /// Run WireGuard tunnels with the other party of every active contract.
+    pub enabled: bool,
+    /// `auto`, `tun` or `userspace`.
+    pub backend: String,
+    /// The TUN interface's name.
+    pub interface: String,
+    /// UDP port for WireGuard (0: any free port).
+    pub listen_port: u16,
+    /// `ip:port` endpoints written into contracts; empty: the host's addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// `mesh` or `hub`.
+    pub topology: String,
+    /// With `topology = "hub"`: the hub's did:key (this node's own to be the hub).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    /// The overlay MTU.
+    pub mtu: u16,
+    /// IPv4 overlay addresses (100.64.0.0/10) besides the IPv6 ones.
+    pub ipv4: bool,
+    /// Persistent keepalive in seconds; 0 is off.
+    pub persistent_keepalive: u16,
+    /// Local ports the userspace backend forwards to remote workloads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<RawForward>,
+}
+
+impl Default for RawFabric {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            backend: "auto".into(),
+            interface: "fluidos0".into(),
+            listen_port: 51820,
+            endpoints: Vec::new(),
+            topology: "mesh".into(),
+            hub: None,
+            mtu: 1420,
+            ipv4: true,
+            persistent_keepalive: 0,
+            forwards: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `fabric.forwards`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawForward {
+    /// Where to listen on this host, `ip:port`.
+    pub local: String,
+    /// The remote workload's overlay `ip:port`.
+    pub remote: String,
 }
 
 /// `[roles]`.

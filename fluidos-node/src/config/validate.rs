@@ -330,6 +330,8 @@ pub(crate) fn validate_with(
     let min = cx.quantities("partition.min", &raw.partition.min, &defaults.min)?;
     let step = cx.quantities("partition.step", &raw.partition.step, &defaults.step)?;
 
+    let fabric = fabric(&cx, &raw.fabric)?;
+
     let roles = Roles {
         provider: raw.roles.provider,
         consumer: raw.roles.consumer,
@@ -377,5 +379,158 @@ pub(crate) fn validate_with(
             validity,
         },
         workloads,
+        fabric,
     })
+}
+
+/// Whether `name` is a valid Linux interface name (`dev_valid_name`).
+fn interface_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+/// Whether `ip` is an overlay address (IPv6 ULA of a node id, or 100.64.0.0/10).
+fn is_overlay(ip: &std::net::IpAddr) -> bool {
+    use fluidos_fabric::overlay;
+    match ip {
+        std::net::IpAddr::V6(a) => overlay::is_overlay(a),
+        std::net::IpAddr::V4(a) => overlay::ipv4_prefix().contains(a),
+    }
+}
+
+/// `[fabric]`.
+fn fabric(
+    cx: &Ctx<'_>,
+    raw: &super::raw::RawFabric,
+) -> Result<Option<fluidos_core::fabric::FabricOptions>, ConfigError> {
+    use fluidos_core::fabric::{BackendChoice, FabricOptions, PortForward, Topology};
+    let backend = match raw.backend.trim() {
+        "auto" => BackendChoice::Auto,
+        "tun" => BackendChoice::Tun,
+        "userspace" => BackendChoice::Userspace,
+        other => {
+            return Err(cx.err(
+                "fabric.backend",
+                format!("`{other}` is not auto, tun or userspace"),
+            ));
+        }
+    };
+    if !interface_name_ok(&raw.interface) {
+        return Err(cx.err(
+            "fabric.interface",
+            format!(
+                "`{}` is not an interface name: 1-15 bytes, no `/`, `:` or spaces",
+                raw.interface
+            ),
+        ));
+    }
+    if !(1280..=9000).contains(&raw.mtu) {
+        return Err(cx.err(
+            "fabric.mtu",
+            format!("{} is not between 1280 (IPv6's minimum) and 9000", raw.mtu),
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        let key = format!("fabric.endpoints.{i}");
+        let addr: SocketAddr = e
+            .parse()
+            .map_err(|_| cx.err(&key, format!("`{e}` is not an ip:port address")))?;
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(cx.err(
+                &key,
+                format!("{addr} cannot be reached: name an address and a port peers can use"),
+            ));
+        }
+        endpoints.push(addr);
+    }
+    if endpoints.len() > fluidos_fabric::MAX_ENDPOINTS {
+        return Err(cx.err(
+            "fabric.endpoints",
+            format!("at most {} endpoints", fluidos_fabric::MAX_ENDPOINTS),
+        ));
+    }
+    let hub =
+        match &raw.hub {
+            None => None,
+            Some(h) => Some(h.trim().parse::<fluidos_contracts::NodeId>().map_err(|e| {
+                cx.err("fabric.hub", format!("`{h}` is not a node's did:key ({e})"))
+            })?),
+        };
+    let topology = match (raw.topology.trim(), hub) {
+        ("mesh", None) => Topology::Mesh,
+        ("mesh", Some(_)) => {
+            return Err(cx.err(
+                "fabric.hub",
+                "is only used with topology = \"hub\"; remove it or set the topology",
+            ));
+        }
+        ("hub", Some(h)) => Topology::Hub(h),
+        ("hub", None) => {
+            return Err(cx.err(
+                "fabric.hub",
+                "topology = \"hub\" needs the hub's did:key (this node's own to be the hub)",
+            ));
+        }
+        (other, _) => {
+            return Err(cx.err("fabric.topology", format!("`{other}` is not mesh or hub")));
+        }
+    };
+    let mut forwards = Vec::new();
+    for (i, f) in raw.forwards.iter().enumerate() {
+        let local: SocketAddr = f.local.parse().map_err(|_| {
+            cx.err(
+                &format!("fabric.forwards.{i}.local"),
+                format!("`{}` is not an ip:port address", f.local),
+            )
+        })?;
+        if local.port() == 0 {
+            return Err(cx.err(
+                &format!("fabric.forwards.{i}.local"),
+                "needs a port other than 0",
+            ));
+        }
+        if forwards.iter().any(|p: &PortForward| p.local == local) {
+            return Err(cx.err(
+                &format!("fabric.forwards.{i}.local"),
+                format!("{local} is forwarded twice"),
+            ));
+        }
+        let remote: SocketAddr = f.remote.parse().map_err(|_| {
+            cx.err(
+                &format!("fabric.forwards.{i}.remote"),
+                format!("`{}` is not an ip:port address", f.remote),
+            )
+        })?;
+        if !is_overlay(&remote.ip()) || remote.port() == 0 {
+            return Err(cx.err(
+                &format!("fabric.forwards.{i}.remote"),
+                format!(
+                    "{remote} is not an overlay address and port (fdf0:6a54:bda7::/48 or 100.64.0.0/10)"
+                ),
+            ));
+        }
+        forwards.push(PortForward { local, remote });
+    }
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let options = FabricOptions::default()
+        .with_backend(backend)
+        .with_interface(raw.interface.clone())
+        .with_listen(SocketAddr::from(([0, 0, 0, 0], raw.listen_port)))
+        .with_endpoints(endpoints)
+        .with_topology(topology)
+        .with_mtu(raw.mtu)
+        .with_forwards(forwards)
+        .with_ipv4(raw.ipv4)
+        .with_persistent_keepalive(
+            (raw.persistent_keepalive > 0).then_some(raw.persistent_keepalive),
+        );
+    Ok(Some(options))
 }

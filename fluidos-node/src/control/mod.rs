@@ -169,6 +169,11 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<LogsView, ApiError>> + Send {
         async { Err(ApiError::not_implemented("workloads")) }
     }
+    /// `GET /v1/fabric`: the tunnels, as `wg show` shows them, with the backend
+    /// and why.
+    fn fabric(&self) -> impl Future<Output = Result<types::FabricReport, ApiError>> + Send {
+        async { Err(ApiError::not_implemented("fabric")) }
+    }
     /// `GET /v1/view/export`: the view as a standard Automerge file.
     fn view_export(&self) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send {
         async { Err(ApiError::not_implemented("workloads")) }

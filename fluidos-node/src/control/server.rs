@@ -73,6 +73,7 @@ pub fn router<N: NodeApi>(node: N, token: Token, max_concurrent: usize) -> Route
         .route("/v1/workloads/{id}/undeploy", post(undeploy::<N>))
         .route("/v1/deploy", post(deploy::<N>))
         .route("/v1/view/export", get(view_export::<N>))
+        .route("/v1/fabric", get(fabric::<N>))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/CONTROL-API.md") })
         .with_state(node)
         .layer(middleware::from_fn_with_state(auth, guard))
@@ -140,6 +141,10 @@ fn json_body<T>(
 
 async fn status<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(n.status().await?))
+}
+
+async fn fabric<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(n.fabric().await?))
 }
 
 async fn flavors<N: NodeApi>(State(n): State<N>) -> Result<impl IntoResponse, ApiError> {

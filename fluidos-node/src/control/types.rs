@@ -24,6 +24,51 @@ pub struct StatusView {
     /// rlimits), or `None` when this node hosts no workloads.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// The fabric: which backend runs and why (`None` from a daemon without it).
+    #[serde(default)]
+    pub fabric: Option<FabricSummary>,
+}
+
+/// The `fabric` object of `GET /v1/status` (the whole picture is `GET /v1/fabric`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricSummary {
+    /// `off`, `unavailable` or `running`.
+    pub state: FabricState,
+    /// `tun`, `userspace`, `idle` (no contract needs an interface yet) or
+    /// `unavailable`, when running.
+    pub backend: Option<String>,
+    /// Why this backend (or why the fabric is off or unavailable).
+    pub reason: String,
+    /// The interface, when the TUN backend runs.
+    pub interface: Option<String>,
+    /// Tunnels (peers).
+    pub peers: usize,
+}
+
+pub use fluidos_core::fabric::{FabricReport, FabricState};
+
+impl FabricSummary {
+    /// The summary of a full report.
+    pub fn of(r: &FabricReport) -> Self {
+        let st = r.status.as_ref();
+        Self {
+            state: r.state,
+            backend: st.map(|s| backend_name(s.backend.kind).to_string()),
+            reason: r.reason.clone(),
+            interface: st.and_then(|s| s.backend.interface.clone()),
+            peers: st.map_or(0, |s| s.peers.len()),
+        }
+    }
+}
+
+/// `tun`, `userspace`, `idle` or `unavailable`.
+pub fn backend_name(kind: fluidos_fabric::BackendKind) -> &'static str {
+    match kind {
+        fluidos_fabric::BackendKind::Tun => "tun",
+        fluidos_fabric::BackendKind::Userspace => "userspace",
+        fluidos_fabric::BackendKind::Idle => "idle",
+        _ => "unavailable",
+    }
 }
 
 /// The `discovery` object of `GET /v1/status`.

@@ -48,8 +48,23 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
     };
     let node_id = key.node_id();
     let (wg, _) = fluidos_fabric::keyfile::load_or_create(&data_dir.join("wireguard.key"))?;
-    let fabric: FabricParams =
-        fluidos_fabric::fabric_params(&wg, b.fabric_endpoints.clone(), &node_id);
+    // The WireGuard socket is bound first: contracts carry its endpoints.
+    let prepared = match &b.fabric {
+        Some(options) => {
+            let mut options = options.clone();
+            if options.endpoints.is_empty() {
+                options.endpoints = b.fabric_endpoints.clone();
+            }
+            let listen_ips = super::super::fabric::specific_ips(&b.discovery.listen);
+            Some(super::super::fabric::prepare(&options, listen_ips).await)
+        }
+        None => None,
+    };
+    let endpoints = match &prepared {
+        Some(p) => p.endpoints.clone(),
+        None => b.fabric_endpoints.clone(),
+    };
+    let fabric: FabricParams = fluidos_fabric::fabric_params(&wg, endpoints, &node_id);
 
     // Measuring reads /proc and may run nvidia-smi: keep it off the runtime threads.
     let detect_gpus = b.detect_gpus;
@@ -206,6 +221,12 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         lost_after: b.provider_lost_after,
         reschedule: reschedule_tx,
     });
+    let fabric_task = match (&b.fabric, prepared) {
+        (Some(options), Some(prepared)) => {
+            super::super::fabric::spawn(node_id, &wg, options, prepared, contracts.clone())
+        }
+        _ => super::super::fabric::FabricTask::off(),
+    };
     let task = tokio::spawn(engine.run(rx, inbound, b.remeasure_every));
     let workloads = workloads.await;
     let node = Node {
@@ -223,6 +244,7 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
             providers: std::sync::Mutex::new(None),
             workloads,
             contracts,
+            fabric_task,
         }),
     };
     super::super::deploy::spawn_rescheduler(&node, reschedule_rx);

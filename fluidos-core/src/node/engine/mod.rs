@@ -177,6 +177,10 @@ impl Engine {
                     let now = Timestamp::now();
                     self.ledger.handle_timeout(now);
                     self.flush_ledger().await;
+                    // Expired contracts: the advert, the quotas and the book of active
+                    // contracts (the workload and fabric tasks follow it) change now,
+                    // not at the next inbound request.
+                    self.drain_ledger_events().await;
                     self.end_bought(now).await;
                 }
                 _ = remeasure.tick(), if measuring.is_none() => {

@@ -10,7 +10,9 @@ use fluidos_fabric::{Fabric, FabricConfig, PeerConfig, WireGuardSecret};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let now = Instant::now();
     let a_key = WireGuardSecret::from_bytes(&[1; 32]);
     let b_key = WireGuardSecret::from_bytes(&[2; 32]);
@@ -42,7 +44,9 @@ fuzz_target!(|data: &[u8]| {
             a.connect(&b_key.public(), now);
             let init = a.poll_transmit().unwrap().payload;
             b.handle_datagram(a_addr, &init, now);
-            let Some(response) = b.poll_transmit() else { return };
+            let Some(response) = b.poll_transmit() else {
+                return;
+            };
             let mut response = response.payload;
             for (byte, flip) in response.iter_mut().zip(rest) {
                 *byte ^= flip;

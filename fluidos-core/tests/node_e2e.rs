@@ -3,8 +3,10 @@
 //! restart, termination, and 64 buyers racing for the last capacity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+mod common;
+
+use common::*;
+use std::time::Duration;
 
 use fluidos_contracts::rear::ErrorCode;
 use fluidos_contracts::{NodeId, Resources, SignedContract};
@@ -13,20 +15,6 @@ use fluidos_core::host::{self, HostProbe, HostReserve, OfferConfig};
 use fluidos_core::{BuyError, ContractRole, ContractState, LedgerTuning, Node, Roles};
 use fluidos_discovery::CatalogName;
 use libp2p::Multiaddr;
-
-const GIB: u64 = 1 << 30;
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn catalog() -> CatalogName {
     "e2e".parse().unwrap()

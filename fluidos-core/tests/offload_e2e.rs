@@ -5,45 +5,20 @@
 //! partition that heals; a provider restart that never starts a replica twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
+mod common;
+
+use common::*;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluidos_contracts::{ContractId, Resources};
 use fluidos_core::buyer::AcquisitionRequest;
 use fluidos_core::offload::wire::{self, WorkloadErrorCode, WorkloadRequest, WorkloadResponse};
-use fluidos_core::runtime::{ProcessRuntime, Runtime, SupervisorCommand};
 use fluidos_core::view::{NodeKind, ReplicaState};
 use fluidos_core::workload::WorkloadSpec;
 use fluidos_core::{Node, Roles, WorkloadDetail};
 use fluidos_discovery::{AppProtocol, CatalogName};
 use libp2p::Multiaddr;
-
-const GIB: u64 = 1 << 30;
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn runtime(dir: &Path) -> Arc<dyn Runtime> {
-    Arc::new(
-        ProcessRuntime::builder(dir.join("replicas"))
-            .supervisor(SupervisorCommand::new(env!(
-                "CARGO_BIN_EXE_fluidos-supervise"
-            )))
-            .build()
-            .unwrap(),
-    )
-}
 
 fn catalog() -> CatalogName {
     "offload".parse().unwrap()

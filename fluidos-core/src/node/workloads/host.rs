@@ -695,6 +695,11 @@ impl Workloads {
         let (owner, id, replica) = &key;
         match self.view.set_status(owner, id, *replica, status.clone()) {
             Ok(()) => {
+                // The view has it placed here (set_status checks): from now on, its
+                // placement going away means its owner took it back.
+                if let Some(r) = self.hosted.replicas.get_mut(&key) {
+                    r.seen_placed = true;
+                }
                 self.hosted.pending.remove(&key);
                 self.touch();
                 if *owner == self.me {

@@ -376,6 +376,7 @@ impl EventLoop {
                 self.accept(source, advert)
             }
             Err(AdvertError::Withdrawn { node, seq }) => {
+                self.note_withdrawal(node, seq);
                 self.candidates.remove_source(&node, &source);
                 self.reject(&AdvertError::Withdrawn { node, seq }, &source);
                 false

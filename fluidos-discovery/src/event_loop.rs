@@ -131,6 +131,9 @@ pub(crate) struct EventLoop {
     pub(crate) fetches_in_flight: usize,
     /// When each catalog member's advert was last fetched successfully.
     pub(crate) fetched: HashMap<(CatalogName, NodeId), std::time::Instant>,
+    /// The newest withdrawal seen per node (bounded): gossip never brings back an
+    /// advert older than it.
+    pub(crate) withdrawn: HashMap<NodeId, u64>,
     outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     pub(crate) advert_requests: HashMap<OutboundRequestId, PeerId>,
     /// Membership gossip in flight, by the catalog asked about.
@@ -210,6 +213,7 @@ impl EventLoop {
             outbound: HashMap::new(),
             advert_requests: HashMap::new(),
             gossip_requests: HashMap::new(),
+            withdrawn: HashMap::new(),
             gossip_round: 0,
             direct_peers: BTreeMap::new(),
             manual_dials: HashMap::new(),

@@ -1,6 +1,5 @@
 //! The event loop's side of membership gossip (see [`crate::gossip`]): asking
-//! members at each refresh, answering, and looking up in the catalog the
-//! members it names that this node does not know yet.
+//! members at each refresh, answering, and taking in what comes back.
 
 use fluidos_contracts::Timestamp;
 use libp2p::request_response;
@@ -121,10 +120,14 @@ impl EventLoop {
         MembersReply { members }
     }
 
-    /// Verifies each gossiped advert as one read from the catalog; a member not
-    /// known yet is then read from the catalog itself (one record lookup), which
-    /// stays the authority: a member that left has a withdrawal there, so gossip
-    /// cannot bring it back.
+    /// Takes each gossiped advert as one read from the catalog: verified
+    /// (signature, catalog, validity) and filtered by the incoming policy. A
+    /// member confirmed this way is not fetched from the catalog again before
+    /// its next re-publication, which is what keeps a large catalog's lookups
+    /// down. An advert older than a withdrawal this node has seen of the same
+    /// node is dropped, so gossip never brings back a node that left; one that
+    /// crashed lingers at most until its advert expires, as its catalog record
+    /// would.
     fn take_members(&mut self, catalog: &CatalogName, reply: MembersReply) {
         let source = Source::Catalog(catalog.clone());
         let expected = Expected {
@@ -135,9 +138,23 @@ impl EventLoop {
         for bytes in reply.members {
             match verify_advert(&bytes, &expected, now) {
                 Ok(advert) if advert.node == self.node => {}
-                Ok(advert) if self.candidates.has_source(&advert.node, &source) => {}
-                Ok(advert) => self.enqueue_fetch(catalog.clone(), advert.node),
+                Ok(advert)
+                    if self
+                        .withdrawn
+                        .get(&advert.node)
+                        .is_some_and(|w| advert.seq <= *w) => {}
+                Ok(advert) => {
+                    let node = advert.node;
+                    if self.accept(source.clone(), advert) {
+                        self.saw_member(catalog, node);
+                        if self.fetched.len() < MAX_FETCHED {
+                            self.fetched
+                                .insert((catalog.clone(), node), std::time::Instant::now());
+                        }
+                    }
+                }
                 Err(AdvertError::Withdrawn { node, seq }) => {
+                    self.note_withdrawal(node, seq);
                     self.candidates.remove_source(&node, &source);
                     self.reject(&AdvertError::Withdrawn { node, seq }, &source);
                 }
@@ -145,4 +162,25 @@ impl EventLoop {
             }
         }
     }
+
+    /// Remembers the newest withdrawal of `node` (at most [`MAX_WITHDRAWN`]
+    /// nodes; beyond that the oldest-numbered are forgotten).
+    pub(crate) fn note_withdrawal(&mut self, node: fluidos_contracts::NodeId, seq: u64) {
+        let w = self.withdrawn.entry(node).or_insert(seq);
+        *w = (*w).max(seq);
+        if self.withdrawn.len() > MAX_WITHDRAWN
+            && let Some(oldest) = self
+                .withdrawn
+                .iter()
+                .min_by_key(|(_, s)| **s)
+                .map(|(n, _)| *n)
+        {
+            self.withdrawn.remove(&oldest);
+        }
+    }
 }
+
+/// Withdrawals remembered.
+const MAX_WITHDRAWN: usize = 4096;
+/// Members marked as fetched, at most (as the catalog path keeps).
+const MAX_FETCHED: usize = 4096;

@@ -11,13 +11,12 @@
 //! in a few refreshes whatever the catalog's size.
 //!
 //! Nothing is taken on trust: every advert in a reply is signed by its own node
-//! and bound to the catalog, and is verified (signature, catalog, validity). A
-//! verified advert of a member this node does not know yet is only a hint: the
-//! member's record is then read from the catalog (one DHT lookup), which stays
-//! the authority, so a member that left (its record is now a withdrawal) is not
-//! brought back by peers that still remember it. A responder only hands out
-//! members the catalog confirmed within the last two refreshes. A gossiping peer
-//! can withhold members or name stale ones; it cannot forge one.
+//! and bound to the catalog, and is verified (signature, catalog, validity) and
+//! filtered by the incoming policy exactly as one read from the DHT. Withdrawals
+//! seen are remembered, so a node that left is not brought back by peers that
+//! still remember it; a responder only hands out members the catalog confirmed
+//! lately. A gossiping peer can withhold members or relay stale-but-valid
+//! adverts; it cannot forge one.
 //!
 //! Wire (canonical CBOR, one request per substream as every fluidos protocol):
 //! the request is `{"catalog": text}`, the reply `{"members": [bytes, …]}`

@@ -93,6 +93,11 @@ pub(crate) struct Link {
     /// The epoch whose snapshot went out on this connection.
     pub(crate) snapshot_sent: Option<u64>,
     pub(crate) last_heard: Option<Instant>,
+    /// A sync message went out at these heads and nothing came from the peer since:
+    /// nothing more is generated until the peer speaks or the document changes. A
+    /// crafted peer message can leave Automerge's sync state wanting to send forever
+    /// (found by the `view_sync` fuzz target), which would spin the driver.
+    pub(crate) sent_at_heads: Option<Vec<automerge::ChangeHash>>,
 }
 
 impl Link {
@@ -105,6 +110,7 @@ impl Link {
             snapshot_due: false,
             snapshot_sent: None,
             last_heard: None,
+            sent_at_heads: None,
         }
     }
 }

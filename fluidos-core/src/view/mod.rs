@@ -577,6 +577,7 @@ impl View {
             FrameKind::Sync => {
                 let msg = automerge::sync::Message::decode(&frame.payload)
                     .map_err(|e| SyncError::Malformed(e.to_string()))?;
+                sync::check_blooms(&msg).map_err(|e| SyncError::Malformed(e.to_string()))?;
                 // Applied in place and checked; a refused message is undone by going
                 // back to the old heads (a fork of the history up to them), which costs
                 // O(history) only when a peer misbehaves.

@@ -59,14 +59,15 @@
 //! values the parties signed. The credential itself has no `validFrom`/`validUntil`: it
 //! attests that the contract was agreed, which stays true after the contract ends.
 
+use did_method_key::DIDKey;
 use serde_json::{Value, json};
-use ssi::claims::data_integrity::{AnySuite, CryptographicSuite, DataIntegrity, ProofOptions};
-use ssi::claims::vc::v2::JsonCredential;
-use ssi::claims::{VerificationParameters, data_integrity};
-use ssi::dids::{DIDKey, DIDResolver};
-use ssi::jwk::{Base64urlUInt, JWK, OctetParams, Params};
-use ssi::security::multibase::{Base, Multibase, MultibaseBuf};
-use ssi::verification_methods::{AnyMethod, ReferenceOrOwned, SingleSecretSigner};
+use ssi_claims::data_integrity::{AnySuite, CryptographicSuite, DataIntegrity, ProofOptions};
+use ssi_claims::vc::v2::JsonCredential;
+use ssi_claims::{VerificationParameters, data_integrity};
+use ssi_dids_core::DIDResolver;
+use ssi_jwk::{Base64urlUInt, JWK, OctetParams, Params};
+use ssi_security::multibase::{Base, Multibase, MultibaseBuf};
+use ssi_verification_methods::{AnyMethod, ReferenceOrOwned, SingleSecretSigner};
 
 use crate::canonical;
 use crate::contract::{ContractError, ContractTerms, SignedContract, VerifiedContract};

@@ -8,6 +8,8 @@
 //! Baselines in the same run: a bare `fork+exec` of `/bin/true`, and of the supervisor
 //! binary itself (the cost of the extra process). `FLUIDOS_BENCH_SUPERVISOR=<path>` runs
 //! another supervisor binary (e.g. a release build of `fluidos-supervise`).
+// A benchmark harness: a setup that fails ends the run with its message.
+#![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The buyer's acquisition state machine against real provider ledgers,
 //! in-process: a tiny loop moves requests and answers between them on a
 //! simulated clock.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod ledger_support;
 
@@ -12,7 +12,7 @@ use fluidos_contracts::rear::{Request, Response};
 use fluidos_contracts::{FlavorId, NodeId, Nonce, SignedContract, Timestamp};
 use fluidos_core::buyer::{
     Acquisition, AcquisitionEvent, AcquisitionOptions, AcquisitionRequest, CandidateFailure,
-    Constraints, Outcome, Ratings, rank,
+    Constraints, InvalidAnswer, Mismatch, Outcome, Ratings, rank,
 };
 use fluidos_core::ledger::{Ledger, LedgerConfig};
 use ledger_support::*;
@@ -492,6 +492,62 @@ fn an_offer_with_changed_terms_is_refused() {
     let c = done(net.drive(&mut acq, &mut hook));
     assert_eq!(c.terms().provider, honest);
     assert_eq!(net.ledgers[&cheat].contracts().count(), 0);
+}
+
+/// An unacceptable answer is reported as a typed `InvalidAnswer`, with the contract
+/// error as its source when a signature is at fault.
+#[test]
+fn invalid_answers_are_typed_per_problem() {
+    type Tamper = fn(SignedContract) -> SignedContract;
+    let raise_price: Tamper = |contract| {
+        let mut terms = contract.verify_offer().unwrap().terms().clone();
+        terms.price.amount_micros *= 10;
+        SignedContract::offer(terms, &key(1))
+            .unwrap()
+            .signed()
+            .clone()
+    };
+    let break_signature: Tamper = |mut contract| {
+        contract.terms.push(0);
+        contract
+    };
+    for (tamper, check) in [
+        (
+            raise_price,
+            (|r: &InvalidAnswer| matches!(r, InvalidAnswer::Terms(Mismatch::Price))) as fn(&_) -> _,
+        ),
+        (break_signature, |r: &InvalidAnswer| {
+            matches!(r, InvalidAnswer::OfferDoesNotVerify(_))
+                && std::error::Error::source(r).is_some()
+        }),
+    ] {
+        let mut net = Net::new();
+        let p = net.provider(1, 100_000, "IT");
+        let mut acq = net.start(want(1000, 1), vec![p], Ratings::new());
+        let mut hook =
+            |_: NodeId, request: &Request, ledger: &mut Ledger, wall: Timestamp| match ledger
+                .handle(buyer(), request.clone(), wall)
+                .0
+            {
+                Response::Offer { contract } => Some(Response::Offer {
+                    contract: tamper(contract),
+                }),
+                other => Some(other),
+            };
+        let AcquisitionEvent::Failed(failure) = net.drive(&mut acq, &mut hook) else {
+            panic!("a tampered offer was accepted")
+        };
+        let reason = failure
+            .reasons
+            .iter()
+            .find_map(|(_, f)| match f {
+                CandidateFailure::InvalidResponse { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no invalid answer reported: {failure}"));
+        assert!(check(reason), "{reason:?}");
+        assert!(failure.to_string().contains("invalid answer"), "{failure}");
+    }
 }
 
 #[test]

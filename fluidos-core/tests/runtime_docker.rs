@@ -9,7 +9,7 @@
 //!
 //! `cargo test -p fluidos-core --test runtime_docker`
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};

@@ -54,7 +54,7 @@ pub(crate) struct Behaviour {
 pub enum BuildError {
     /// A transport could not be set up.
     #[error("cannot set up the libp2p transport: {0}")]
-    Transport(String),
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// mDNS could not bind its socket.
     #[error("cannot start mDNS: {0}")]
     Mdns(#[source] std::io::Error),
@@ -65,7 +65,9 @@ pub(crate) fn build_swarm(
     kp: Keypair,
     cfg: &DiscoveryConfig,
 ) -> Result<Swarm<Behaviour>, BuildError> {
-    let transport = |e: &dyn std::fmt::Display| BuildError::Transport(e.to_string());
+    fn transport<E: std::error::Error + Send + Sync + 'static>(e: E) -> BuildError {
+        BuildError::Transport(Box::new(e))
+    }
     let mut mdns_err = None;
     let swarm = SwarmBuilder::with_existing_identity(kp)
         .with_tokio()
@@ -74,10 +76,10 @@ pub(crate) fn build_swarm(
             noise::Config::new,
             yamux::Config::default,
         )
-        .map_err(|e| transport(&e))?
+        .map_err(transport)?
         .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| transport(&e))?
+        .map_err(transport)?
         .with_behaviour(|key, relay| {
             let peer = key.public().to_peer_id();
             let mdns = if cfg.mdns {
@@ -138,7 +140,7 @@ pub(crate) fn build_swarm(
                 keep_alive: KeepAlive::new(cfg.idle_connection_timeout),
             }
         })
-        .map_err(|e| transport(&e))?
+        .map_err(transport)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_connection_timeout))
         .build();
     if let Some(e) = mdns_err {

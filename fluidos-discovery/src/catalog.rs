@@ -133,7 +133,11 @@ pub fn parse_catalog_key(key: &RecordKey) -> Option<(CatalogName, u8)> {
 pub fn parse_advert_key(key: &RecordKey) -> Option<(CatalogName, NodeId)> {
     let s = std::str::from_utf8(key.as_ref()).ok()?;
     let (catalog, node) = s.strip_prefix(ADVERT_PREFIX)?.split_once('/')?;
-    Some((catalog.parse().ok()?, node.parse().ok()?))
+    let (catalog, id): (CatalogName, NodeId) = (catalog.parse().ok()?, node.parse().ok()?);
+    // Only the canonical key names a node: `NodeId` parsing also takes a DID URL
+    // (`did:key:z…#fragment`), which would let one advert live under many keys.
+    // Found by the `catalog_record` fuzz target.
+    (id.to_did_key() == node).then_some((catalog, id))
 }
 
 /// Splits `/…/p2p/<id>` into the peer id and the address without it.
@@ -149,6 +153,17 @@ pub fn split_peer(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
 mod tests {
     use super::*;
     use fluidos_contracts::SecretKey;
+
+    #[test]
+    fn only_canonical_advert_keys_parse() {
+        let node = SecretKey::from_seed(&[3; 32]).node_id();
+        let eu: CatalogName = "eu".parse().unwrap();
+        let key = advert_key(&eu, &node);
+        assert_eq!(parse_advert_key(&key), Some((eu, node)));
+        let mut fragment = key.as_ref().to_vec();
+        fragment.extend_from_slice(b"#cb/1c/c");
+        assert_eq!(parse_advert_key(&RecordKey::new(&fragment)), None);
+    }
 
     #[test]
     fn names_are_checked() {

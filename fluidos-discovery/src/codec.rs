@@ -3,6 +3,11 @@
 //! document and closes its write side; the responder writes one CBOR document and
 //! closes. Everything is encoded with [`fluidos_contracts::canonical`], so one CBOR
 //! implementation defines every byte fluidos sends.
+//!
+//! Two layers: the framing ([`decode_request`], [`encode_response`]) is pure, bytes
+//! in and bytes out; the [`RearCodec`] and [`AdvertCodec`] impls of libp2p's
+//! `Codec` do the stream I/O around it (a bounded read to the end of the substream,
+//! a write and close), and are the only part that touches a stream.
 
 use std::io;
 

@@ -19,7 +19,10 @@
 //!
 //! Layout: `handle` (public API) → `event_loop` (owns the swarm; REAR and connection
 //! events) + `catalog_ops` (adverts and Kademlia) → pure modules `advert`, `catalog`,
-//! `policy`, `candidates`, `codec`, which hold no I/O and are unit-tested alone.
+//! `policy`, `candidates`, which hold no I/O and are unit-tested alone; and `codec`,
+//! whose framing functions (`decode_request`, `encode_response`) are pure and whose
+//! libp2p `Codec` impls read and write the substream (bounded reads, one message
+//! each way).
 //!
 //! ```no_run
 //! use std::time::Duration;

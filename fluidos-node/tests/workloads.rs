@@ -155,10 +155,15 @@ fn a_replica_lost_with_a_killed_provider_daemon_runs_again_on_the_other_exactly_
         .iter()
         .map(|n| tmp.path().join(n))
         .collect();
+    // Fixed ports: the crashed provider must come back where the consumer knows it.
     let port = common::free_port();
+    let second = (0..10)
+        .map(|_| common::free_port())
+        .find(|p| *p != port)
+        .unwrap();
     let listen = [
         format!("/ip4/127.0.0.1/tcp/{port}"),
-        "/ip4/127.0.0.1/tcp/0".into(),
+        format!("/ip4/127.0.0.1/tcp/{second}"),
     ];
     let mut dids = Vec::new();
     for (d, l) in dirs.iter().zip(&listen) {

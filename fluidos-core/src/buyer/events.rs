@@ -4,9 +4,12 @@ use std::fmt;
 use std::time::Duration;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use fluidos_contracts::rear::RearError;
-use fluidos_contracts::{ContractId, Flavor, NodeId, Timestamp, Verified, VerifiedContract};
+use fluidos_contracts::{
+    ContractError, ContractId, Flavor, NodeId, Timestamp, Verified, VerifiedContract,
+};
 
 use super::rank::{Ratings, Unsuitable};
 
@@ -164,7 +167,7 @@ pub enum CandidateFailure {
         /// Which request.
         request: &'static str,
         /// What was wrong.
-        reason: String,
+        reason: InvalidAnswer,
     },
     /// None of its flavors can serve the request.
     NoSuitableFlavor {
@@ -207,6 +210,110 @@ impl fmt::Display for CandidateFailure {
         }
     }
 }
+
+/// What was wrong with a provider's answer (the reason of
+/// [`CandidateFailure::InvalidResponse`]).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidAnswer {
+    /// A well-formed REAR message, but not one that answers the request.
+    #[error("unexpected answer {got}")]
+    Unexpected {
+        /// The kind of message that came (`flavors`, `reserved` …).
+        got: &'static str,
+    },
+    /// Some listed flavors carry bad signatures (they were ignored).
+    #[error("{count} flavors with bad signatures ignored")]
+    BadFlavorSignatures {
+        /// How many.
+        count: usize,
+    },
+    /// The reservation differs from what was asked for.
+    #[error("reservation {0}")]
+    Reservation(Mismatch),
+    /// The offered terms differ from what was asked for.
+    #[error("terms {0}")]
+    Terms(Mismatch),
+    /// The provider's price rose above the buyer's ceiling between listing and reserving.
+    #[error("price rose to {price} micro-units per {period:?}")]
+    PriceRose {
+        /// The new quote, micro-units per `period`.
+        price: u64,
+        /// The flavor's price period.
+        period: fluidos_contracts::PricePeriod,
+    },
+    /// An offer arrived while no purchase was in progress.
+    #[error("no purchase in progress")]
+    NoPurchase,
+    /// The provider's signature on the offer does not verify.
+    #[error("offer does not verify: {0}")]
+    OfferDoesNotVerify(#[source] Arc<ContractError>),
+    /// The buyer could not countersign the offer.
+    #[error("cannot countersign: {0}")]
+    Countersign(#[source] Arc<ContractError>),
+}
+
+/// Which part of a reservation or of offered terms differs from what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// Another provider.
+    #[error("name another provider")]
+    Provider,
+    /// Another buyer.
+    #[error("name another buyer")]
+    Buyer,
+    /// Another reservation.
+    #[error("are for another reservation")]
+    Reservation,
+    /// Another partition.
+    #[error("hold another partition")]
+    Partition,
+    /// Another flavor.
+    #[error("are for another flavor")]
+    Flavor,
+    /// Another nonce.
+    #[error("carry another nonce")]
+    Nonce,
+    /// A price above what was accepted (amount, currency or period).
+    #[error("carry a price above what was accepted")]
+    Price,
+    /// Other buyer fabric parameters.
+    #[error("carry other buyer fabric parameters")]
+    Fabric,
+    /// A forwarding path for a direct sale.
+    #[error("claim a forwarding path for a direct sale")]
+    Forwarding,
+    /// A validity that is empty or longer than requested.
+    #[error("last longer than requested")]
+    Duration,
+}
+
+// The contract errors inside compare by their message: `ContractError` is not
+// comparable, and two answers wrong in the same words are the same problem.
+impl PartialEq for InvalidAnswer {
+    fn eq(&self, other: &Self) -> bool {
+        use InvalidAnswer as I;
+        match (self, other) {
+            (I::Unexpected { got: a }, I::Unexpected { got: b }) => a == b,
+            (I::BadFlavorSignatures { count: a }, I::BadFlavorSignatures { count: b }) => a == b,
+            (I::Reservation(a), I::Reservation(b)) | (I::Terms(a), I::Terms(b)) => a == b,
+            (
+                I::PriceRose { price, period },
+                I::PriceRose {
+                    price: p2,
+                    period: q2,
+                },
+            ) => price == p2 && period == q2,
+            (I::NoPurchase, I::NoPurchase) => true,
+            (I::OfferDoesNotVerify(a), I::OfferDoesNotVerify(b))
+            | (I::Countersign(a), I::Countersign(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for InvalidAnswer {}
 
 /// Why an acquisition failed, per candidate, in the order things went wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]

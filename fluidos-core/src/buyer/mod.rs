@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub use acquisition::Acquisition;
 pub use events::{
-    AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, CandidateFailure, Phase,
+    AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, CandidateFailure, InvalidAnswer,
+    Mismatch, Phase,
 };
 pub use offer_cache::{MAX_PROVIDERS as OFFER_CACHE_MAX_PROVIDERS, OfferCache};
 pub use rank::{

@@ -41,6 +41,7 @@ pub(crate) fn compact(link: &mut Link, me: &NodeId, _peer: &NodeId) -> bool {
     link.doc = rebuild(&link.doc, me);
     link.epoch += 1;
     link.sync = State::new();
+    link.sent_at_heads = None;
     link.snapshot_due = true;
     link.snapshot_sent = None;
     true
@@ -98,6 +99,7 @@ pub(crate) fn adopt(
     link.doc = new;
     link.epoch = epoch;
     link.sync = State::new();
+    link.sent_at_heads = None;
     link.snapshot_sent = None;
     link.snapshot_due = false;
     Ok(())

@@ -108,6 +108,7 @@ impl View {
         if let Some(l) = self.links.get_mut(peer) {
             l.connected = true;
             l.sync = automerge::sync::State::new();
+            l.sent_at_heads = None;
             l.snapshot_sent = None;
             l.last_heard = Some(now);
         }
@@ -118,6 +119,7 @@ impl View {
         if let Some(l) = self.links.get_mut(peer) {
             l.connected = false;
             l.sync = automerge::sync::State::new();
+            l.sent_at_heads = None;
         }
     }
 
@@ -537,6 +539,7 @@ impl View {
             .get_mut(peer)
             .ok_or(SyncError::UnknownPeer(*peer))?;
         link.last_heard = Some(now);
+        link.sent_at_heads = None;
         match frame.kind {
             FrameKind::Snapshot => {
                 if leader {
@@ -572,6 +575,7 @@ impl View {
             FrameKind::Sync => {
                 let msg = automerge::sync::Message::decode(&frame.payload)
                     .map_err(|e| SyncError::Malformed(e.to_string()))?;
+                sync::check_blooms(&msg).map_err(|e| SyncError::Malformed(e.to_string()))?;
                 // Applied in place and checked; a refused message is undone by going
                 // back to the old heads (a fork of the history up to them), which costs
                 // O(history) only when a peer misbehaves.
@@ -649,7 +653,11 @@ impl View {
                     epoch: link.epoch,
                     payload: link.doc.save(),
                 }
+            } else if link.sent_at_heads.as_deref() == Some(&link.doc.get_heads()[..]) {
+                // One sync message per (peer input, document state); see `Link::sent_at_heads`.
+                continue;
             } else if let Some(msg) = link.doc.generate_sync_message(&mut link.sync) {
+                link.sent_at_heads = Some(link.doc.get_heads());
                 Frame {
                     kind: FrameKind::Sync,
                     epoch: link.epoch,

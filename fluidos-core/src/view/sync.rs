@@ -72,6 +72,47 @@ impl Frame {
     }
 }
 
+/// The most probes a peer's bloom filter may ask for (Automerge uses 7).
+const MAX_BLOOM_PROBES: u64 = 64;
+
+/// Checks the bloom filters of a peer's sync message before Automerge uses them:
+/// automerge 0.12 divides by the filter's bit count (a filter with entries but no
+/// bits panics) and allocates one slot per probe (a huge probe count aborts). Both
+/// were reachable from a peer; found by the `view_sync` fuzz target.
+pub(crate) fn check_blooms(msg: &automerge::sync::Message) -> Result<(), &'static str> {
+    fn uleb(bytes: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    for have in &msg.have {
+        let encoded = have.bloom.to_bytes();
+        let mut rest = &encoded[..];
+        if rest.is_empty() {
+            continue; // no entries
+        }
+        let (Some(_entries), Some(_bits_per_entry), Some(probes)) =
+            (uleb(&mut rest), uleb(&mut rest), uleb(&mut rest))
+        else {
+            return Err("bloom filter header does not parse");
+        };
+        if rest.is_empty() {
+            return Err("bloom filter with entries but no bits");
+        }
+        if probes == 0 || probes > MAX_BLOOM_PROBES {
+            return Err("bloom filter probe count out of range");
+        }
+    }
+    Ok(())
+}
+
 /// A frame for one peer, from [`super::View::poll_transmit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -93,6 +134,11 @@ pub(crate) struct Link {
     /// The epoch whose snapshot went out on this connection.
     pub(crate) snapshot_sent: Option<u64>,
     pub(crate) last_heard: Option<Instant>,
+    /// A sync message went out at these heads and nothing came from the peer since:
+    /// nothing more is generated until the peer speaks or the document changes. A
+    /// crafted peer message can leave Automerge's sync state wanting to send forever
+    /// (found by the `view_sync` fuzz target), which would spin the driver.
+    pub(crate) sent_at_heads: Option<Vec<automerge::ChangeHash>>,
 }
 
 impl Link {
@@ -105,6 +151,7 @@ impl Link {
             snapshot_due: false,
             snapshot_sent: None,
             last_heard: None,
+            sent_at_heads: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use fluidos_contracts::{
 };
 
 use super::AcquisitionRequest;
-use super::events::{AcquisitionEvent, AcquisitionOptions, CandidateFailure, Phase};
+use super::events::{AcquisitionEvent, AcquisitionOptions, CandidateFailure, InvalidAnswer, Phase};
 use super::rank::{RankedOffer, Unsuitable, rank};
 
 #[derive(Debug)]
@@ -358,7 +358,7 @@ impl Acquisition {
                         from,
                         CandidateFailure::InvalidResponse {
                             request: "list_flavors",
-                            reason: format!("{bad} flavors with bad signatures ignored"),
+                            reason: InvalidAnswer::BadFlavorSignatures { count: bad },
                         },
                     ));
                 }
@@ -382,7 +382,9 @@ impl Acquisition {
                 from,
                 CandidateFailure::InvalidResponse {
                     request: "list_flavors",
-                    reason: format!("unexpected answer {}", response_kind(&other)),
+                    reason: InvalidAnswer::Unexpected {
+                        got: response_kind(&other),
+                    },
                 },
             )),
         }

@@ -1,6 +1,7 @@
 //! Negotiating with one provider at a time: reserve and purchase (in one request,
 //! or two), persist, countersign; on any failure, the next ranked offer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
@@ -10,7 +11,9 @@ use fluidos_contracts::{
 };
 
 use super::{Acquisition, Attempt, Stage, countersign_request, response_kind};
-use crate::buyer::events::{AcquisitionEvent, AcquisitionFailure, CandidateFailure, Phase};
+use crate::buyer::events::{
+    AcquisitionEvent, AcquisitionFailure, CandidateFailure, InvalidAnswer, Mismatch, Phase,
+};
 use crate::buyer::rank::{from_per_hour, per_hour};
 
 /// What the offer must match: the flavor and partition the buyer asked for, and
@@ -124,14 +127,14 @@ impl Acquisition {
         flavor: &Flavor,
         partition: &Resources,
         listed: bool,
-    ) -> Result<BuyerTerms, String> {
+    ) -> Result<BuyerTerms, InvalidAnswer> {
         let price = flavor.quote(partition);
         let max = match self.request.constraints.max_price_micros_per_hour {
             Some(max_per_hour) if per_hour(price, flavor.price.period) > max_per_hour => {
-                return Err(format!(
-                    "price rose to {price} micro-units per {:?}",
-                    flavor.price.period
-                ));
+                return Err(InvalidAnswer::PriceRose {
+                    price,
+                    period: flavor.price.period,
+                });
             }
             Some(max_per_hour) => from_per_hour(max_per_hour, flavor.price.period),
             None if listed => with_rounding_allowance(price),
@@ -230,27 +233,29 @@ impl Acquisition {
             other => {
                 return self.invalid(
                     "reserve",
-                    format!("unexpected answer {}", response_kind(&other)),
+                    InvalidAnswer::Unexpected {
+                        got: response_kind(&other),
+                    },
                     now,
                 );
             }
         };
         let offer = &attempt.offer;
         let problem = if reservation.buyer != self.me {
-            Some("reservation names another buyer".to_string())
+            Some(Mismatch::Buyer)
         } else if reservation.partition != offer.partition {
-            Some("reservation holds another partition".into())
+            Some(Mismatch::Partition)
         } else if reservation.flavor.id != offer.flavor.id
             || reservation.flavor.owner != offer.provider
         {
-            Some("reservation is for another flavor".into())
+            Some(Mismatch::Flavor)
         } else if reservation.buyer_nonce != attempt.nonce {
-            Some("reservation carries another nonce".into())
+            Some(Mismatch::Nonce)
         } else {
             None
         };
         if let Some(problem) = problem {
-            return self.invalid("reserve", problem, now);
+            return self.invalid("reserve", InvalidAnswer::Reservation(problem), now);
         }
         let terms = match self.buyer_terms(&reservation.flavor, &reservation.partition, false) {
             Ok(terms) => terms,
@@ -288,7 +293,9 @@ impl Acquisition {
             other => {
                 return self.invalid(
                     request,
-                    format!("unexpected answer {}", response_kind(&other)),
+                    InvalidAnswer::Unexpected {
+                        got: response_kind(&other),
+                    },
                     now,
                 );
             }
@@ -313,9 +320,9 @@ impl Acquisition {
     }
 
     /// Verifies the provider's offer against what was asked for and countersigns it.
-    fn check_offer(&self, signed: &SignedContract) -> Result<VerifiedContract, String> {
+    fn check_offer(&self, signed: &SignedContract) -> Result<VerifiedContract, InvalidAnswer> {
         let Some(attempt) = self.attempt.as_ref() else {
-            return Err("no purchase in progress".into());
+            return Err(InvalidAnswer::NoPurchase);
         };
         let expected = match &attempt.stage {
             Stage::Buying => Expected {
@@ -336,11 +343,11 @@ impl Acquisition {
                     reservation: Some(*id),
                 }
             }
-            _ => return Err("no purchase in progress".into()),
+            _ => return Err(InvalidAnswer::NoPurchase),
         };
         let verified = signed
             .verify_offer()
-            .map_err(|e| format!("offer does not verify: {e}"))?;
+            .map_err(|e| InvalidAnswer::OfferDoesNotVerify(Arc::new(e)))?;
         let t = verified.terms();
         let flavor = expected.flavor;
         let max_price = match self.request.constraints.max_price_micros_per_hour {
@@ -352,15 +359,15 @@ impl Acquisition {
         };
         let duration = t.valid_until.0.saturating_sub(t.valid_from.0);
         let problem = if t.provider != attempt.offer.provider {
-            "terms name another provider"
+            Some(Mismatch::Provider)
         } else if t.buyer != self.me {
-            "terms name another buyer"
+            Some(Mismatch::Buyer)
         } else if expected.reservation.is_some_and(|r| r != t.reservation) {
-            "terms are for another reservation"
+            Some(Mismatch::Reservation)
         } else if t.partition != *expected.partition {
-            "terms hold another partition"
+            Some(Mismatch::Partition)
         } else if t.flavor.id != flavor.id {
-            "terms are for another flavor"
+            Some(Mismatch::Flavor)
         } else if t.price.amount_micros > max_price
             || !t
                 .price
@@ -368,22 +375,22 @@ impl Acquisition {
                 .eq_ignore_ascii_case(&flavor.price.currency)
             || t.price.period != flavor.price.period
         {
-            "terms carry a price above what was accepted"
+            Some(Mismatch::Price)
         } else if t.buyer_fabric != self.fabric {
-            "terms carry other buyer fabric parameters"
+            Some(Mismatch::Fabric)
         } else if !t.forwarded_via.is_empty() {
-            "terms claim a forwarding path for a direct sale"
+            Some(Mismatch::Forwarding)
         } else if duration == 0 || duration > self.request.duration_ms {
-            "terms last longer than requested"
+            Some(Mismatch::Duration)
         } else {
-            ""
+            None
         };
-        if !problem.is_empty() {
-            return Err(problem.into());
+        if let Some(problem) = problem {
+            return Err(InvalidAnswer::Terms(problem));
         }
         verified
             .countersign(&self.key)
-            .map_err(|e| format!("cannot countersign: {e}"))
+            .map_err(|e| InvalidAnswer::Countersign(Arc::new(e)))
     }
 
     pub(super) fn on_countersign_answer(&mut self, response: Response, now: Instant) {
@@ -423,7 +430,7 @@ impl Acquisition {
         }
     }
 
-    fn invalid(&mut self, request: &'static str, reason: String, now: Instant) {
+    fn invalid(&mut self, request: &'static str, reason: InvalidAnswer, now: Instant) {
         self.give_up_attempt(CandidateFailure::InvalidResponse { request, reason }, now);
     }
 

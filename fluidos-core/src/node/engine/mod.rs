@@ -191,7 +191,12 @@ impl Engine {
                         }));
                     }
                 }
-                done = async { measuring.as_mut().expect("guarded").await }, if measuring.is_some() => {
+                done = async {
+                    match measuring.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                }, if measuring.is_some() => {
                     measuring = None;
                     self.measured(done).await;
                 }

@@ -44,12 +44,13 @@ pub mod offload;
 pub mod placement;
 pub mod runtime;
 pub mod store;
+pub mod usage;
 pub mod view;
 pub mod workload;
 
 #[cfg(feature = "node")]
 pub use node::{
     ActiveContract, BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
-    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DeployPhase, HistoryEntry, LedgerTuning, Node,
+    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DEFAULT_USAGE_INTERVAL, DeployPhase, HistoryEntry, LedgerTuning, Node,
     NodeBuilder, NodeError, NodeStatus, NotReady, Roles, Submitted, WorkloadDetail, WorkloadError,
 };

@@ -104,6 +104,9 @@ pub enum WorkloadErrorCode {
     RuntimeFailed,
     /// This node runs no workloads.
     Unavailable,
+    /// The spec names a container image and this node has no container engine (its
+    /// flavors' `fluidos.runtimes` label does not list `docker`).
+    ImagesUnsupported,
 }
 
 impl From<&AdmitError> for WorkloadErrorCode {

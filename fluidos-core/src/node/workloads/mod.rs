@@ -61,6 +61,10 @@ pub(crate) enum WCommand {
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     Export(oneshot::Sender<Vec<u8>>),
     Runtime(oneshot::Sender<Option<String>>),
+    /// The last usage report of every contract with measured usage: the provider's own
+    /// meters for contracts it sold, the providers' reports in the view for those it
+    /// bought.
+    Usage(oneshot::Sender<BTreeMap<ContractId, crate::usage::ContractUsage>>),
     /// Save the view and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -93,6 +97,8 @@ pub(crate) struct Setup {
     pub(crate) view_file: PathBuf,
     /// This node's own entry (capacity for its own workloads).
     pub(crate) physical: NodeEntry,
+    /// How often hosted replicas' usage is sampled into the view.
+    pub(crate) usage_every: Duration,
 }
 
 pub(crate) struct Workloads {
@@ -114,6 +120,7 @@ pub(crate) struct Workloads {
     /// Bumped whenever the view changes, for callers that wait on it.
     changed: watch::Sender<u64>,
     save_at: Option<tokio::time::Instant>,
+    usage_every: Duration,
 }
 
 /// The handle side: the command queue and the change counter.
@@ -175,6 +182,7 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         owned: owner::Owned::default(),
         changed,
         save_at: None,
+        usage_every: setup.usage_every.max(Duration::from_millis(100)),
     };
     // Links restored from disk start disconnected: sync with each afresh.
     let restored: Vec<NodeId> = w.view.peers().copied().collect();
@@ -222,6 +230,8 @@ impl Workloads {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_age_out = Instant::now();
+        let mut usage_tick = tokio::time::interval(self.usage_every);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -245,6 +255,7 @@ impl Workloads {
                     self.save_at = None;
                     self.save();
                 }
+                _ = usage_tick.tick() => self.sample_usage(),
                 _ = tick.tick() => {
                     self.retry_links();
                     if last_age_out.elapsed() >= AGE_OUT_EVERY {
@@ -271,7 +282,10 @@ impl Workloads {
                 let _ = reply.send(self.view.export());
             }
             WCommand::Runtime(reply) => {
-                let _ = reply.send(self.runtime.as_ref().map(|r| r.capabilities().summary()));
+                let _ = reply.send(self.runtime.as_ref().map(|r| r.summary()));
+            }
+            WCommand::Usage(reply) => {
+                let _ = reply.send(self.usage_reports());
             }
             WCommand::Shutdown(done) => {
                 let _ = done.send(());
@@ -529,6 +543,13 @@ impl Workloads {
             gpu_model: f.characteristics.gpu.as_ref().map(|g| g.model.clone()),
             step: f.policy.partitionable.then_some(f.policy.step),
             contracts: sold.iter().map(|c| c.id.to_string()).collect(),
+            usage: sold
+                .iter()
+                .filter_map(|c| {
+                    let m = self.hosted.meters.get(&c.id)?;
+                    Some((c.id.to_string(), m.report().clone()))
+                })
+                .collect(),
             updated_at: Timestamp::now(),
         })
     }
@@ -553,6 +574,32 @@ impl Workloads {
         });
     }
 
+    /// Usage reports by contract: this node's meters (as provider), and the reports in
+    /// the entries of the providers it buys from.
+    fn usage_reports(&self) -> BTreeMap<ContractId, crate::usage::ContractUsage> {
+        let mut out: BTreeMap<ContractId, crate::usage::ContractUsage> = self
+            .hosted
+            .meters
+            .iter()
+            .map(|(c, m)| (*c, m.report().clone()))
+            .collect();
+        for n in self.view.nodes() {
+            if n.id == self.me {
+                continue;
+            }
+            for (hex, u) in n.entry.usage {
+                if let Ok(c) = hex.parse::<ContractId>()
+                    && self
+                        .active(&c)
+                        .is_some_and(|a| a.role == ContractRole::Buyer)
+                {
+                    out.insert(c, u);
+                }
+            }
+        }
+        out
+    }
+
     /// The active contract `id`, if it is one.
     fn active(&self, id: &ContractId) -> Option<&ActiveContract> {
         self.book.iter().find(|c| c.id == *id)
@@ -569,6 +616,10 @@ fn per_hour(q: &fluidos_contracts::Quote) -> u64 {
     }
 }
 
+/// How the reason of a replica killed for exceeding its memory limit begins, in its
+/// `failed` state in the view.
+pub(crate) const OOM_REASON_PREFIX: &str = "out of memory";
+
 /// The view's state for what a runtime reports.
 pub(crate) fn view_status(
     status: &crate::runtime::ReplicaStatus,
@@ -582,6 +633,17 @@ pub(crate) fn view_status(
         R::Running { .. } => ReplicaState::Running,
         R::Exited { exit, .. } if exit.stop_requested => ReplicaState::Evicted {
             reason: evict_reason.unwrap_or("stopped").to_string(),
+        },
+        // The kernel killed it for going past its memory limit: say so, not just 137.
+        R::Exited { exit, .. } if exit.oom_killed => ReplicaState::Failed {
+            reason: format!(
+                "{OOM_REASON_PREFIX}: the replica went past its memory limit and was killed ({})",
+                match (exit.code, exit.signal) {
+                    (Some(c), _) => format!("exit code {c}"),
+                    (None, Some(s)) => format!("signal {s}"),
+                    (None, None) => "no exit code".into(),
+                }
+            ),
         },
         R::Exited { exit, .. } => ReplicaState::Exited {
             code: exit.code.unwrap_or_else(|| 128 + exit.signal.unwrap_or(0)),

@@ -27,6 +27,7 @@ pub struct DaemonNode {
     key: SecretKey,
     started: Instant,
     settings: DiscoverySettings,
+    docker: Option<crate::control::types::DockerView>,
 }
 
 /// What the daemon was configured to do for discovery, shown by `status` next to
@@ -66,7 +67,14 @@ impl DaemonNode {
             key,
             started: Instant::now(),
             settings: DiscoverySettings::default(),
+            docker: None,
         }
+    }
+
+    /// What the daemon found out about Docker at start, for `status`.
+    pub fn with_docker(mut self, docker: crate::control::types::DockerView) -> Self {
+        self.docker = Some(docker);
+        self
     }
 
     /// What discovery was configured with, for `status`.
@@ -184,6 +192,7 @@ impl NodeApi for DaemonNode {
             uptime_secs: self.started.elapsed().as_secs(),
             discovery: self.discovery_view().await?,
             runtime: self.node.runtime_summary().await.map_err(node_err)?,
+            docker: self.docker.clone(),
         })
     }
 

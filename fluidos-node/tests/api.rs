@@ -51,6 +51,7 @@ impl NodeApi for Fake {
             uptime_secs: 0,
             discovery: Default::default(),
             runtime: None,
+            docker: None,
         })
     }
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {

@@ -24,6 +24,30 @@ pub struct StatusView {
     /// rlimits), or `None` when this node hosts no workloads.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// Whether a Docker engine runs this node's image workloads, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerView>,
+}
+
+/// The `docker` object of `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerView {
+    /// The configured choice: `auto`, `docker` or `process` (key `runtime`).
+    pub mode: String,
+    /// Whether image workloads run here, on a Docker engine.
+    pub available: bool,
+    /// Where the engine was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The engine's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// The API version negotiated with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Why Docker is not used (no engine answered, or `runtime = "process"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The `discovery` object of `GET /v1/status`.

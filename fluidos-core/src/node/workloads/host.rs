@@ -33,6 +33,9 @@ pub(super) struct HostedReplica {
     demand: Resources,
     /// Why it is being stopped, once it is.
     evicting: Option<String>,
+    /// Its record (output, container) goes when it has ended: its owner stopped it
+    /// for good (undeploy), or its contract is over.
+    forget: bool,
 }
 
 /// The replicas run here.
@@ -267,7 +270,8 @@ impl Workloads {
             } => self.start_for_peer(from, contract, workload, replica, &spec, reply),
             WorkloadRequest::Stop { workload, replica } => {
                 let key = (from, workload, replica);
-                if self.hosted.replicas.contains_key(&key) {
+                if let Some(r) = self.hosted.replicas.get_mut(&key) {
+                    r.forget = true;
                     self.stop_hosted(&key, "stopped by its owner", Some(reply));
                 } else {
                     let gone = self.hosted.forget_ended(|k, _| *k == key);
@@ -369,6 +373,7 @@ impl Workloads {
                 contract: Some(contract),
                 demand,
                 evicting: None,
+                forget: false,
             },
         );
         let (engine, done) = (self.engine.clone(), self.done_tx.clone());
@@ -420,6 +425,7 @@ impl Workloads {
                 contract: None,
                 demand: spec.requests(),
                 evicting: None,
+                forget: false,
             },
         );
         self.refresh_physical();
@@ -512,6 +518,9 @@ impl Workloads {
             .collect();
         for key in keys {
             info!(workload = %key.1, replica = key.2, contract = %id, "stopping a replica: {reason}");
+            if let Some(r) = self.hosted.replicas.get_mut(&key) {
+                r.forget = true;
+            }
             self.stop_hosted(&key, reason, None);
         }
     }
@@ -581,6 +590,13 @@ impl Workloads {
                     self.refresh_entry(&key.0);
                 } else {
                     self.refresh_physical();
+                }
+                // Stopped for good, or its contract is over: its container (or record)
+                // goes now.
+                let over = r.contract.is_some_and(|c| self.active(&c).is_none());
+                if r.forget || over {
+                    self.remove_records(vec![r.rid]);
+                    return;
                 }
                 // Its end is in the view; its output stays for `logs` a while.
                 self.hosted.ended.push_back((key, r.rid, r.contract));
@@ -756,6 +772,7 @@ impl Workloads {
                     contract,
                     demand,
                     evicting: None,
+                    forget: false,
                 },
             );
             self.on_status(&key, &info);

@@ -460,6 +460,17 @@ impl Workloads {
             }
             o.queue.push_back(t.bytes);
         }
+        // Never send a change that is not on disk: a node killed after sending it would
+        // restart from an older save and write different changes under the same actor
+        // sequence numbers, which its peer then refuses ("duplicate seq") for good.
+        let sending = self
+            .out
+            .values()
+            .any(|o| !o.in_flight && o.retry_at.is_none() && !o.queue.is_empty());
+        if sending && self.save_at.is_some() {
+            self.save_at = None;
+            self.save();
+        }
         for (peer, o) in self.out.iter_mut() {
             if o.in_flight || o.retry_at.is_some() {
                 continue;
@@ -543,13 +554,20 @@ impl Workloads {
             gpu_model: f.characteristics.gpu.as_ref().map(|g| g.model.clone()),
             step: f.policy.partitionable.then_some(f.policy.step),
             contracts: sold.iter().map(|c| c.id.to_string()).collect(),
-            usage: sold
-                .iter()
-                .filter_map(|c| {
-                    let m = self.hosted.meters.get(&c.id)?;
-                    Some((c.id.to_string(), m.report().clone()))
-                })
-                .collect(),
+            // The meters' reports; a contract without a meter (yet: just after a restart)
+            // keeps the report written before.
+            usage: {
+                let before = self.view.entry_for(peer).map(|e| e.usage).unwrap_or_default();
+                sold.iter()
+                    .filter_map(|c| {
+                        let hex = c.id.to_string();
+                        match self.hosted.meters.get(&c.id) {
+                            Some(m) => Some((hex, m.report().clone())),
+                            None => before.get(&hex).cloned().map(|u| (hex, u)),
+                        }
+                    })
+                    .collect()
+            },
             updated_at: Timestamp::now(),
         })
     }

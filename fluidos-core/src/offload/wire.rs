@@ -186,6 +186,7 @@ mod tests {
             },
             WorkloadResponse::Stopped,
             WorkloadResponse::error(WorkloadErrorCode::OverQuota, "no"),
+            WorkloadResponse::error(WorkloadErrorCode::ImagesUnsupported, "no engine"),
         ] {
             assert_eq!(decode_response(&encode(&r)).ok(), Some(r));
         }

@@ -123,6 +123,15 @@ fn containers_of(node: &str) -> Vec<String> {
     stdout(&o).lines().map(str::to_string).collect()
 }
 
+/// Removes `node`'s containers when dropped, so that a failed test leaves none running.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
 /// Removes what an earlier (crashed) run left for `node`.
 fn cleanup(node: &str) {
     for c in containers_of(node) {
@@ -248,6 +257,7 @@ fn image_workload_runs_under_the_contract_reports_usage_and_is_adopted_after_kil
     }
     let tmp = tempfile::tempdir().unwrap();
     let (p_dir, p_did, c_dir, mut p, c) = pair(tmp.path());
+    let _clean = RemoveOnDrop(p_did.clone());
     let s = p.status();
     assert_eq!(s["docker"]["available"], true, "{s}");
     assert!(s["docker"]["api_version"].as_str().is_some(), "{s}");
@@ -372,6 +382,7 @@ fn a_memory_hog_is_killed_and_reported_and_termination_removes_the_container() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (_p_dir, p_did, c_dir, p, c) = pair(tmp.path());
+    let _clean = RemoveOnDrop(p_did.clone());
 
     // 128 MiB held in a shell variable under a 32 MiB limit.
     let hog = deploy(
@@ -496,4 +507,64 @@ fn a_process_only_provider_refuses_image_workloads_with_a_typed_reason() {
         p.log()
     );
     drop((p, c));
+}
+
+#[test]
+fn an_image_sent_by_its_owner_in_chunks_is_loaded_on_the_provider_and_runs() {
+    if !engine_or_skip("an_image_sent_by_its_owner") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A tag only the tarball holds: the provider's engine (the same one here) has it only
+    // once the owner's transfer is loaded.
+    let tag = format!(
+        "fluidos-test/sent:{}",
+        tmp.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(['.', '_'], "")
+    );
+    assert!(docker(&["tag", IMAGE, &tag]).status.success());
+    let tar = tmp.path().join("image.tar");
+    let o = docker(&["save", "-o", tar.to_str().unwrap(), &tag]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(docker(&["rmi", &tag]).status.success());
+    assert!(!docker(&["image", "inspect", &tag]).status.success());
+    // More than one chunk.
+    assert!(std::fs::metadata(&tar).unwrap().len() > 1 << 20);
+
+    let (_p_dir, p_did, c_dir, p, c) = pair(tmp.path());
+    let _clean = RemoveOnDrop(p_did.clone());
+    let id = deploy(
+        &c_dir,
+        tmp.path(),
+        "sent",
+        &format!(
+            r#"
+name = "sent"
+[run]
+image = "{tag}"
+file = "{}"
+args = ["sh", "-c", "echo hello from a sent image"]
+[requests]
+cpu = "250m"
+memory = "16MiB"
+"#,
+            tar.display()
+        ),
+        &c,
+    );
+    let done = poll(300, Duration::from_millis(100), || {
+        replica(&c_dir, &id).filter(|r| r["state"] == "exited")
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}\n{}", replica(&c_dir, &id), c.log(), p.log()));
+    assert_eq!(done["detail"], "exit code 0", "{done}");
+    assert!(
+        done["output_tail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hello from a sent image"),
+        "{done}"
+    );
+    assert!(p.log().contains("loaded an image sent by its owner"), "{}", p.log());
+    assert!(docker(&["image", "inspect", &tag]).status.success());
+    drop((p, c));
+    let _ = docker(&["rmi", &tag]);
 }

@@ -124,6 +124,16 @@ mod runtime_trait {
             }
         }
 
+        /// Loads the images of a `docker save` tarball file into the engine; returns the
+        /// images (tags) it held. Runtimes without images refuse (the default).
+        fn load_image<'a>(
+            &'a self,
+            path: &'a std::path::Path,
+        ) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
+            let _ = path;
+            Box::pin(async { Err("this runtime does not run container images".to_string()) })
+        }
+
         /// One line for `status`: what runs and which isolation applies.
         fn summary(&self) -> String {
             self.capabilities().summary()

@@ -272,6 +272,18 @@ impl Runtime for RuntimeSet {
         Some(rx)
     }
 
+    fn load_image<'a>(
+        &'a self,
+        path: &'a std::path::Path,
+    ) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            match &self.images {
+                Some(rt) => rt.load_image(path).await,
+                None => Err("this node has no container engine".to_string()),
+            }
+        })
+    }
+
     fn usage(&self) -> RuntimeFuture<'_, Vec<ReplicaUsage>> {
         Box::pin(async move {
             let mut all = Vec::new();

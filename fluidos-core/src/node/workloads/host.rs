@@ -139,6 +139,13 @@ pub(super) enum HostDone {
     },
     /// A usage sample of every live replica, taken at wall-clock `at_ms`.
     Usage { at_ms: u64, sample: Vec<ReplicaUsage> },
+    /// The engine loaded (or refused) an image tarball an owner sent.
+    ImageLoaded {
+        from: NodeId,
+        digest: String,
+        result: Result<Vec<String>, String>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
 }
 
 fn answer(reply: oneshot::Sender<Vec<u8>>, r: &WorkloadResponse) {
@@ -185,7 +192,7 @@ pub(super) fn replica_spec(
             }
             ReplicaSpec::builder(rid, command.clone()).args(args.iter().cloned())
         }
-        Run::Image { image, args } => {
+        Run::Image { image, args, .. } => {
             if !runs.images {
                 return Err((
                     Code::ImagesUnsupported,
@@ -268,6 +275,29 @@ impl Workloads {
                 replica,
                 spec,
             } => self.start_for_peer(from, contract, workload, replica, &spec, reply),
+            WorkloadRequest::ImageOffer {
+                contract,
+                digest,
+                size,
+            } => {
+                if let Err(refusal) = self.image_contract(&from, &contract) {
+                    return answer(reply, &refusal);
+                }
+                let step = self.uploads.offer(from, &digest, size);
+                self.image_step(step, reply);
+            }
+            WorkloadRequest::ImageChunk {
+                contract,
+                digest,
+                offset,
+                data,
+            } => {
+                if let Err(refusal) = self.image_contract(&from, &contract) {
+                    return answer(reply, &refusal);
+                }
+                let step = self.uploads.chunk(from, &digest, offset, &data);
+                self.image_step(step, reply);
+            }
             WorkloadRequest::Stop { workload, replica } => {
                 let key = (from, workload, replica);
                 if let Some(r) = self.hosted.replicas.get_mut(&key) {
@@ -302,6 +332,59 @@ impl Workloads {
                         Err(e) => WorkloadResponse::error(Code::UnknownReplica, e.to_string()),
                     };
                     answer(reply, &r);
+                });
+            }
+        }
+    }
+
+    /// An image may be sent only under an active contract this node sold the sender,
+    /// and only to a node that runs images.
+    fn image_contract(&self, from: &NodeId, contract: &ContractId) -> Result<(), WorkloadResponse> {
+        if !self.runtime.as_ref().is_some_and(|r| r.runs().images) {
+            return Err(WorkloadResponse::error(
+                Code::ImagesUnsupported,
+                "this node has no container engine: it takes no images",
+            ));
+        }
+        match self.active(contract) {
+            Some(c) if c.role == ContractRole::Provider && c.peer == *from => Ok(()),
+            Some(_) => Err(WorkloadResponse::error(
+                Code::NotYourContract,
+                format!("contract {contract} belongs to another party"),
+            )),
+            None => Err(WorkloadResponse::error(
+                Code::NoContract,
+                format!("no active contract {contract} with this provider"),
+            )),
+        }
+    }
+
+    fn image_step(&mut self, step: super::image::Step, reply: oneshot::Sender<Vec<u8>>) {
+        match step {
+            super::image::Step::Answer(r) => answer(reply, &r),
+            super::image::Step::Load { from, digest, path } => {
+                let (Some(runtime), done) = (self.runtime.clone(), self.done_tx.clone()) else {
+                    return answer(
+                        reply,
+                        &WorkloadResponse::error(Code::Unavailable, "this node runs no workloads"),
+                    );
+                };
+                tokio::spawn(async move {
+                    let result =
+                        match tokio::time::timeout(super::image::LOAD_TIMEOUT, runtime.load_image(&path))
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err("the engine did not load the image in time".into()),
+                        };
+                    let _ = done
+                        .send(Done::Host(HostDone::ImageLoaded {
+                            from,
+                            digest,
+                            result,
+                            reply,
+                        }))
+                        .await;
                 });
             }
         }
@@ -568,6 +651,28 @@ impl Workloads {
                 }
             },
             HostDone::Usage { at_ms, sample } => self.usage_sampled(at_ms, sample),
+            HostDone::ImageLoaded {
+                from,
+                digest,
+                result,
+                reply,
+            } => {
+                self.uploads.finished(from, &digest, &result);
+                let r = match result {
+                    Ok(loaded) => {
+                        info!(peer = %from.short(), %digest, images = ?loaded, "loaded an image sent by its owner");
+                        WorkloadResponse::Image {
+                            received: u64::MAX,
+                            loaded,
+                        }
+                    }
+                    Err(e) => WorkloadResponse::error(
+                        Code::ImageRefused,
+                        format!("the engine could not load the tarball: {e}"),
+                    ),
+                };
+                answer(reply, &r);
+            }
             HostDone::Final {
                 key,
                 info,

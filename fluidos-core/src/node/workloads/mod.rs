@@ -18,6 +18,7 @@
 //! in spawned tasks that report back on a bounded channel.
 
 mod host;
+mod image;
 mod owner;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -121,6 +122,8 @@ pub(crate) struct Workloads {
     changed: watch::Sender<u64>,
     save_at: Option<tokio::time::Instant>,
     usage_every: Duration,
+    /// Image tarballs owners are sending.
+    uploads: image::Uploads,
 }
 
 /// The handle side: the command queue and the change counter.
@@ -166,6 +169,11 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
     let app = setup.discovery.take_app_requests();
     let runtime_events = setup.runtime.as_ref().and_then(|r| r.take_events());
     let book = setup.contracts.borrow().clone();
+    let images_dir = setup
+        .view_file
+        .parent()
+        .map(|d| d.join("images"))
+        .unwrap_or_else(|| PathBuf::from("images"));
     let mut w = Workloads {
         me: setup.me,
         view,
@@ -183,6 +191,7 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         changed,
         save_at: None,
         usage_every: setup.usage_every.max(Duration::from_millis(100)),
+        uploads: image::Uploads::new(images_dir),
     };
     // Links restored from disk start disconnected: sync with each afresh.
     let restored: Vec<NodeId> = w.view.peers().copied().collect();

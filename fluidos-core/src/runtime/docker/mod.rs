@@ -985,4 +985,16 @@ impl Runtime for DockerRuntime {
     fn usage(&self) -> RuntimeFuture<'_, Vec<ReplicaUsage>> {
         Box::pin(self.usage_impl())
     }
+
+    fn load_image<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            self.load_image_file(path)
+                .await
+                .map(|l| l.images)
+                .map_err(|e| e.to_string())
+        })
+    }
 }

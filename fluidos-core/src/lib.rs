@@ -51,6 +51,7 @@ pub mod workload;
 #[cfg(feature = "node")]
 pub use node::{
     ActiveContract, BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
-    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DEFAULT_USAGE_INTERVAL, DeployPhase, HistoryEntry, LedgerTuning, Node,
-    NodeBuilder, NodeError, NodeStatus, NotReady, Roles, Submitted, WorkloadDetail, WorkloadError,
+    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DEFAULT_USAGE_INTERVAL, DeployPhase,
+    HistoryEntry, LedgerTuning, Node, NodeBuilder, NodeError, NodeStatus, NotReady, Roles,
+    Submitted, WorkloadDetail, WorkloadError,
 };

@@ -246,7 +246,12 @@ mod tests {
             memory_byte_seconds: 0,
             ..ContractUsage::default()
         };
-        let c = cost(&u, &quote(PriceModel::PayPerUse, 2_000_000), &part(1000, 1 << 30)).unwrap();
+        let c = cost(
+            &u,
+            &quote(PriceModel::PayPerUse, 2_000_000),
+            &part(1000, 1 << 30),
+        )
+        .unwrap();
         assert_eq!(c.micros, 2_000_000);
         assert_eq!(c.cpu_micros, 2_000_000);
         assert_eq!(c.memory_micros, 0);
@@ -257,8 +262,16 @@ mod tests {
             memory_byte_seconds: (1u64 << 29) * 3_600,
             ..ContractUsage::default()
         };
-        let c = cost(&u, &quote(PriceModel::PayPerUse, 2_000_000), &part(1000, 1 << 30)).unwrap();
-        assert_eq!((c.cpu_micros, c.memory_micros, c.micros), (200_000, 1_000_000, 1_000_000));
+        let c = cost(
+            &u,
+            &quote(PriceModel::PayPerUse, 2_000_000),
+            &part(1000, 1 << 30),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cpu_micros, c.memory_micros, c.micros),
+            (200_000, 1_000_000, 1_000_000)
+        );
     }
 
     #[test]
@@ -267,7 +280,10 @@ mod tests {
             cpu_time_ns: 1 << 40,
             ..ContractUsage::default()
         };
-        assert_eq!(cost(&u, &quote(PriceModel::Reserved, 5), &part(1000, 1)), None);
+        assert_eq!(
+            cost(&u, &quote(PriceModel::Reserved, 5), &part(1000, 1)),
+            None
+        );
         let c = cost(&u, &quote(PriceModel::PayPerUse, 5), &part(0, 0)).unwrap();
         assert_eq!(c.micros, 0);
         // Huge counters saturate instead of overflowing.

@@ -111,7 +111,12 @@ fn running(c_dir: &Path, id: &str) -> usize {
 
 fn deploy(c_dir: &Path, spec: &Path) -> String {
     let o = run(c_dir, &["deploy", spec.to_str().unwrap(), "--wait", "10m"]);
-    assert!(o.status.success(), "{}\n{}", out(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        out(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
     out(&o)
         .lines()
         .find_map(|l| l.strip_prefix("workload "))
@@ -123,21 +128,36 @@ fn deploy(c_dir: &Path, spec: &Path) -> String {
 fn pct(mut v: Vec<Duration>) -> String {
     v.sort();
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-    format!("p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms", at(0.5), at(0.9), at(1.0))
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    )
 }
 
 fn bench(runtime: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (p_dir, c_dir) = (tmp.path().join("p"), tmp.path().join("c"));
-    let p_did = init(&p_dir, &["--runtime", if runtime == "docker" { "docker" } else { "process" }])
-        ["node_id"]
+    let p_did = init(
+        &p_dir,
+        &[
+            "--runtime",
+            if runtime == "docker" {
+                "docker"
+            } else {
+                "process"
+            },
+        ],
+    )["node_id"]
         .as_str()
         .unwrap()
         .to_string();
     init(&c_dir, &["--provider", "false"]);
     let mut p = start(&p_dir);
     let mut c = start(&c_dir);
-    let s: serde_json::Value = serde_json::from_slice(&run(&p_dir, &["status", "--json"]).stdout).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_slice(&run(&p_dir, &["status", "--json"]).stdout).unwrap();
     let addr = s["listen_addrs"][0].as_str().unwrap().to_string();
     assert!(run(&c_dir, &["peer", "add", &addr]).status.success());
     let t = Instant::now();
@@ -181,7 +201,9 @@ fn bench(runtime: &str) {
         let one = tmp.path().join("one.toml");
         std::fs::write(
             &one,
-            format!("name = \"one\"\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"4MiB\"\n"),
+            format!(
+                "name = \"one\"\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"4MiB\"\n"
+            ),
         )
         .unwrap();
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -203,8 +225,14 @@ fn bench(runtime: &str) {
             assert!(o.status.success());
             let _ = Command::new("docker").args(["rm", "-f", &name]).output();
         }
-        println!("deploy → running (CLI deploy --wait, then the view): {}", pct(ours));
-        println!("docker run -d:                                     {}", pct(theirs));
+        println!(
+            "deploy → running (CLI deploy --wait, then the view): {}",
+            pct(ours)
+        );
+        println!(
+            "docker run -d:                                     {}",
+            pct(theirs)
+        );
     }
     println!("load average before: {}after: {}", before, load());
     let _ = p.kill();
@@ -212,7 +240,10 @@ fn bench(runtime: &str) {
     let _ = p.wait();
     let _ = c.wait();
     let _ = Command::new("sh")
-        .args(["-c", &format!("docker ps -aq --filter label=fluidos.node={p_did} | xargs -r docker rm -f")])
+        .args([
+            "-c",
+            &format!("docker ps -aq --filter label=fluidos.node={p_did} | xargs -r docker rm -f"),
+        ])
         .output();
 }
 

@@ -158,8 +158,7 @@ pub async fn run() -> anyhow::Result<()> {
         let site_dir = dir.path().join(site.name);
         crate::config::create_private_dir(&site_dir)?;
         let (key, _) = fluidos_contracts::keyfile::load_or_create(&site_dir.join("node.key"))?;
-        let (rt, _) =
-            crate::workload_runtime(mode, &site_dir, &key.node_id().to_did_key()).await?;
+        let (rt, _) = crate::workload_runtime(mode, &site_dir, &key.node_id().to_did_key()).await?;
         let rt = rt.context("no workload runtime")?;
         let node = Node::builder()
             .data_dir(&site_dir)

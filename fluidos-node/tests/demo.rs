@@ -46,7 +46,10 @@ fn demo_runs_every_step() {
         .is_ok_and(|o| o.status.success());
     if docker {
         assert!(stdout.contains("workload runtime: Docker"), "{stdout}");
-        assert!(stdout.contains("in a container on the provider"), "{stdout}");
+        assert!(
+            stdout.contains("in a container on the provider"),
+            "{stdout}"
+        );
     } else {
         assert!(stdout.contains("in a process on the provider"), "{stdout}");
     }

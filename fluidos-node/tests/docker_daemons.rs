@@ -148,7 +148,15 @@ fn inspect(name: &str) -> serde_json::Value {
 
 /// A provider (Docker runtime, pay-per-use, 1 s usage samples) and a consumer linked to
 /// it. Returns (provider dir, provider did, consumer dir, provider, consumer).
-fn pair(tmp: &Path) -> (std::path::PathBuf, String, std::path::PathBuf, Daemon, Daemon) {
+fn pair(
+    tmp: &Path,
+) -> (
+    std::path::PathBuf,
+    String,
+    std::path::PathBuf,
+    Daemon,
+    Daemon,
+) {
     let (p_dir, c_dir) = (tmp.join("p"), tmp.join("c"));
     // A fixed port, so that the consumer finds the provider again after its restart.
     let listen = format!("/ip4/127.0.0.1/tcp/{}", common::free_port());
@@ -175,10 +183,7 @@ fn pair(tmp: &Path) -> (std::path::PathBuf, String, std::path::PathBuf, Daemon, 
     init_with(&c_dir, &["--provider", "false"]);
     let p = Daemon::start(&p_dir);
     let c = start_debug(&c_dir);
-    let p_addr = p.status()["listen_addrs"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let p_addr = p.status()["listen_addrs"][0].as_str().unwrap().to_string();
     let o = run(&c_dir, &["peer", "add", &p_addr]);
     assert!(o.status.success(), "{}", stderr(&o));
     let found = poll(100, Duration::from_millis(100), || {
@@ -205,7 +210,10 @@ fn start_debug(dir: &Path) -> Daemon {
         log,
     };
     poll(400, Duration::from_millis(50), || {
-        run(dir, &["status", "--json"]).status.success().then_some(())
+        run(dir, &["status", "--json"])
+            .status
+            .success()
+            .then_some(())
     })
     .unwrap();
     d
@@ -326,7 +334,10 @@ memory = "64GiB"
     .unwrap_or_else(|| panic!("usage never grew from {first:?}\n{:?}", contracts(&c_dir)));
     assert!(later.1 > 0);
     let text = stdout(&run(&c_dir, &["contracts"]));
-    assert!(text.contains("COST SO FAR") && text.contains("cpu"), "{text}");
+    assert!(
+        text.contains("COST SO FAR") && text.contains("cpu"),
+        "{text}"
+    );
 
     // kill -9 the provider while the container runs; restart it: adopted, not restarted.
     let mut child = p.child.take().unwrap();
@@ -432,7 +443,12 @@ memory = "16MiB"
     let running = poll(200, Duration::from_millis(100), || {
         replica(&c_dir, &sleeper).filter(|r| r["state"] == "running")
     });
-    assert!(running.is_some(), "{:?}\n{}", replica(&c_dir, &sleeper), p.log());
+    assert!(
+        running.is_some(),
+        "{:?}\n{}",
+        replica(&c_dir, &sleeper),
+        p.log()
+    );
     let live = containers_of(&p_did)
         .into_iter()
         .filter(|n| inspect(n)["State"]["Running"] == true)
@@ -451,7 +467,12 @@ memory = "16MiB"
     let removed = poll(300, Duration::from_millis(100), || {
         containers_of(&p_did).is_empty().then_some(())
     });
-    assert!(removed.is_some(), "{:?}\n{}", containers_of(&p_did), p.log());
+    assert!(
+        removed.is_some(),
+        "{:?}\n{}",
+        containers_of(&p_did),
+        p.log()
+    );
     drop((p, c));
     cleanup(&p_did);
 }
@@ -519,7 +540,12 @@ fn an_image_sent_by_its_owner_in_chunks_is_loaded_on_the_provider_and_runs() {
     // once the owner's transfer is loaded.
     let tag = format!(
         "fluidos-test/sent:{}",
-        tmp.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(['.', '_'], "")
+        tmp.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(['.', '_'], "")
     );
     assert!(docker(&["tag", IMAGE, &tag]).status.success());
     let tar = tmp.path().join("image.tar");
@@ -563,7 +589,11 @@ memory = "16MiB"
             .contains("hello from a sent image"),
         "{done}"
     );
-    assert!(p.log().contains("loaded an image sent by its owner"), "{}", p.log());
+    assert!(
+        p.log().contains("loaded an image sent by its owner"),
+        "{}",
+        p.log()
+    );
     assert!(docker(&["image", "inspect", &tag]).status.success());
     drop((p, c));
     let _ = docker(&["rmi", &tag]);

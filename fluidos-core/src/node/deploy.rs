@@ -341,8 +341,10 @@ impl Node {
     /// sold, as the provider reported it in the view for contracts it bought.
     pub async fn usage(
         &self,
-    ) -> Result<std::collections::BTreeMap<fluidos_contracts::ContractId, crate::usage::ContractUsage>, NodeError>
-    {
+    ) -> Result<
+        std::collections::BTreeMap<fluidos_contracts::ContractId, crate::usage::ContractUsage>,
+        NodeError,
+    > {
         self.workloads_ask(WCommand::Usage)
             .await
             .map_err(|_| NodeError::ShutDown)

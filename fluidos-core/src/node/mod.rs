@@ -441,7 +441,6 @@ impl Node {
         Ok(list)
     }
 
-
     /// One contract, with both signatures.
     pub async fn contract(&self, id: ContractId) -> Result<Option<VerifiedContract>, NodeError> {
         self.ask(|tx| Command::Contract(id, tx)).await

@@ -55,8 +55,8 @@ pub use cgroup::CgroupMode;
 pub use spec::{Limits, ReplicaId, ReplicaIdError, ReplicaSpec, ReplicaSpecBuilder, SpecError};
 pub use supervisor::supervise_main;
 pub use types::{
-    Capabilities, Enforcement, ExitInfo, Logs, Reconciliation, ReplicaEvent, ReplicaInfo,
-    ReplicaStatus, ReplicaUsage, Runs, RUNTIMES_LABEL,
+    Capabilities, Enforcement, ExitInfo, Logs, RUNTIMES_LABEL, Reconciliation, ReplicaEvent,
+    ReplicaInfo, ReplicaStatus, ReplicaUsage, Runs,
 };
 
 #[cfg(feature = "docker")]

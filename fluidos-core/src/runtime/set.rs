@@ -37,7 +37,10 @@ pub struct RuntimeSet {
 impl std::fmt::Debug for RuntimeSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuntimeSet")
-            .field("images", &self.images.as_ref().map(|r| r.capabilities().kind))
+            .field(
+                "images",
+                &self.images.as_ref().map(|r| r.capabilities().kind),
+            )
             .field(
                 "commands",
                 &self.commands.as_ref().map(|r| r.capabilities().kind),
@@ -153,9 +156,7 @@ impl Runtime for RuntimeSet {
                         "it names a container image and this node has no container engine \
                          (Docker is not available here)"
                     }
-                    Side::Commands => {
-                        "it names a program and this node runs container images only"
-                    }
+                    Side::Commands => "it names a program and this node runs container images only",
                 };
                 return Err(StartError::Unsupported {
                     id: spec.id().clone(),

@@ -207,12 +207,16 @@ pub(crate) fn validate_with(
         &raw.remeasure_interval,
         Duration::from_secs(1),
     )?;
-    let runtime = raw.runtime.trim().parse::<super::RuntimeMode>().map_err(|()| {
-        cx.err(
-            "runtime",
-            format!("`{}` is not auto, docker or process", raw.runtime),
-        )
-    })?;
+    let runtime = raw
+        .runtime
+        .trim()
+        .parse::<super::RuntimeMode>()
+        .map_err(|()| {
+            cx.err(
+                "runtime",
+                format!("`{}` is not auto, docker or process", raw.runtime),
+            )
+        })?;
     let usage_interval = cx.duration(
         "usage_interval",
         &raw.usage_interval,

@@ -138,7 +138,10 @@ pub(super) enum HostDone {
         reply: Option<oneshot::Sender<Vec<u8>>>,
     },
     /// A usage sample of every live replica, taken at wall-clock `at_ms`.
-    Usage { at_ms: u64, sample: Vec<ReplicaUsage> },
+    Usage {
+        at_ms: u64,
+        sample: Vec<ReplicaUsage>,
+    },
     /// The engine loaded (or refused) an image tarball an owner sent.
     ImageLoaded {
         from: NodeId,
@@ -370,13 +373,15 @@ impl Workloads {
                     );
                 };
                 tokio::spawn(async move {
-                    let result =
-                        match tokio::time::timeout(super::image::LOAD_TIMEOUT, runtime.load_image(&path))
-                            .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => Err("the engine did not load the image in time".into()),
-                        };
+                    let result = match tokio::time::timeout(
+                        super::image::LOAD_TIMEOUT,
+                        runtime.load_image(&path),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err("the engine did not load the image in time".into()),
+                    };
                     let _ = done
                         .send(Done::Host(HostDone::ImageLoaded {
                             from,
@@ -435,8 +440,13 @@ impl Workloads {
         // Limits are the workload's, capped by what the contract sold; an unknown
         // contract is refused by admission below.
         let cap = self.active(&contract).map(|c| c.partition);
-        let rspec = match replica_spec(rid.clone(), &spec, cap.as_ref(), runtime.runs(), Some(&from))
-        {
+        let rspec = match replica_spec(
+            rid.clone(),
+            &spec,
+            cap.as_ref(),
+            runtime.runs(),
+            Some(&from),
+        ) {
             Ok(s) => s,
             Err((code, msg)) => return refuse(reply, code, msg),
         };

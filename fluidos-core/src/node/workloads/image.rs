@@ -34,8 +34,11 @@ pub(super) const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// `sha256:<64 lower-case hex>`, checked.
 fn parse_digest(d: &str) -> Option<&str> {
     let hex = d.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then_some(hex)
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
 }
 
 struct Part {
@@ -155,7 +158,9 @@ impl Uploads {
         }
         let key = (from, digest.to_string());
         let Some(p) = self.parts.get_mut(&key) else {
-            return refuse(format!("no offer of {digest} from this node: offer it first"));
+            return refuse(format!(
+                "no offer of {digest} from this node: offer it first"
+            ));
         };
         if data.is_empty() || data.len() > IMAGE_CHUNK_BYTES {
             return refuse(format!(
@@ -207,7 +212,12 @@ impl Uploads {
     }
 
     /// The engine loaded (or refused) a complete tarball; its file goes.
-    pub(super) fn finished(&mut self, from: NodeId, digest: &str, result: &Result<Vec<String>, String>) {
+    pub(super) fn finished(
+        &mut self,
+        from: NodeId,
+        digest: &str,
+        result: &Result<Vec<String>, String>,
+    ) {
         self.drop_part(&(from, digest.to_string()));
         if let Ok(images) = result {
             self.loaded.insert(digest.to_string(), images.clone());
@@ -297,7 +307,11 @@ pub(super) async fn push(
             offset: from,
             data,
         };
-        let timeout = if last { LOAD_TIMEOUT } else { super::APP_TIMEOUT };
+        let timeout = if last {
+            LOAD_TIMEOUT
+        } else {
+            super::APP_TIMEOUT
+        };
         match ask(discovery, node, &chunk, timeout).await {
             Ok(WorkloadResponse::Image { loaded, .. }) if !loaded.is_empty() => return Ok(loaded),
             Ok(WorkloadResponse::Image { received, .. }) if received > from => {
@@ -346,20 +360,43 @@ mod tests {
         let mut u = Uploads::new(tmp.path().join("images"));
         let data = vec![7u8; 10];
         let d = digest_of(&data);
-        let refused = |s: Step| matches!(s, Step::Answer(WorkloadResponse::Error { code: Code::ImageRefused, .. }));
+        let refused = |s: Step| {
+            matches!(
+                s,
+                Step::Answer(WorkloadResponse::Error {
+                    code: Code::ImageRefused,
+                    ..
+                })
+            )
+        };
         assert!(refused(u.offer(node(), "sha256:xyz", 10)));
         assert!(refused(u.offer(node(), &d, 0)));
         assert!(refused(u.offer(node(), &d, MAX_IMAGE_BYTES + 1)));
-        assert!(refused(u.chunk(node(), &d, 0, &data[..4])), "chunk before offer");
-        assert!(matches!(u.offer(node(), &d, 10), Step::Answer(WorkloadResponse::Image { received: 0, .. })));
-        assert!(matches!(u.chunk(node(), &d, 0, &data[..4]), Step::Answer(WorkloadResponse::Image { received: 4, .. })));
+        assert!(
+            refused(u.chunk(node(), &d, 0, &data[..4])),
+            "chunk before offer"
+        );
+        assert!(matches!(
+            u.offer(node(), &d, 10),
+            Step::Answer(WorkloadResponse::Image { received: 0, .. })
+        ));
+        assert!(matches!(
+            u.chunk(node(), &d, 0, &data[..4]),
+            Step::Answer(WorkloadResponse::Image { received: 4, .. })
+        ));
         // The same chunk again: nothing more written.
-        assert!(matches!(u.chunk(node(), &d, 0, &data[..4]), Step::Answer(WorkloadResponse::Image { received: 4, .. })));
+        assert!(matches!(
+            u.chunk(node(), &d, 0, &data[..4]),
+            Step::Answer(WorkloadResponse::Image { received: 4, .. })
+        ));
         // Out of order, or past the size: refused.
         assert!(refused(u.chunk(node(), &d, 6, &data[..2])));
         assert!(refused(u.chunk(node(), &d, 4, &[0; 7])));
         // A new offer says where to resume.
-        assert!(matches!(u.offer(node(), &d, 10), Step::Answer(WorkloadResponse::Image { received: 4, .. })));
+        assert!(matches!(
+            u.offer(node(), &d, 10),
+            Step::Answer(WorkloadResponse::Image { received: 4, .. })
+        ));
         let Step::Load { path, .. } = u.chunk(node(), &d, 4, &data[4..]) else {
             panic!("the last chunk did not complete the tarball");
         };
@@ -378,14 +415,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut u = Uploads::new(tmp.path().join("images"));
         let d = digest_of(b"right");
-        assert!(matches!(u.offer(node(), &d, 5), Step::Answer(WorkloadResponse::Image { .. })));
-        let Step::Answer(WorkloadResponse::Error { code, message }) = u.chunk(node(), &d, 0, b"wrong")
+        assert!(matches!(
+            u.offer(node(), &d, 5),
+            Step::Answer(WorkloadResponse::Image { .. })
+        ));
+        let Step::Answer(WorkloadResponse::Error { code, message }) =
+            u.chunk(node(), &d, 0, b"wrong")
         else {
             panic!("a wrong tarball was accepted");
         };
         assert_eq!(code, Code::ImageRefused);
         assert!(message.contains("sha256"), "{message}");
         // It starts over with a fresh offer.
-        assert!(matches!(u.offer(node(), &d, 5), Step::Answer(WorkloadResponse::Image { received: 0, .. })));
+        assert!(matches!(
+            u.offer(node(), &d, 5),
+            Step::Answer(WorkloadResponse::Image { received: 0, .. })
+        ));
     }
 }

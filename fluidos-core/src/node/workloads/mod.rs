@@ -566,7 +566,11 @@ impl Workloads {
             // The meters' reports; a contract without a meter (yet: just after a restart)
             // keeps the report written before.
             usage: {
-                let before = self.view.entry_for(peer).map(|e| e.usage).unwrap_or_default();
+                let before = self
+                    .view
+                    .entry_for(peer)
+                    .map(|e| e.usage)
+                    .unwrap_or_default();
                 sold.iter()
                     .filter_map(|c| {
                         let hex = c.id.to_string();

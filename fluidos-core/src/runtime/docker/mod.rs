@@ -986,10 +986,7 @@ impl Runtime for DockerRuntime {
         Box::pin(self.usage_impl())
     }
 
-    fn load_image<'a>(
-        &'a self,
-        path: &'a Path,
-    ) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
+    fn load_image<'a>(&'a self, path: &'a Path) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
         Box::pin(async move {
             self.load_image_file(path)
                 .await

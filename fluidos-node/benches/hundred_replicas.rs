@@ -49,7 +49,7 @@ fn load() -> String {
 
 fn start(dir: &Path) -> Child {
     let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-    let child = cmd(dir)
+    let mut child = cmd(dir)
         .arg("run")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -63,6 +63,8 @@ fn start(dir: &Path) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("daemon in {} not ready", dir.display());
 }
 

@@ -145,11 +145,11 @@ pub struct ContractInfo {
     pub price_model: fluidos_contracts::PriceModel,
     /// The provider's last usage report for it, when replicas ran under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::usage::ContractUsage>,
+    pub usage: Option<Box<crate::usage::ContractUsage>>,
     /// For a `pay_per_use` contract with a usage report: its cost so far, and whether
     /// the usage goes beyond the contract.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<crate::usage::UsageCost>,
+    pub cost: Option<Box<crate::usage::UsageCost>>,
 }
 
 fn hour() -> fluidos_contracts::PricePeriod {
@@ -170,9 +170,9 @@ impl ContractInfo {
                 period: self.price_period,
                 model: self.price_model,
             };
-            crate::usage::cost(u, &quote, &self.partition)
+            crate::usage::cost(u, &quote, &self.partition).map(Box::new)
         });
-        self.usage = usage;
+        self.usage = usage.map(Box::new);
     }
 
     pub(crate) fn new(c: &VerifiedContract, role: ContractRole, state: ContractState) -> Self {

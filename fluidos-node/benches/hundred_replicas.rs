@@ -175,7 +175,7 @@ fn bench(runtime: &str) {
     let spec = tmp.path().join("many.toml");
     std::fs::write(
         &spec,
-        format!("name = \"many\"\nreplicas = {REPLICAS}\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"4MiB\"\npods = 1\n"),
+        format!("name = \"many\"\nreplicas = {REPLICAS}\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"8MiB\"\npods = 1\n"),
     )
     .unwrap();
     let before = load();
@@ -214,7 +214,7 @@ fn bench(runtime: &str) {
         std::fs::write(
             &one,
             format!(
-                "name = \"one\"\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"4MiB\"\npods = 1\n"
+                "name = \"one\"\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"8MiB\"\npods = 1\n"
             ),
         )
         .unwrap();

@@ -124,6 +124,7 @@ fn virtual_nodes(n: usize) -> Vec<NodeInfo> {
                     gpu_model: None,
                     step: None,
                     contracts: vec![],
+                    usage: Default::default(),
                     updated_at: Timestamp(0),
                 },
             }

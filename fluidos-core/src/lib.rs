@@ -44,15 +44,16 @@ pub mod offload;
 pub mod placement;
 pub mod runtime;
 pub mod store;
+pub mod usage;
 pub mod view;
 pub mod workload;
 
 #[cfg(feature = "node")]
 pub use node::{
     ActiveContract, BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
-    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DEFAULT_PROVIDER_LOST_AFTER, DeployPhase,
-    HistoryEntry, LedgerTuning, Node, NodeBuilder, NodeError, NodeStatus, NotReady, Roles,
-    Submitted, WorkloadDetail, WorkloadError,
+    DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DEFAULT_PROVIDER_LOST_AFTER,
+    DEFAULT_USAGE_INTERVAL, DeployPhase, HistoryEntry, LedgerTuning, Node, NodeBuilder, NodeError,
+    NodeStatus, NotReady, Roles, Submitted, WorkloadDetail, WorkloadError,
 };
 
 /// The node's fabric: WireGuard tunnels with the other party of every active

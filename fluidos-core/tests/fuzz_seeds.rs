@@ -58,6 +58,7 @@ fn entry(cpu: u64) -> NodeEntry {
         gpu_model: None,
         step: None,
         contracts: vec![],
+        usage: Default::default(),
         updated_at: Timestamp(1),
     }
 }

@@ -44,6 +44,7 @@ fn node(cpu: u64, price: Option<u64>, country: &str, arch: Architecture) -> Node
                 ..Resources::ZERO
             }),
             contracts: vec![],
+            usage: Default::default(),
             updated_at: Timestamp(0),
         },
     }

@@ -58,6 +58,7 @@ fn exported_view_has_the_documented_schema() {
         gpu_model: None,
         step: None,
         contracts: vec![],
+        usage: Default::default(),
         updated_at: Timestamp(7),
     })
     .unwrap();

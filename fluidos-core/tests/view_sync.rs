@@ -97,6 +97,7 @@ fn entry(kind: NodeKind, cpu: u64) -> NodeEntry {
         gpu_model: None,
         step: None,
         contracts: vec![],
+        usage: Default::default(),
         updated_at: Timestamp(1),
     }
 }

@@ -27,6 +27,7 @@ pub struct DaemonNode {
     key: SecretKey,
     started: Instant,
     settings: DiscoverySettings,
+    docker: Option<crate::control::types::DockerView>,
 }
 
 /// What the daemon was configured to do for discovery, shown by `status` next to
@@ -66,7 +67,14 @@ impl DaemonNode {
             key,
             started: Instant::now(),
             settings: DiscoverySettings::default(),
+            docker: None,
         }
+    }
+
+    /// What the daemon found out about Docker at start, for `status`.
+    pub fn with_docker(mut self, docker: crate::control::types::DockerView) -> Self {
+        self.docker = Some(docker);
+        self
     }
 
     /// What discovery was configured with, for `status`.
@@ -194,6 +202,7 @@ impl NodeApi for DaemonNode {
             discovery: self.discovery_view().await?,
             runtime: self.node.runtime_summary().await.map_err(node_err)?,
             fabric: Some(FabricSummary::of(&self.fabric_report().await)),
+            docker: self.docker.clone(),
         })
     }
 

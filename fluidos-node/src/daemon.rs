@@ -78,13 +78,16 @@ pub async fn run(
     for p in &cfg.peers {
         builder = builder.manual_peer(p.clone());
     }
-    match crate::process_runtime(&cfg.data_dir) {
-        Ok(runtime) => {
-            tracing::info!(runtime = %runtime.capabilities().summary(), "process runtime ready");
+    let (runtime, docker) =
+        crate::workload_runtime(cfg.runtime, &cfg.data_dir, &key.node_id().to_did_key()).await?;
+    builder = builder.usage_interval(cfg.usage_interval);
+    match runtime {
+        Some(runtime) => {
+            tracing::info!(runtime = %runtime.summary(), "workload runtime ready");
             builder = builder.runtime(runtime);
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "no runtime: this node hosts no workloads");
+        None => {
+            tracing::warn!("no runtime: this node hosts no workloads");
             builder = builder.no_runtime();
         }
     }
@@ -99,7 +102,9 @@ pub async fn run(
         "fluidos-node running"
     );
 
-    let api = DaemonNode::new(node.clone(), key).with_settings(DiscoverySettings::from(&cfg));
+    let api = DaemonNode::new(node.clone(), key)
+        .with_settings(DiscoverySettings::from(&cfg))
+        .with_docker(docker);
     let router = server::router(api, token, cfg.control.max_concurrent_requests);
     let served = server::serve(router, tcp, unix, shutdown).await;
     tracing::info!("shutting down: withdrawing adverts and flushing state");

@@ -43,6 +43,72 @@ const SITES: [Site; 3] = [
     },
 ];
 
+/// The image step 7 runs when a Docker engine is reachable, built here from Debian's
+/// `busybox-static` (no registry needed).
+pub const DEMO_IMAGE: &str = "fluidos-demo/busybox:1";
+const DEMO_APPLETS: &[&str] = &["sh", "echo", "uname", "cat", "sleep", "true"];
+
+/// Which runtime the demo's nodes use, and why.
+enum DemoRuntime {
+    Docker { engine: String, api: String },
+    Process { why: String },
+}
+
+/// Docker when an engine answers and the demo image exists or can be built; else the
+/// process runtime, with the reason.
+async fn demo_runtime() -> DemoRuntime {
+    let docker = match crate::connect_docker("fluidos-demo-setup").await {
+        Ok(d) => d,
+        Err(why) => return DemoRuntime::Process { why },
+    };
+    let engine = docker.engine().clone();
+    if !docker.has_image(DEMO_IMAGE).await {
+        if let Err(why) = build_demo_image(&docker).await {
+            return DemoRuntime::Process {
+                why: format!("Docker answers, but the demo image cannot be built: {why}"),
+            };
+        }
+        println!("    built {DEMO_IMAGE} from busybox-static (docker import, no registry)");
+    }
+    DemoRuntime::Docker {
+        engine: engine.version,
+        api: engine.api_version,
+    }
+}
+
+/// A rootfs of `/bin/busybox` and a few applets, imported as [`DEMO_IMAGE`].
+async fn build_demo_image(docker: &fluidos_core::runtime::DockerRuntime) -> anyhow::Result<()> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists())
+        .context("busybox is not installed (apt-get install busybox-static)")?;
+    let root = tempfile::tempdir()?;
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    for d in ["tmp", "proc", "sys", "dev", "etc"] {
+        std::fs::create_dir_all(root.path().join(d))?;
+    }
+    std::fs::copy(busybox, bin.join("busybox"))?;
+    for a in DEMO_APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(a))?;
+    }
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .output()
+        .context("running tar")?;
+    if !tar.status.success() {
+        bail!("tar failed: {}", String::from_utf8_lossy(&tar.stderr));
+    }
+    let (repo, tag) = DEMO_IMAGE.split_once(':').unwrap_or((DEMO_IMAGE, "latest"));
+    docker
+        .import_rootfs(tar.stdout, repo, tag, &["ENV PATH=/bin"])
+        .await?;
+    Ok(())
+}
+
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
 }
@@ -57,6 +123,19 @@ pub async fn run() -> anyhow::Result<()> {
         1,
         "Starting three nodes on 127.0.0.1 (mDNS off); the first one's address is the shared catalog address",
     );
+    let runtime = demo_runtime().await;
+    let mode = match &runtime {
+        DemoRuntime::Docker { engine, api } => {
+            println!(
+                "    workload runtime: Docker (engine {engine}, API {api}) for the image {DEMO_IMAGE}"
+            );
+            crate::config::RuntimeMode::Auto
+        }
+        DemoRuntime::Process { why } => {
+            println!("    workload runtime: processes (no Docker: {why})");
+            crate::config::RuntimeMode::Process
+        }
+    };
     let mut nodes: Vec<Node> = Vec::new();
     let mut catalog_addrs = Vec::new();
     for site in &SITES {
@@ -76,13 +155,19 @@ pub async fn run() -> anyhow::Result<()> {
             },
             ..OfferConfig::default()
         };
+        let site_dir = dir.path().join(site.name);
+        crate::config::create_private_dir(&site_dir)?;
+        let (key, _) = fluidos_contracts::keyfile::load_or_create(&site_dir.join("node.key"))?;
+        let (rt, _) = crate::workload_runtime(mode, &site_dir, &key.node_id().to_did_key()).await?;
+        let rt = rt.context("no workload runtime")?;
         let node = Node::builder()
-            .data_dir(dir.path().join(site.name))
+            .data_dir(&site_dir)
+            .secret_key(key)
             .listen(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
             .catalog(catalog.clone(), catalog_addrs.clone())
             .offer(offer)
             .fabric_endpoints(vec![([127, 0, 0, 1], 51820).into()])
-            .runtime(crate::process_runtime(&dir.path().join(site.name))?)
+            .runtime(rt)
             .bind()
             .await
             .with_context(|| format!("starting {}", site.name))?;
@@ -243,17 +328,15 @@ pub async fn run() -> anyhow::Result<()> {
         7,
         "A workload that does not fit: placement buys what is missing, the replica runs on the provider, its output comes back",
     );
-    let spec = WorkloadSpec::from_toml(
-        r#"
-name = "hello"
-[run]
-command = "/bin/sh"
-args = ["-c", "echo hello from $(uname -sm) on the provider; exit 0"]
-[requests]
-cpu = "500m"
-memory = "1536MiB"
-"#,
-    )?;
+    let run = match runtime {
+        DemoRuntime::Docker { .. } => format!(
+            "image = \"{DEMO_IMAGE}\"\nargs = [\"sh\", \"-c\", \"echo hello from $(uname -sm) in a container on the provider; exit 0\"]"
+        ),
+        DemoRuntime::Process { .. } => "command = \"/bin/sh\"\nargs = [\"-c\", \"echo hello from $(uname -sm) in a process on the provider; exit 0\"]".to_string(),
+    };
+    let spec = WorkloadSpec::from_toml(&format!(
+        "name = \"hello\"\n[run]\n{run}\n[requests]\ncpu = \"500m\"\nmemory = \"1536MiB\"\n"
+    ))?;
     println!(
         "    deploy hello: cpu=0.5 memory=1.5GiB (the virtual node bought in step 3 has 1 GiB; this node sells all of its own)"
     );

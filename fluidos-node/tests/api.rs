@@ -52,6 +52,7 @@ impl NodeApi for Fake {
             discovery: Default::default(),
             runtime: None,
             fabric: None,
+            docker: None,
         })
     }
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {

@@ -38,6 +38,21 @@ fn demo_runs_every_step() {
     assert!(stdout.contains("… acquiring"), "{stdout}");
     assert!(stdout.contains("exited with code 0"), "{stdout}");
     assert!(stdout.contains("hello from"), "{stdout}");
+    // It says which runtime ran it: a container where an engine answers.
+    assert!(stdout.contains("workload runtime: "), "{stdout}");
+    let docker = Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if docker {
+        assert!(stdout.contains("workload runtime: Docker"), "{stdout}");
+        assert!(
+            stdout.contains("in a container on the provider"),
+            "{stdout}"
+        );
+    } else {
+        assert!(stdout.contains("in a process on the provider"), "{stdout}");
+    }
     assert_eq!(
         stdout.matches("advert signature verified").count(),
         2,

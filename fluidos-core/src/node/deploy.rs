@@ -374,6 +374,19 @@ impl Node {
             .await
             .map_err(|_| NodeError::ShutDown)
     }
+
+    /// The last usage report per contract: measured here for contracts this node
+    /// sold, as the provider reported it in the view for contracts it bought.
+    pub async fn usage(
+        &self,
+    ) -> Result<
+        std::collections::BTreeMap<fluidos_contracts::ContractId, crate::usage::ContractUsage>,
+        NodeError,
+    > {
+        self.workloads_ask(WCommand::Usage)
+            .await
+            .map_err(|_| NodeError::ShutDown)
+    }
 }
 
 /// Every replica runs, has ended, or was sent back unplaced with a reason.

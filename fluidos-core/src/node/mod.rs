@@ -76,6 +76,7 @@ pub struct NodeBuilder {
     runtime: RuntimeChoice,
     local_capacity: Option<fluidos_contracts::Resources>,
     provider_lost_after: Duration,
+    usage_every: Duration,
 }
 
 /// How long an owner waits without a word from a provider before its replicas
@@ -103,6 +104,10 @@ impl std::fmt::Debug for RuntimeChoice {
         })
     }
 }
+
+/// How often a provider samples the usage of the replicas it hosts into the view, by
+/// default.
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a provider's listing is reused by later purchases, by default.
 pub const DEFAULT_OFFER_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -150,6 +155,7 @@ impl Default for NodeBuilder {
             runtime: RuntimeChoice::default(),
             local_capacity: None,
             provider_lost_after: DEFAULT_PROVIDER_LOST_AFTER,
+            usage_every: DEFAULT_USAGE_INTERVAL,
         }
     }
 }
@@ -303,6 +309,13 @@ impl NodeBuilder {
     /// buys what is missing).
     pub fn local_capacity(mut self, capacity: fluidos_contracts::Resources) -> Self {
         self.local_capacity = Some(capacity);
+        self
+    }
+
+    /// How often the usage of hosted replicas is sampled and written into the view, per
+    /// contract (default [`DEFAULT_USAGE_INTERVAL`]; at least 100 ms).
+    pub fn usage_interval(mut self, every: Duration) -> Self {
+        self.usage_every = every;
         self
     }
 
@@ -460,7 +473,12 @@ impl Node {
 
     /// Every contract this node holds, as provider or buyer.
     pub async fn contracts(&self) -> Result<Vec<ContractInfo>, NodeError> {
-        self.ask(Command::Contracts).await
+        let mut list: Vec<ContractInfo> = self.ask(Command::Contracts).await?;
+        let usage = self.usage().await.unwrap_or_default();
+        for c in &mut list {
+            c.attach_usage(usage.get(&c.id).cloned());
+        }
+        Ok(list)
     }
 
     /// One contract, with both signatures.

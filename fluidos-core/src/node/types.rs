@@ -144,9 +144,44 @@ pub struct ContractInfo {
     pub valid_until: Timestamp,
     /// Supernodes the sale went through.
     pub forwarded_via: Vec<NodeId>,
+    /// The price's period.
+    #[serde(default = "hour")]
+    pub price_period: fluidos_contracts::PricePeriod,
+    /// The billing model.
+    #[serde(default = "reserved")]
+    pub price_model: fluidos_contracts::PriceModel,
+    /// The provider's last usage report for it, when replicas ran under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Box<crate::usage::ContractUsage>>,
+    /// For a `pay_per_use` contract with a usage report: its cost so far, and whether
+    /// the usage goes beyond the contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Box<crate::usage::UsageCost>>,
+}
+
+fn hour() -> fluidos_contracts::PricePeriod {
+    fluidos_contracts::PricePeriod::Hour
+}
+
+fn reserved() -> fluidos_contracts::PriceModel {
+    fluidos_contracts::PriceModel::Reserved
 }
 
 impl ContractInfo {
+    /// Sets the usage report and the cost computed from it and the signed price.
+    pub fn attach_usage(&mut self, usage: Option<crate::usage::ContractUsage>) {
+        self.cost = usage.as_ref().and_then(|u| {
+            let quote = fluidos_contracts::Quote {
+                amount_micros: self.price_micros,
+                currency: self.currency.clone(),
+                period: self.price_period,
+                model: self.price_model,
+            };
+            crate::usage::cost(u, &quote, &self.partition).map(Box::new)
+        });
+        self.usage = usage.map(Box::new);
+    }
+
     pub(crate) fn new(c: &VerifiedContract, role: ContractRole, state: ContractState) -> Self {
         let t = c.terms();
         Self {
@@ -161,6 +196,10 @@ impl ContractInfo {
             valid_from: t.valid_from,
             valid_until: t.valid_until,
             forwarded_via: t.forwarded_via.clone(),
+            price_period: t.price.period,
+            price_model: t.price.model,
+            usage: None,
+            cost: None,
         }
     }
 }

@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::AdmitError;
 
-/// The largest request or response, bytes. A spec is small; a logs answer carries
-/// at most [`MAX_LOG_TAIL`] bytes of output.
-pub const MAX_WORKLOAD_MESSAGE_BYTES: usize = 256 * 1024;
+/// The largest request or response, bytes: an image chunk of [`IMAGE_CHUNK_BYTES`]
+/// and its envelope. A spec is small; a logs answer carries at most [`MAX_LOG_TAIL`].
+pub const MAX_WORKLOAD_MESSAGE_BYTES: usize = IMAGE_CHUNK_BYTES + 64 * 1024;
+/// The most image bytes one `image_chunk` carries.
+pub const IMAGE_CHUNK_BYTES: usize = 1 << 20;
+/// The largest image tarball a provider accepts.
+pub const MAX_IMAGE_BYTES: u64 = 4 << 30;
 /// The most output one `logs` answer carries.
 pub const MAX_LOG_TAIL: u32 = 128 * 1024;
 
@@ -35,6 +39,31 @@ pub enum WorkloadRequest {
         /// The replica index.
         replica: u32,
     },
+    /// The owner is about to send the `docker save` tarball with sha256 `digest`
+    /// (`sha256:<64 hex>`) of `size` bytes for replicas under `contract`. Answered with
+    /// [`WorkloadResponse::Image`]: how much of it the provider has, or that the image
+    /// is loaded already.
+    ImageOffer {
+        /// The contract the image's replicas will run under; its buyer must be the sender.
+        contract: ContractId,
+        /// `sha256:` and the lower-case hex sha256 of the whole tarball.
+        digest: String,
+        /// Its size, bytes (at most [`MAX_IMAGE_BYTES`]).
+        size: u64,
+    },
+    /// Bytes `offset .. offset + data.len()` of the offered tarball. Chunks go in order;
+    /// a chunk the provider has already is answered again, unchanged (idempotent).
+    ImageChunk {
+        /// The contract of the offer.
+        contract: ContractId,
+        /// The offer's digest.
+        digest: String,
+        /// Where the bytes go.
+        offset: u64,
+        /// At most [`IMAGE_CHUNK_BYTES`].
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// The last `tail` bytes of a replica's output.
     Logs {
         /// The workload id.
@@ -57,6 +86,14 @@ pub enum WorkloadResponse {
     },
     /// The replica was stopped (or had ended) and is forgotten.
     Stopped,
+    /// Where an image transfer stands.
+    Image {
+        /// Bytes of the tarball the provider holds, in order from 0 (send from here).
+        received: u64,
+        /// Non-empty once the whole tarball arrived, matched its digest and is loaded
+        /// into the engine: the images (tags) it held.
+        loaded: Vec<String>,
+    },
     /// Output (lossy UTF-8).
     Logs {
         /// The bytes.
@@ -104,6 +141,13 @@ pub enum WorkloadErrorCode {
     RuntimeFailed,
     /// This node runs no workloads.
     Unavailable,
+    /// An image offer or chunk was refused: bad digest or size, a chunk out of order
+    /// (the message says how much the provider has), or a tarball that does not match
+    /// its digest or does not load.
+    ImageRefused,
+    /// The spec names a container image and this node has no container engine (its
+    /// flavors' `fluidos.runtimes` label does not list `docker`).
+    ImagesUnsupported,
 }
 
 impl From<&AdmitError> for WorkloadErrorCode {
@@ -164,6 +208,16 @@ mod tests {
             tail: 10,
         };
         assert_eq!(decode_request(&encode(&req)), Ok(req));
+        // A full image chunk fits a message, as a CBOR byte string.
+        let chunk = WorkloadRequest::ImageChunk {
+            contract: ContractId([7; 16]),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            offset: 5,
+            data: vec![0xa5; IMAGE_CHUNK_BYTES],
+        };
+        let bytes = encode(&chunk);
+        assert!(bytes.len() < IMAGE_CHUNK_BYTES + 256, "{}", bytes.len());
+        assert_eq!(decode_request(&bytes), Ok(chunk));
         let Err(WorkloadResponse::Error { code, .. }) = decode_request(b"\xff\x00garbage") else {
             panic!("garbage decoded");
         };
@@ -183,6 +237,11 @@ mod tests {
             },
             WorkloadResponse::Stopped,
             WorkloadResponse::error(WorkloadErrorCode::OverQuota, "no"),
+            WorkloadResponse::error(WorkloadErrorCode::ImagesUnsupported, "no engine"),
+            WorkloadResponse::Image {
+                received: 3,
+                loaded: vec!["a:1".into()],
+            },
         ] {
             assert_eq!(decode_response(&encode(&r)).ok(), Some(r));
         }

@@ -222,6 +222,18 @@ fn hard_rejections(spec: &WorkloadSpec, n: &NodeInfo) -> Vec<Rejection> {
             out.push(Rejection::Label(format!("{k}={v}")));
         }
     }
+    // An image needs a container engine; a node that lists its runtimes without docker
+    // has none (one that lists none predates the label and is left to refuse itself).
+    if matches!(spec.run, crate::workload::Run::Image { .. })
+        && e.labels
+            .get(crate::runtime::RUNTIMES_LABEL)
+            .is_some_and(|v| !v.split(',').any(|r| r.trim() == "docker"))
+    {
+        out.push(Rejection::Label(format!(
+            "{}=docker (no container engine there)",
+            crate::runtime::RUNTIMES_LABEL
+        )));
+    }
     if let Some(max) = h.max_price_micros_per_hour {
         let per = per_replica_price(spec, n);
         if per > max {

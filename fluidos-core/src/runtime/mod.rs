@@ -47,14 +47,16 @@ mod process;
 #[cfg(feature = "node")]
 mod recover;
 #[cfg(feature = "node")]
+mod set;
+#[cfg(feature = "node")]
 mod usage;
 
 pub use cgroup::CgroupMode;
 pub use spec::{Limits, ReplicaId, ReplicaIdError, ReplicaSpec, ReplicaSpecBuilder, SpecError};
 pub use supervisor::supervise_main;
 pub use types::{
-    Capabilities, Enforcement, ExitInfo, Logs, Reconciliation, ReplicaEvent, ReplicaInfo,
-    ReplicaStatus, ReplicaUsage,
+    Capabilities, Enforcement, ExitInfo, Logs, RUNTIMES_LABEL, Reconciliation, ReplicaEvent,
+    ReplicaInfo, ReplicaStatus, ReplicaUsage, Runs,
 };
 
 #[cfg(feature = "docker")]
@@ -71,6 +73,8 @@ pub use process::{
 
 #[cfg(feature = "node")]
 pub use runtime_trait::{Runtime, RuntimeFuture};
+#[cfg(feature = "node")]
+pub use set::RuntimeSet;
 
 #[cfg(feature = "node")]
 mod runtime_trait {
@@ -85,7 +89,7 @@ mod runtime_trait {
     };
     use super::{
         Capabilities, Logs, Reconciliation, ReplicaEvent, ReplicaId, ReplicaInfo, ReplicaSpec,
-        ReplicaUsage,
+        ReplicaUsage, Runs,
     };
 
     /// The future every [`Runtime`] method returns (boxed, so the trait is object-safe and a
@@ -109,6 +113,31 @@ mod runtime_trait {
     pub trait Runtime: Send + Sync {
         /// What this runtime enforces. Cheap; suitable for a `status` command.
         fn capabilities(&self) -> Capabilities;
+
+        /// Which kinds of replica it runs. The default reads [`Capabilities::kind`]: a
+        /// `docker` runtime runs images, any other runs commands.
+        fn runs(&self) -> Runs {
+            let images = self.capabilities().kind == "docker";
+            Runs {
+                commands: !images,
+                images,
+            }
+        }
+
+        /// Loads the images of a `docker save` tarball file into the engine; returns the
+        /// images (tags) it held. Runtimes without images refuse (the default).
+        fn load_image<'a>(
+            &'a self,
+            path: &'a std::path::Path,
+        ) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
+            let _ = path;
+            Box::pin(async { Err("this runtime does not run container images".to_string()) })
+        }
+
+        /// One line for `status`: what runs and which isolation applies.
+        fn summary(&self) -> String {
+            self.capabilities().summary()
+        }
 
         /// Starts a replica; returns once its process runs (or could not be started).
         fn start(&self, spec: ReplicaSpec) -> RuntimeFuture<'_, Result<ReplicaInfo, StartError>>;
@@ -161,11 +190,20 @@ mod runtime_trait {
             &'a self,
             covered: &'a BTreeSet<ReplicaId>,
         ) -> RuntimeFuture<'a, Result<Reconciliation, ReconcileError>> {
+            Box::pin(async move { self.reconcile_with(&|id| covered.contains(id)).await })
+        }
+
+        /// [`reconcile`](Self::reconcile), with `covered` a test of each replica found
+        /// (for callers that learn which replicas exist only by recovering them).
+        fn reconcile_with<'a>(
+            &'a self,
+            covered: &'a (dyn Fn(&ReplicaId) -> bool + Send + Sync),
+        ) -> RuntimeFuture<'a, Result<Reconciliation, ReconcileError>> {
             Box::pin(async move {
                 let found = self.recover().await?;
                 let mut done = Reconciliation::default();
                 for info in found {
-                    if covered.contains(&info.id) {
+                    if covered(&info.id) {
                         done.adopted.push(info);
                         continue;
                     }

@@ -159,6 +159,35 @@ pub struct Reconciliation {
     pub failed: Vec<(ReplicaId, String)>,
 }
 
+/// The flavor (and view entry) label naming the runtimes a provider offers, e.g.
+/// `fluidos.runtimes = "docker,process"` (`docs/PROTOCOL.md` §8).
+pub const RUNTIMES_LABEL: &str = "fluidos.runtimes";
+
+/// Which kinds of replica a runtime runs: programs (`command` specs) and/or container
+/// images (`image` specs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runs {
+    /// Programs, as processes (the process runtime).
+    pub commands: bool,
+    /// Container images (the Docker runtime).
+    pub images: bool,
+}
+
+impl Runs {
+    /// The runtime names, as flavors advertise them in the `fluidos.runtimes` label
+    /// (`docker,process`, `process`, …; sorted).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.images {
+            v.push("docker");
+        }
+        if self.commands {
+            v.push("process");
+        }
+        v
+    }
+}
+
 /// How one kind of limit is enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -177,6 +177,11 @@ impl View {
         Self::write(&mut link.doc, |tx| put_node(tx, &me, entry.as_ref()))
     }
 
+    /// The entry this node last wrote for `peer` (see [`set_entry_for`](Self::set_entry_for)).
+    pub fn entry_for(&self, peer: &NodeId) -> Option<NodeEntry> {
+        schema::nodes(&self.links.get(peer)?.doc).remove(&self.me)
+    }
+
     /// Adds a workload owned by this node, every replica pending; returns its id.
     pub fn add_workload(
         &mut self,

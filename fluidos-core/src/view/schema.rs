@@ -68,6 +68,10 @@ pub struct NodeEntry {
     /// Contracts (hex ids) backing a virtual node.
     #[serde(default)]
     pub contracts: Vec<String>,
+    /// The measured usage of each of those contracts (hex id → counters), as the
+    /// provider samples its replicas (`crate::usage`); empty for a physical node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, crate::usage::ContractUsage>,
     /// When the entry was last written (wall clock, ms).
     pub updated_at: Timestamp,
 }

@@ -65,6 +65,11 @@ pub enum Run {
         image: String,
         /// Overrides the image's command, if given.
         args: Vec<String>,
+        /// A `docker save` tarball on the owner's machine holding the image: the owner
+        /// sends it to each provider over `/fluidos/workload/1` before starting a
+        /// replica there (`docs/PROTOCOL.md` §8). Without it the image must already be
+        /// on the provider (or be pullable by its engine).
+        file: Option<String>,
     },
 }
 
@@ -77,12 +82,17 @@ struct RunWire {
     image: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
 }
 
 impl TryFrom<RunWire> for Run {
     type Error = String;
     fn try_from(w: RunWire) -> Result<Self, String> {
         match (w.command, w.image) {
+            (Some(_), None) if w.file.is_some() => {
+                Err("`file` (a docker save tarball) goes with `image`, not `command`".into())
+            }
             (Some(command), None) => Ok(Run::Command {
                 command,
                 args: w.args,
@@ -90,6 +100,7 @@ impl TryFrom<RunWire> for Run {
             (None, Some(image)) => Ok(Run::Image {
                 image,
                 args: w.args,
+                file: w.file,
             }),
             (Some(_), Some(_)) => Err("give either `command` or `image`, not both".into()),
             (None, None) => Err("give `command` (a program) or `image` (a container)".into()),
@@ -104,11 +115,13 @@ impl From<Run> for RunWire {
                 command: Some(command),
                 image: None,
                 args,
+                file: None,
             },
-            Run::Image { image, args } => RunWire {
+            Run::Image { image, args, file } => RunWire {
                 command: None,
                 image: Some(image),
                 args,
+                file,
             },
         }
     }

@@ -615,6 +615,22 @@ fn print_status(s: &StatusView) {
     if let Some(f) = &s.fabric {
         fabric::print_summary(f);
     }
+    if let Some(d) = &s.docker {
+        if d.available {
+            println!(
+                "docker:      available (engine {}, API {}, {})",
+                d.engine_version.as_deref().unwrap_or("?"),
+                d.api_version.as_deref().unwrap_or("?"),
+                d.endpoint.as_deref().unwrap_or("?")
+            );
+        } else {
+            println!(
+                "docker:      not available: {} (runtime = \"{}\": image workloads are refused)",
+                d.reason.as_deref().unwrap_or("not tried"),
+                d.mode
+            );
+        }
+    }
     let mut roles = Vec::new();
     if n.roles.provider {
         roles.push("provider");
@@ -750,8 +766,20 @@ fn print_contracts(contracts: &[ContractInfo]) {
     }
     table(
         &[
-            "ID", "ROLE", "STATE", "PROVIDER", "BUYER", "CPU", "MEMORY", "STORAGE", "PODS", "GPUS",
-            "PRICE", "UNTIL",
+            "ID",
+            "ROLE",
+            "STATE",
+            "PROVIDER",
+            "BUYER",
+            "CPU",
+            "MEMORY",
+            "STORAGE",
+            "PODS",
+            "GPUS",
+            "PRICE",
+            "UNTIL",
+            "USED",
+            "COST SO FAR",
         ],
         contracts.iter().map(|c| {
             let mut row = vec![
@@ -764,9 +792,41 @@ fn print_contracts(contracts: &[ContractInfo]) {
             row.extend(resources_cells(&c.partition));
             row.push(format!("{} {}", money(c.price_micros), c.currency));
             row.push(when(c.valid_until));
+            row.push(usage_cell(c));
+            row.push(cost_cell(c));
             row
         }),
     );
+}
+
+/// `USED`: the provider's last usage report (cpu time, memory now).
+fn usage_cell(c: &ContractInfo) -> String {
+    match &c.usage {
+        None => "-".into(),
+        Some(u) => format!(
+            "{:.1}s cpu, {} mem",
+            u.cpu_time_ns as f64 / 1e9,
+            format_bytes(u.memory_bytes)
+        ),
+    }
+}
+
+/// `COST SO FAR`: for pay-per-use contracts, with a warning when usage goes beyond it.
+fn cost_cell(c: &ContractInfo) -> String {
+    let Some(cost) = &c.cost else {
+        return match c.price_model {
+            fluidos_contracts::PriceModel::PayPerUse => "0.00 (no usage yet)".into(),
+            _ => "reserved".into(),
+        };
+    };
+    let mut s = format!("{:.6} {}", cost.micros as f64 / 1e6, cost.currency);
+    if cost.over_memory {
+        s.push_str(" OVER MEMORY");
+    }
+    if cost.over_cpu {
+        s.push_str(" OVER CPU");
+    }
+    s
 }
 
 /// `fluidos-node init`.

@@ -50,6 +50,10 @@ pub struct Config {
     pub catalog_server: fluidos_discovery::CatalogServer,
     /// How often to re-measure the host.
     pub remeasure_interval: Duration,
+    /// Which runtime hosts workloads.
+    pub runtime: RuntimeMode,
+    /// How often hosted replicas' usage is written into the view.
+    pub usage_interval: Duration,
     /// Roles.
     pub roles: Roles,
     /// The control API.
@@ -71,6 +75,43 @@ pub struct WorkloadsConfig {
     pub local_capacity: fluidos_contracts::Resources,
     /// Silence after which a provider's replicas count as lost.
     pub provider_lost_after: Duration,
+}
+
+/// The `runtime` key: which runtime hosts workloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuntimeMode {
+    /// Docker for image workloads when an engine answers at start, and the process
+    /// runtime for command workloads (only the process runtime without an engine).
+    #[default]
+    Auto,
+    /// Docker is required: the daemon does not start without an engine. Command
+    /// workloads still run on the process runtime.
+    Docker,
+    /// The process runtime only: image workloads are refused.
+    Process,
+}
+
+impl RuntimeMode {
+    /// The key's value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Docker => "docker",
+            Self::Process => "process",
+        }
+    }
+}
+
+impl std::str::FromStr for RuntimeMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "docker" => Ok(Self::Docker),
+            "process" => Ok(Self::Process),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Config {
@@ -418,7 +459,10 @@ pub fn render(raw: &RawConfig) -> String {
          # Every key can be overridden by a flag or an environment variable; see docs/CONFIG.md.\n\
          # listen: libp2p multiaddrs. peers: multiaddrs dialled at start. remeasure_interval and\n\
          # flavor_validity: durations such as 30s, 5m, 1h. catalog_server: \"auto\" serves catalogs\n\
-         # once this node joins one or a catalog member dials it, \"true\" always, \"false\" never.\n\n",
+         # once this node joins one or a catalog member dials it, \"true\" always, \"false\" never.\n\
+         # runtime: \"auto\" runs image workloads on Docker when an engine answers (commands as\n\
+         # processes), \"docker\" requires an engine, \"process\" never uses one. usage_interval: how\n\
+         # often hosted replicas' usage is written into the view.\n\n",
     );
     for line in body.lines() {
         if let Some((_, comment)) = SECTIONS.iter().find(|(h, _)| *h == line.trim()) {

@@ -80,6 +80,21 @@ pub struct Overrides {
         help_heading = "Config overrides"
     )]
     pub remeasure_interval: Option<String>,
+    /// Which runtime hosts workloads: `auto`, `docker` or `process` (key `runtime`).
+    #[arg(
+        long,
+        env = "FLUIDOS_RUNTIME",
+        value_name = "auto|docker|process",
+        help_heading = "Config overrides"
+    )]
+    pub runtime: Option<String>,
+    /// How often hosted replicas' usage goes into the view (key `usage_interval`).
+    #[arg(
+        long,
+        env = "FLUIDOS_USAGE_INTERVAL",
+        help_heading = "Config overrides"
+    )]
+    pub usage_interval: Option<String>,
     /// Workload slots offered (key `pods`).
     #[arg(long, env = "FLUIDOS_PODS", help_heading = "Config overrides")]
     pub pods: Option<u64>,
@@ -380,6 +395,8 @@ impl Overrides {
         set(o, "catalog_server", "--catalog-server", "FLUIDOS_CATALOG_SERVER", self.catalog_server.clone().map(RawCatalogServer::Text), &mut raw.catalog_server);
         set(o, "remeasure_interval", "--remeasure-interval", "FLUIDOS_REMEASURE_INTERVAL", self.remeasure_interval.clone(), &mut raw.remeasure_interval);
         set(o, "pods", "--pods", "FLUIDOS_PODS", self.pods, &mut raw.pods);
+        set(o, "runtime", "--runtime", "FLUIDOS_RUNTIME", self.runtime.clone(), &mut raw.runtime);
+        set(o, "usage_interval", "--usage-interval", "FLUIDOS_USAGE_INTERVAL", self.usage_interval.clone(), &mut raw.usage_interval);
         set(o, "flavor_validity", "--flavor-validity", "FLUIDOS_FLAVOR_VALIDITY", self.flavor_validity.clone(), &mut raw.flavor_validity);
         set(o, "roles.provider", "--provider", "FLUIDOS_PROVIDER", self.provider, &mut raw.roles.provider);
         set(o, "roles.consumer", "--consumer", "FLUIDOS_CONSUMER", self.consumer, &mut raw.roles.consumer);

@@ -35,6 +35,11 @@ pub struct RawConfig {
     pub flavor_validity: String,
     /// Whether this node serves catalogs to others: `"auto"`, `"true"` or `"false"`.
     pub catalog_server: RawCatalogServer,
+    /// Which runtime hosts workloads: `"auto"` (Docker for images when an engine
+    /// answers, the process runtime for commands), `"docker"` or `"process"`.
+    pub runtime: String,
+    /// How often the usage of hosted replicas is written into the view (`5s`).
+    pub usage_interval: String,
     /// Which roles the node plays.
     pub roles: RawRoles,
     /// The local control API.
@@ -92,6 +97,8 @@ impl Default for RawConfig {
             pods: 110,
             flavor_validity: "1h".into(),
             catalog_server: RawCatalogServer::Text("auto".into()),
+            runtime: "auto".into(),
+            usage_interval: "5s".into(),
             roles: RawRoles::default(),
             control: RawControl::default(),
             location: None,

@@ -207,6 +207,21 @@ pub(crate) fn validate_with(
         &raw.remeasure_interval,
         Duration::from_secs(1),
     )?;
+    let runtime = raw
+        .runtime
+        .trim()
+        .parse::<super::RuntimeMode>()
+        .map_err(|()| {
+            cx.err(
+                "runtime",
+                format!("`{}` is not auto, docker or process", raw.runtime),
+            )
+        })?;
+    let usage_interval = cx.duration(
+        "usage_interval",
+        &raw.usage_interval,
+        Duration::from_secs(1),
+    )?;
     let validity = cx.duration(
         "flavor_validity",
         &raw.flavor_validity,
@@ -360,6 +375,8 @@ pub(crate) fn validate_with(
         catalogs,
         catalog_server,
         remeasure_interval,
+        runtime,
+        usage_interval,
         roles,
         control: ControlConfig {
             listen: control_listen,

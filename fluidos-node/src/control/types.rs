@@ -27,6 +27,9 @@ pub struct StatusView {
     /// The fabric: which backend runs and why (`None` from a daemon without it).
     #[serde(default)]
     pub fabric: Option<FabricSummary>,
+    /// Whether a Docker engine runs this node's image workloads, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerView>,
 }
 
 /// The `fabric` object of `GET /v1/status` (the whole picture is `GET /v1/fabric`).
@@ -69,6 +72,27 @@ pub fn backend_name(kind: fluidos_fabric::BackendKind) -> &'static str {
         fluidos_fabric::BackendKind::Idle => "idle",
         _ => "unavailable",
     }
+}
+
+/// The `docker` object of `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerView {
+    /// The configured choice: `auto`, `docker` or `process` (key `runtime`).
+    pub mode: String,
+    /// Whether image workloads run here, on a Docker engine.
+    pub available: bool,
+    /// Where the engine was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The engine's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// The API version negotiated with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Why Docker is not used (no engine answered, or `runtime = "process"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The `discovery` object of `GET /v1/status`.

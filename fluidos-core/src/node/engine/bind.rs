@@ -39,9 +39,18 @@ fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BindError + 
     }
 }
 
-pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
+pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError> {
     let data_dir = b.data_dir.clone().ok_or(BindError::NoDataDir)?;
     std::fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
+    // Flavors (and the view entries made from them) say which runtimes run here, so that
+    // a consumer places image workloads only where a container engine runs them.
+    let workload_runtime = runtime(&b, &data_dir);
+    if let Some(rt) = &workload_runtime {
+        b.offer
+            .labels
+            .entry(crate::runtime::RUNTIMES_LABEL.to_string())
+            .or_insert_with(|| rt.runs().names().join(","));
+    }
     let key = match b.key.clone() {
         Some(k) => k,
         None => fluidos_contracts::keyfile::load_or_create(&data_dir.join("node.key"))?.0,
@@ -215,11 +224,12 @@ pub(in crate::node) async fn bind(b: NodeBuilder) -> Result<Node, BindError> {
         discovery: discovery.clone(),
         engine: tx.clone(),
         contracts: contracts.clone(),
-        runtime: runtime(&b, &data_dir),
+        runtime: workload_runtime,
         view_file: data_dir.join("state").join("view.bin"),
         physical: physical_entry(&b, &measured, &sellable, now),
         lost_after: b.provider_lost_after,
         reschedule: reschedule_tx,
+        usage_every: b.usage_every,
     });
     let fabric_task = match (&b.fabric, prepared) {
         (Some(options), Some(prepared)) => {
@@ -305,6 +315,7 @@ fn physical_entry(
         gpu_model: None,
         step: None,
         contracts: Vec::new(),
+        usage: Default::default(),
         updated_at: now,
     }
 }

@@ -16,9 +16,14 @@ use crate::offload::AdmitError;
 use crate::offload::wire::{
     self, MAX_LOG_TAIL, WorkloadErrorCode as Code, WorkloadRequest, WorkloadResponse,
 };
-use crate::runtime::{Limits, ReplicaId, ReplicaInfo, ReplicaSpec, Runtime};
+use crate::runtime::{Limits, ReplicaId, ReplicaInfo, ReplicaSpec, ReplicaUsage, Runs, Runtime};
+use crate::usage::{ReplicaMeter, UsageMeter};
 use crate::view::ReplicaStatus;
 use crate::workload::{RestartPolicy, Run, WorkloadSpec, restart_after};
+
+/// The pids limit of a container replica (the process runtime's per-user `RLIMIT_NPROC`
+/// would count every process of the user, so it gets none).
+pub(super) const CONTAINER_PIDS: u64 = 4096;
 
 /// One replica run here.
 #[derive(Debug)]
@@ -36,6 +41,9 @@ pub(super) struct HostedReplica {
     /// The view has shown it placed here: once it no longer does, its owner
     /// took it back and it stops.
     seen_placed: bool,
+    /// Its record (output, container) goes when it has ended: its owner stopped it
+    /// for good (undeploy), or its contract is over.
+    forget: bool,
 }
 
 /// The replicas run here.
@@ -49,6 +57,15 @@ pub(super) struct Hosted {
     /// Ended replicas whose runtime record (output) is kept for `logs`, oldest
     /// first, at most [`MAX_ENDED_KEPT`].
     ended: std::collections::VecDeque<(ReplicaKey, ReplicaId, Option<ContractId>)>,
+    /// Usage counters per contract hosted here (written into the buyer's view).
+    pub(super) meters: BTreeMap<ContractId, UsageMeter>,
+    /// A usage sample is being taken.
+    pub(super) sampling: bool,
+}
+
+/// The key of a replica in a contract's usage report: `<workload>/<index>`.
+fn meter_key(key: &ReplicaKey) -> String {
+    format!("{}/{}", key.1, key.2)
 }
 
 /// The eviction reason of a replica its owner took back: its end is not
@@ -110,6 +127,11 @@ impl Hosted {
     pub(super) fn key_of(&self, rid: &ReplicaId) -> Option<&ReplicaKey> {
         self.by_rid.get(rid)
     }
+
+    /// Whether any replica runs here under a contract (usage is sampled only then).
+    pub(super) fn any_contracted(&self) -> bool {
+        self.replicas.values().any(|r| r.contract.is_some())
+    }
 }
 
 /// What spawned host work reports.
@@ -129,6 +151,18 @@ pub(super) enum HostDone {
         tail: String,
         reply: Option<oneshot::Sender<Vec<u8>>>,
     },
+    /// A usage sample of every live replica, taken at wall-clock `at_ms`.
+    Usage {
+        at_ms: u64,
+        sample: Vec<ReplicaUsage>,
+    },
+    /// The engine loaded (or refused) an image tarball an owner sent.
+    ImageLoaded {
+        from: NodeId,
+        digest: String,
+        result: Result<Vec<String>, String>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
 }
 
 fn answer(reply: oneshot::Sender<Vec<u8>>, r: &WorkloadResponse) {
@@ -138,26 +172,64 @@ fn answer(reply: oneshot::Sender<Vec<u8>>, r: &WorkloadResponse) {
 /// Output kept in the view's final status.
 const TAIL: usize = 4096;
 
-/// A replica spec for the runtime from a workload spec.
+/// `limit` capped by `cap` (0 means "none" for both).
+fn capped(limit: u64, cap: u64) -> Option<u64> {
+    match (limit, cap) {
+        (0, 0) => None,
+        (0, c) => Some(c),
+        (l, 0) => Some(l),
+        (l, c) => Some(l.min(c)),
+    }
+}
+
+/// A replica spec for the runtime from a workload spec: the workload's limits capped by
+/// `cap` (the contract's partition, for a peer's replica), on the runtime kind that
+/// `runs` offers for it.
 pub(super) fn replica_spec(
     rid: ReplicaId,
     spec: &WorkloadSpec,
+    cap: Option<&Resources>,
+    runs: Runs,
+    owner: Option<&NodeId>,
 ) -> Result<ReplicaSpec, (Code, String)> {
-    let Run::Command { command, args } = &spec.run else {
-        return Err((
-            Code::BadSpec,
-            "this node's runtime runs commands, not container images".into(),
-        ));
-    };
     let limits = spec.limits();
-    let mut b = ReplicaSpec::builder(rid, command.clone())
-        .args(args.iter().cloned())
-        .limits(Limits {
-            cpu_millicores: (limits.cpu_millis > 0).then_some(limits.cpu_millis),
-            memory_bytes: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
-            pids: None,
-        })
-        .ports(spec.ports.iter().map(|p| p.port));
+    let cap = cap.copied().unwrap_or(Resources::ZERO);
+    let mut limits = Limits {
+        cpu_millicores: capped(limits.cpu_millis, cap.cpu_millis),
+        memory_bytes: capped(limits.memory_bytes, cap.memory_bytes),
+        pids: None,
+    };
+    let b = match &spec.run {
+        Run::Command { command, args } => {
+            if !runs.commands {
+                return Err((
+                    Code::BadSpec,
+                    "this node runs container images only, not commands".into(),
+                ));
+            }
+            ReplicaSpec::builder(rid, command.clone()).args(args.iter().cloned())
+        }
+        Run::Image { image, args, .. } => {
+            if !runs.images {
+                return Err((
+                    Code::ImagesUnsupported,
+                    format!(
+                        "this node has no container engine, so it cannot run image {image}: \
+                         it runs command workloads only (its flavors say {}={})",
+                        crate::runtime::RUNTIMES_LABEL,
+                        runs.names().join(",")
+                    ),
+                ));
+            }
+            limits.pids = Some(CONTAINER_PIDS);
+            let b = ReplicaSpec::image_builder(rid, image.clone()).args(args.iter().cloned());
+            match owner {
+                Some(o) => b.owner(o.to_did_key()),
+                None => b,
+            }
+        }
+    };
+    let mut b = b.limits(limits).ports(spec.ports.iter().map(|p| p.port));
     for (k, v) in &spec.env {
         b = b.env(k.clone(), v.clone());
     }
@@ -220,9 +292,33 @@ impl Workloads {
                 replica,
                 spec,
             } => self.start_for_peer(from, contract, workload, replica, &spec, reply),
+            WorkloadRequest::ImageOffer {
+                contract,
+                digest,
+                size,
+            } => {
+                if let Err(refusal) = self.image_contract(&from, &contract) {
+                    return answer(reply, &refusal);
+                }
+                let step = self.uploads.offer(from, &digest, size);
+                self.image_step(step, reply);
+            }
+            WorkloadRequest::ImageChunk {
+                contract,
+                digest,
+                offset,
+                data,
+            } => {
+                if let Err(refusal) = self.image_contract(&from, &contract) {
+                    return answer(reply, &refusal);
+                }
+                let step = self.uploads.chunk(from, &digest, offset, &data);
+                self.image_step(step, reply);
+            }
             WorkloadRequest::Stop { workload, replica } => {
                 let key = (from, workload, replica);
-                if self.hosted.replicas.contains_key(&key) {
+                if let Some(r) = self.hosted.replicas.get_mut(&key) {
+                    r.forget = true;
                     self.stop_hosted(&key, "stopped by its owner", Some(reply));
                 } else {
                     let gone = self.hosted.forget_ended(|k, _| *k == key);
@@ -253,6 +349,61 @@ impl Workloads {
                         Err(e) => WorkloadResponse::error(Code::UnknownReplica, e.to_string()),
                     };
                     answer(reply, &r);
+                });
+            }
+        }
+    }
+
+    /// An image may be sent only under an active contract this node sold the sender,
+    /// and only to a node that runs images.
+    fn image_contract(&self, from: &NodeId, contract: &ContractId) -> Result<(), WorkloadResponse> {
+        if !self.runtime.as_ref().is_some_and(|r| r.runs().images) {
+            return Err(WorkloadResponse::error(
+                Code::ImagesUnsupported,
+                "this node has no container engine: it takes no images",
+            ));
+        }
+        match self.active(contract) {
+            Some(c) if c.role == ContractRole::Provider && c.peer == *from => Ok(()),
+            Some(_) => Err(WorkloadResponse::error(
+                Code::NotYourContract,
+                format!("contract {contract} belongs to another party"),
+            )),
+            None => Err(WorkloadResponse::error(
+                Code::NoContract,
+                format!("no active contract {contract} with this provider"),
+            )),
+        }
+    }
+
+    fn image_step(&mut self, step: super::image::Step, reply: oneshot::Sender<Vec<u8>>) {
+        match step {
+            super::image::Step::Answer(r) => answer(reply, &r),
+            super::image::Step::Load { from, digest, path } => {
+                let (Some(runtime), done) = (self.runtime.clone(), self.done_tx.clone()) else {
+                    return answer(
+                        reply,
+                        &WorkloadResponse::error(Code::Unavailable, "this node runs no workloads"),
+                    );
+                };
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(
+                        super::image::LOAD_TIMEOUT,
+                        runtime.load_image(&path),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err("the engine did not load the image in time".into()),
+                    };
+                    let _ = done
+                        .send(Done::Host(HostDone::ImageLoaded {
+                            from,
+                            digest,
+                            result,
+                            reply,
+                        }))
+                        .await;
                 });
             }
         }
@@ -300,7 +451,16 @@ impl Workloads {
             Ok(r) => r,
             Err(e) => return refuse(reply, Code::BadSpec, e.to_string()),
         };
-        let rspec = match replica_spec(rid.clone(), &spec) {
+        // Limits are the workload's, capped by what the contract sold; an unknown
+        // contract is refused by admission below.
+        let cap = self.active(&contract).map(|c| c.partition);
+        let rspec = match replica_spec(
+            rid.clone(),
+            &spec,
+            cap.as_ref(),
+            runtime.runs(),
+            Some(&from),
+        ) {
             Ok(s) => s,
             Err((code, msg)) => return refuse(reply, code, msg),
         };
@@ -324,6 +484,7 @@ impl Workloads {
                 restarts: 0,
                 spec: Some(rspec.clone()),
                 seen_placed: false,
+                forget: false,
             },
         );
         let (engine, done) = (self.engine.clone(), self.done_tx.clone());
@@ -352,7 +513,8 @@ impl Workloads {
             .and_then(|rt| {
                 let rid = replica_id(workload, replica, None)
                     .map_err(|e| (Code::BadSpec, e.to_string()))?;
-                Ok((rt, rid.clone(), replica_spec(rid, spec)?))
+                let rs = replica_spec(rid.clone(), spec, None, rt.runs(), None)?;
+                Ok((rt, rid, rs))
             });
         let (runtime, rid, rspec) = match result {
             Ok(x) => x,
@@ -378,6 +540,7 @@ impl Workloads {
                 restarts: 0,
                 spec: Some(rspec.clone()),
                 seen_placed: true,
+                forget: false,
             },
         );
         self.refresh_physical();
@@ -458,6 +621,7 @@ impl Workloads {
 
     /// Every replica hosted under contract `id` stops.
     pub(super) fn evict_contract(&mut self, id: &ContractId, reason: &str) {
+        self.hosted.meters.remove(id);
         let gone = self.hosted.forget_ended(|_, c| c == Some(id));
         self.remove_records(gone);
         let keys: Vec<ReplicaKey> = self
@@ -469,6 +633,9 @@ impl Workloads {
             .collect();
         for key in keys {
             info!(workload = %key.1, replica = key.2, contract = %id, "stopping a replica: {reason}");
+            if let Some(r) = self.hosted.replicas.get_mut(&key) {
+                r.forget = true;
+            }
             self.stop_hosted(&key, reason, None);
         }
     }
@@ -522,6 +689,29 @@ impl Workloads {
                 }
             },
             HostDone::Restart { key, attempt } => self.restart(key, attempt),
+            HostDone::Usage { at_ms, sample } => self.usage_sampled(at_ms, sample),
+            HostDone::ImageLoaded {
+                from,
+                digest,
+                result,
+                reply,
+            } => {
+                self.uploads.finished(from, &digest, &result);
+                let r = match result {
+                    Ok(loaded) => {
+                        info!(peer = %from.short(), %digest, images = ?loaded, "loaded an image sent by its owner");
+                        WorkloadResponse::Image {
+                            received: u64::MAX,
+                            loaded,
+                        }
+                    }
+                    Err(e) => WorkloadResponse::error(
+                        Code::ImageRefused,
+                        format!("the engine could not load the tarball: {e}"),
+                    ),
+                };
+                answer(reply, &r);
+            }
             HostDone::Final {
                 key,
                 info,
@@ -537,6 +727,9 @@ impl Workloads {
                 let Some(r) = self.hosted.remove(&key) else {
                     return;
                 };
+                if let Some(m) = r.contract.and_then(|c| self.hosted.meters.get_mut(&c)) {
+                    m.ended(&meter_key(&key));
+                }
                 let status = view_status(&info.status, r.evicting.as_deref(), tail, r.restarts);
                 if r.evicting.as_deref() != Some(TAKEN_BACK) {
                     self.write_status(key.clone(), status);
@@ -546,6 +739,13 @@ impl Workloads {
                     self.refresh_entry(&key.0);
                 } else {
                     self.refresh_physical();
+                }
+                // Stopped for good, or its contract is over: its container (or record)
+                // goes now.
+                let over = r.contract.is_some_and(|c| self.active(&c).is_none());
+                if r.forget || over {
+                    self.remove_records(vec![r.rid]);
+                    return;
                 }
                 // Its end is in the view; its output stays for `logs` a while.
                 self.hosted.ended.push_back((key, r.rid, r.contract));
@@ -738,42 +938,57 @@ impl Workloads {
         }
     }
 
-    /// After a restart: the replicas an earlier run of this node started.
+    /// After a restart: the replicas an earlier run of this node started. Those an
+    /// active contract (or this node itself) still covers are adopted as they are —
+    /// running ones are not restarted — and re-admitted; the others are stopped and
+    /// removed (`Runtime::reconcile_with`: for Docker, every container with this node's
+    /// labels that no contract covers).
     pub(super) async fn recover(&mut self) {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
-        let found = match runtime.recover().await {
-            Ok(f) => f,
+        let sold: std::collections::BTreeMap<ContractId, NodeId> = self
+            .book
+            .iter()
+            .filter(|c| c.role == ContractRole::Provider)
+            .map(|c| (c.id, c.peer))
+            .collect();
+        let me = self.me;
+        let owner_of = |rid: &ReplicaId| -> Option<(NodeId, Option<ContractId>)> {
+            if rid.contract() == "local" {
+                return Some((me, None));
+            }
+            let c = rid.contract().parse::<ContractId>().ok()?;
+            sold.get(&c).map(|o| (*o, Some(c)))
+        };
+        let covered = |rid: &ReplicaId| owner_of(rid).is_some();
+        let done = match runtime.reconcile_with(&covered).await {
+            Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "could not recover replicas");
                 return;
             }
         };
-        for info in found {
+        for info in &done.removed {
+            info!(replica = %info.id, status = %info.status, "recovered replica has no active contract; stopped and removed it");
+        }
+        for (rid, why) in &done.failed {
+            warn!(replica = %rid, error = %why, "recovered replica has no active contract, and could not be removed");
+        }
+        // Usage counters go on from the reports written before the restart.
+        for (c, peer) in &sold {
+            let last = self
+                .view
+                .entry_for(peer)
+                .and_then(|e| e.usage.get(&c.to_string()).cloned());
+            if let Some(last) = last {
+                self.hosted.meters.insert(*c, UsageMeter::resume(last));
+            }
+        }
+        for info in done.adopted {
             let rid = info.id.clone();
-            let (owner, contract) = if rid.contract() == "local" {
-                (self.me, None)
-            } else {
-                let c = rid.contract().parse::<ContractId>().ok();
-                let owner = c
-                    .as_ref()
-                    .and_then(|c| self.active(c))
-                    .filter(|c| c.role == ContractRole::Provider)
-                    .map(|c| c.peer);
-                match (owner, c) {
-                    (Some(o), Some(c)) => (o, Some(c)),
-                    _ => {
-                        // Its contract is over: it must not run on.
-                        info!(replica = %rid, "recovered replica has no active contract; stopping it");
-                        let rt = runtime.clone();
-                        tokio::spawn(async move {
-                            let _ = rt.stop(&rid).await;
-                            let _ = rt.remove(&rid).await;
-                        });
-                        continue;
-                    }
-                }
+            let Some((owner, contract)) = owner_of(&rid) else {
+                continue;
             };
             let key = (owner, rid.workload().to_string(), rid.index());
             let spec = self
@@ -796,10 +1011,12 @@ impl Workloads {
                     warn!(replica = %rid, error = %e, "recovered replica not admitted again");
                 }
             }
-            info!(replica = %rid, status = %info.status, "recovered a replica");
-            let rspec = spec
-                .as_ref()
-                .and_then(|s| replica_spec(rid.clone(), s).ok());
+            info!(replica = %rid, status = %info.status, "adopted a replica");
+            let cap = contract.and_then(|c| self.active(&c)).map(|c| c.partition);
+            let peer = (owner != self.me).then_some(owner);
+            let rspec = spec.as_ref().and_then(|s| {
+                replica_spec(rid.clone(), s, cap.as_ref(), runtime.runs(), peer.as_ref()).ok()
+            });
             self.hosted.insert(
                 key.clone(),
                 HostedReplica {
@@ -811,9 +1028,155 @@ impl Workloads {
                     restarts: 0,
                     spec: rspec,
                     seen_placed: true,
+                    forget: false,
                 },
             );
             self.on_status(&key, &info);
         }
+    }
+
+    /// Takes a usage sample of the replicas run here under contracts (one at a time).
+    pub(super) fn sample_usage(&mut self) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        if self.hosted.sampling || !self.hosted.any_contracted() {
+            return;
+        }
+        self.hosted.sampling = true;
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let sample = runtime.usage().await;
+            let at_ms = fluidos_contracts::Timestamp::now().0;
+            let _ = done
+                .send(Done::Host(HostDone::Usage { at_ms, sample }))
+                .await;
+        });
+    }
+
+    /// A usage sample arrived: into each contract's meter, and its report into the
+    /// entry this node shows the contract's buyer.
+    fn usage_sampled(&mut self, at_ms: u64, sample: Vec<ReplicaUsage>) {
+        self.hosted.sampling = false;
+        let mut per: BTreeMap<ContractId, BTreeMap<String, ReplicaMeter>> = BTreeMap::new();
+        for u in sample {
+            let Some(key) = self.hosted.key_of(&u.id).cloned() else {
+                continue;
+            };
+            let Some(c) = self.hosted.replicas.get(&key).and_then(|r| r.contract) else {
+                continue;
+            };
+            per.entry(c).or_default().insert(
+                meter_key(&key),
+                ReplicaMeter {
+                    cpu_time_ns: u.cpu_time_ns,
+                    memory_bytes: u.memory_bytes,
+                },
+            );
+        }
+        // Contracts with live replicas that were not measured still get a sample (their
+        // counters hold), so a consumer sees the report is fresh.
+        let live: Vec<ContractId> = self
+            .hosted
+            .replicas
+            .values()
+            .filter_map(|r| r.contract)
+            .collect();
+        for c in live {
+            per.entry(c).or_default();
+        }
+        let mut peers = std::collections::BTreeSet::new();
+        for (c, measured) in per {
+            let Some(peer) = self.active(&c).map(|a| a.peer) else {
+                continue;
+            };
+            self.hosted
+                .meters
+                .entry(c)
+                .or_default()
+                .sample(at_ms, &measured);
+            peers.insert(peer);
+        }
+        for peer in peers {
+            self.refresh_entry(&peer);
+        }
+        self.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(run: &str, limits: &str) -> WorkloadSpec {
+        WorkloadSpec::from_toml(&format!(
+            "name = \"w\"\n[run]\n{run}\n[requests]\ncpu = \"250m\"\nmemory = \"64MiB\"\n{limits}"
+        ))
+        .unwrap()
+    }
+
+    fn rid() -> ReplicaId {
+        ReplicaId::new("w-1", 0, "c1").unwrap()
+    }
+
+    const IMAGE: &str = "image = \"busybox:1\"\nargs = [\"sleep\", \"1\"]";
+    const BOTH: Runs = Runs {
+        commands: true,
+        images: true,
+    };
+
+    #[test]
+    fn limits_are_the_workloads_capped_by_the_contract() {
+        let part = Resources {
+            cpu_millis: 500,
+            memory_bytes: 512 << 20,
+            ..Resources::ZERO
+        };
+        // Limits above the contract: the contract's.
+        let s = spec(IMAGE, "[limits]\ncpu = \"4\"\nmemory = \"8GiB\"\n");
+        let r = replica_spec(rid(), &s, Some(&part), BOTH, None).unwrap();
+        assert_eq!(r.limits().cpu_millicores, Some(500));
+        assert_eq!(r.limits().memory_bytes, Some(512 << 20));
+        assert_eq!(r.limits().pids, Some(CONTAINER_PIDS));
+        assert_eq!(r.image(), Some("busybox:1"));
+        // No limits: the requests, below the contract, stay.
+        let s = spec(IMAGE, "");
+        let r = replica_spec(rid(), &s, Some(&part), BOTH, None).unwrap();
+        assert_eq!(r.limits().cpu_millicores, Some(250));
+        assert_eq!(r.limits().memory_bytes, Some(64 << 20));
+        // A command gets no pids limit (rlimits would count the whole user's).
+        let s = spec("command = \"/bin/true\"", "");
+        let r = replica_spec(rid(), &s, Some(&part), BOTH, None).unwrap();
+        assert_eq!(r.limits().pids, None);
+        assert_eq!(capped(0, 0), None);
+        assert_eq!(capped(0, 7), Some(7));
+    }
+
+    #[test]
+    fn an_image_on_a_node_without_docker_is_refused_with_its_own_code() {
+        let process_only = Runs {
+            commands: true,
+            images: false,
+        };
+        let Err((code, msg)) = replica_spec(rid(), &spec(IMAGE, ""), None, process_only, None)
+        else {
+            panic!("an image spec was accepted without a container engine");
+        };
+        assert_eq!(code, Code::ImagesUnsupported);
+        assert!(msg.contains("fluidos.runtimes=process"), "{msg}");
+        let docker_only = Runs {
+            commands: false,
+            images: true,
+        };
+        let Err((code, _)) = replica_spec(
+            rid(),
+            &spec("command = \"/bin/true\"", ""),
+            None,
+            docker_only,
+            None,
+        ) else {
+            panic!("a command was accepted by an images-only runtime");
+        };
+        assert_eq!(code, Code::BadSpec);
     }
 }

@@ -18,6 +18,7 @@
 //! in spawned tasks that report back on a bounded channel.
 
 mod host;
+mod image;
 mod owner;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -67,6 +68,10 @@ pub(crate) enum WCommand {
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     Export(oneshot::Sender<Vec<u8>>),
     Runtime(oneshot::Sender<Option<String>>),
+    /// The last usage report of every contract with measured usage: the provider's own
+    /// meters for contracts it sold, the providers' reports in the view for those it
+    /// bought.
+    Usage(oneshot::Sender<BTreeMap<ContractId, crate::usage::ContractUsage>>),
     /// Save the view and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -108,6 +113,8 @@ pub(crate) struct Setup {
     pub(crate) lost_after: Duration,
     /// Workloads with replicas to place again go here (the node's rescheduler).
     pub(crate) reschedule: mpsc::Sender<String>,
+    /// How often hosted replicas' usage is sampled into the view.
+    pub(crate) usage_every: Duration,
 }
 
 pub(crate) struct Workloads {
@@ -138,6 +145,9 @@ pub(crate) struct Workloads {
     lost: BTreeSet<NodeId>,
     /// Measured round trips to peers (libp2p ping), for `lower_latency`.
     rtt_ms: BTreeMap<NodeId, u32>,
+    usage_every: Duration,
+    /// Image tarballs owners are sending.
+    uploads: image::Uploads,
 }
 
 /// The handle side: the command queue and the change counter.
@@ -183,6 +193,11 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
     let app = setup.discovery.take_app_requests();
     let runtime_events = setup.runtime.as_ref().and_then(|r| r.take_events());
     let book = setup.contracts.borrow().clone();
+    let images_dir = setup
+        .view_file
+        .parent()
+        .map(|d| d.join("images"))
+        .unwrap_or_else(|| PathBuf::from("images"));
     let mut w = Workloads {
         me: setup.me,
         view,
@@ -204,6 +219,8 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         heard: BTreeMap::new(),
         lost: BTreeSet::new(),
         rtt_ms: BTreeMap::new(),
+        usage_every: setup.usage_every.max(Duration::from_millis(100)),
+        uploads: image::Uploads::new(images_dir),
     };
     // Links restored from disk start disconnected: sync with each afresh.
     let restored: Vec<NodeId> = w.view.peers().copied().collect();
@@ -253,6 +270,8 @@ impl Workloads {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_age_out = Instant::now();
         let mut last_rtts: Option<Instant> = None;
+        let mut usage_tick = tokio::time::interval(self.usage_every);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -276,6 +295,7 @@ impl Workloads {
                     self.save_at = None;
                     self.save();
                 }
+                _ = usage_tick.tick() => self.sample_usage(),
                 _ = tick.tick() => {
                     self.retry_links();
                     self.check_lost(Instant::now());
@@ -307,7 +327,10 @@ impl Workloads {
                 let _ = reply.send(self.view.export());
             }
             WCommand::Runtime(reply) => {
-                let _ = reply.send(self.runtime.as_ref().map(|r| r.capabilities().summary()));
+                let _ = reply.send(self.runtime.as_ref().map(|r| r.summary()));
+            }
+            WCommand::Usage(reply) => {
+                let _ = reply.send(self.usage_reports());
             }
             WCommand::Shutdown(done) => {
                 let _ = done.send(());
@@ -506,6 +529,17 @@ impl Workloads {
             }
             o.queue.push_back(t.bytes);
         }
+        // Never send a change that is not on disk: a node killed after sending it would
+        // restart from an older save and write different changes under the same actor
+        // sequence numbers, which its peer then refuses ("duplicate seq") for good.
+        let sending = self
+            .out
+            .values()
+            .any(|o| !o.in_flight && o.retry_at.is_none() && !o.queue.is_empty());
+        if sending && self.save_at.is_some() {
+            self.save_at = None;
+            self.save();
+        }
         for (peer, o) in self.out.iter_mut() {
             if o.in_flight || o.retry_at.is_some() {
                 continue;
@@ -589,6 +623,24 @@ impl Workloads {
             gpu_model: f.characteristics.gpu.as_ref().map(|g| g.model.clone()),
             step: f.policy.partitionable.then_some(f.policy.step),
             contracts: sold.iter().map(|c| c.id.to_string()).collect(),
+            // The meters' reports; a contract without a meter (yet: just after a restart)
+            // keeps the report written before.
+            usage: {
+                let before = self
+                    .view
+                    .entry_for(peer)
+                    .map(|e| e.usage)
+                    .unwrap_or_default();
+                sold.iter()
+                    .filter_map(|c| {
+                        let hex = c.id.to_string();
+                        match self.hosted.meters.get(&c.id) {
+                            Some(m) => Some((hex, m.report().clone())),
+                            None => before.get(&hex).cloned().map(|u| (hex, u)),
+                        }
+                    })
+                    .collect()
+            },
             updated_at: Timestamp::now(),
         })
     }
@@ -613,6 +665,32 @@ impl Workloads {
         });
     }
 
+    /// Usage reports by contract: this node's meters (as provider), and the reports in
+    /// the entries of the providers it buys from.
+    fn usage_reports(&self) -> BTreeMap<ContractId, crate::usage::ContractUsage> {
+        let mut out: BTreeMap<ContractId, crate::usage::ContractUsage> = self
+            .hosted
+            .meters
+            .iter()
+            .map(|(c, m)| (*c, m.report().clone()))
+            .collect();
+        for n in self.view.nodes() {
+            if n.id == self.me {
+                continue;
+            }
+            for (hex, u) in n.entry.usage {
+                if let Ok(c) = hex.parse::<ContractId>()
+                    && self
+                        .active(&c)
+                        .is_some_and(|a| a.role == ContractRole::Buyer)
+                {
+                    out.insert(c, u);
+                }
+            }
+        }
+        out
+    }
+
     /// The active contract `id`, if it is one.
     fn active(&self, id: &ContractId) -> Option<&ActiveContract> {
         self.book.iter().find(|c| c.id == *id)
@@ -629,6 +707,10 @@ fn per_hour(q: &fluidos_contracts::Quote) -> u64 {
     }
 }
 
+/// How the reason of a replica killed for exceeding its memory limit begins, in its
+/// `failed` state in the view.
+pub(crate) const OOM_REASON_PREFIX: &str = "out of memory";
+
 /// The view's state for what a runtime reports.
 pub(crate) fn view_status(
     status: &crate::runtime::ReplicaStatus,
@@ -642,6 +724,17 @@ pub(crate) fn view_status(
         R::Running { .. } => ReplicaState::Running,
         R::Exited { exit, .. } if exit.stop_requested => ReplicaState::Evicted {
             reason: evict_reason.unwrap_or("stopped").to_string(),
+        },
+        // The kernel killed it for going past its memory limit: say so, not just 137.
+        R::Exited { exit, .. } if exit.oom_killed => ReplicaState::Failed {
+            reason: format!(
+                "{OOM_REASON_PREFIX}: the replica went past its memory limit and was killed ({})",
+                match (exit.code, exit.signal) {
+                    (Some(c), _) => format!("exit code {c}"),
+                    (None, Some(s)) => format!("signal {s}"),
+                    (None, None) => "no exit code".into(),
+                }
+            ),
         },
         R::Exited { exit, .. } => ReplicaState::Exited {
             code: exit.code.unwrap_or_else(|| 128 + exit.signal.unwrap_or(0)),

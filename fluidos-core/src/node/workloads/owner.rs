@@ -405,7 +405,28 @@ impl Workloads {
             };
             let (discovery, done) = (self.discovery.clone(), self.done_tx.clone());
             let (id, replica, node) = (id.to_string(), a.replica, a.node);
+            // An image the owner holds as a tarball goes to the provider first.
+            let image_file = match &spec.run {
+                crate::workload::Run::Image { file, .. } => file.clone(),
+                crate::workload::Run::Command { .. } => None,
+            };
             tokio::spawn(async move {
+                if let Some(file) = image_file
+                    && let Err(e) =
+                        super::image::push(&discovery, node, contract, std::path::Path::new(&file))
+                            .await
+                {
+                    let result = Err(format!("sending the image {file}: {e}"));
+                    let _ = done
+                        .send(Done::Owner(OwnerDone::Offloaded {
+                            id,
+                            replica,
+                            node,
+                            result,
+                        }))
+                        .await;
+                    return;
+                }
                 let result = discovery
                     .app_request(
                         node,

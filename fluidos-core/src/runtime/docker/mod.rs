@@ -443,6 +443,41 @@ impl DockerRuntime {
         collect_loaded(stream).await
     }
 
+    /// Whether the engine has image `reference` (a tag or an id).
+    pub async fn has_image(&self, reference: &str) -> bool {
+        self.shared.docker.inspect_image(reference).await.is_ok()
+    }
+
+    /// Imports a root filesystem tarball as image `repo:tag`, as `docker import` does,
+    /// applying Dockerfile `changes` (`ENV PATH=/bin`). For local test and demo images
+    /// where no registry is reachable.
+    pub async fn import_rootfs(
+        &self,
+        tarball: Vec<u8>,
+        repo: &str,
+        tag: &str,
+        changes: &[&str],
+    ) -> Result<(), LoadImageError> {
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(changes.iter().map(|c| (*c).to_owned()).collect())
+            .build();
+        let body = bollard::body_full(tarball.into());
+        let _: Vec<_> = self
+            .shared
+            .docker
+            .create_image(Some(opts), Some(body), None)
+            .try_collect()
+            .await
+            .map_err(|e| LoadImageError::Engine(e.to_string()))?;
+        if !self.has_image(&format!("{repo}:{tag}")).await {
+            return Err(LoadImageError::Empty);
+        }
+        Ok(())
+    }
+
     /// Loads the images of a `docker save` tarball file into the engine, streaming it in
     /// chunks of 64 KiB.
     pub async fn load_image_file(&self, path: &Path) -> Result<LoadedImage, LoadImageError> {
@@ -949,5 +984,14 @@ impl Runtime for DockerRuntime {
 
     fn usage(&self) -> RuntimeFuture<'_, Vec<ReplicaUsage>> {
         Box::pin(self.usage_impl())
+    }
+
+    fn load_image<'a>(&'a self, path: &'a Path) -> RuntimeFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            self.load_image_file(path)
+                .await
+                .map(|l| l.images)
+                .map_err(|e| e.to_string())
+        })
     }
 }

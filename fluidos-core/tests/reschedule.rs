@@ -415,3 +415,71 @@ async fn a_restarted_owner_still_reschedules_its_lost_replicas() {
     other.shutdown().await;
     catalog.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_replica_with_nowhere_to_go_runs_again_once_its_provider_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = site(dir.path()).await;
+    let count = dir.path().join("runs");
+    let (id, at) = deploy_long(&s, &count).await;
+    let Site {
+        catalog,
+        mut providers,
+        runtimes,
+        consumer: c,
+    } = s;
+    // The providers' runtimes hold their state directories; the restart needs them free.
+    drop(runtimes);
+    // The other provider goes for good first: after the loss, nothing has room.
+    let gone = providers.remove(1 - at);
+    gone.shutdown().await;
+    drop(gone);
+    let lost = providers.remove(0);
+    let lost_id = lost.node_id();
+    lost.shutdown().await;
+    drop(lost);
+    wait_for(
+        "the replica to be found unschedulable",
+        Duration::from_secs(30),
+        || {
+            let (c, id) = (c.clone(), id.clone());
+            async move {
+                detail(&c, &id)
+                    .await
+                    .history
+                    .iter()
+                    .any(|h| h.detail.contains("unschedulable"))
+            }
+        },
+    )
+    .await;
+    // The provider comes back (same data dir, same key): its policy (on-failure,
+    // 3 restarts) keeps the replica trying, and it runs there again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = dir.path().join(["p1", "p2"][at]);
+    let back = Node::builder()
+        .data_dir(&d)
+        .max_sellable(Resources {
+            cpu_millis: 2000,
+            memory_bytes: 4 * GIB,
+            storage_bytes: 10 * GIB,
+            pods: 10,
+            gpus: 0,
+        })
+        .detect_gpus(false)
+        .runtime(runtime(&d))
+        .catalog(catalog_name(), catalog.listen_addrs().await)
+        .bind()
+        .await
+        .unwrap();
+    assert_eq!(back.node_id(), lost_id);
+    wait_running_on(&c, &id, lost_id, "the replica to run again on its provider").await;
+    let history = detail(&c, &id).await.history;
+    assert!(
+        history.iter().any(|h| h.detail.contains("restart")),
+        "{history:?}"
+    );
+    for n in [&c, &back, &catalog] {
+        n.shutdown().await;
+    }
+}

@@ -432,6 +432,15 @@ impl Workloads {
         };
         let key = (from, workload.clone(), replica);
         if let Some(r) = self.hosted.replicas.get(&key) {
+            // Its earlier copy is still stopping (taken back, evicted): not running,
+            // and not to be started twice either. The owner tries again later.
+            if r.evicting.is_some() {
+                return refuse(
+                    reply,
+                    Code::Unavailable,
+                    "an earlier copy of the replica is still stopping here".into(),
+                );
+            }
             // A repeat (the owner retried): never start a replica twice.
             if r.contract == Some(contract) {
                 return answer(
@@ -487,8 +496,13 @@ impl Workloads {
                 forget: false,
             },
         );
+        // An ended run of the same replica kept for `logs` gives way to the new one.
+        let stale = self.hosted.forget_ended(|k, _| *k == key);
         let (engine, done) = (self.engine.clone(), self.done_tx.clone());
         tokio::spawn(async move {
+            for rid in &stale {
+                let _ = runtime.remove(rid).await;
+            }
             let result = match engine.send(admit).await {
                 Ok(()) => start(runtime, Some(rx), rspec).await,
                 Err(_) => Err((Code::Unavailable, "the node is shutting down".into())),
@@ -885,6 +899,10 @@ impl Workloads {
         }
         for key in gone {
             info!(workload = %key.1, replica = key.2, "its owner took the replica back; stopping it");
+            if let Some(r) = self.hosted.replicas.get_mut(&key) {
+                // It lives elsewhere now: nothing of it is kept here.
+                r.forget = true;
+            }
             self.stop_hosted(&key, TAKEN_BACK, None);
         }
     }

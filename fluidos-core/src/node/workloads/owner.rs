@@ -238,6 +238,17 @@ impl Workloads {
                         });
                         if self.view.unplace(&id, i, s.clone()).is_ok() {
                             self.owned_status(&id, i, &s);
+                            // A lost replica being placed again that finds no room is
+                            // one more failure for its restart policy: it tries again
+                            // later (`always` until a provider has room again).
+                            let again = self
+                                .owned
+                                .workloads
+                                .get(&id)
+                                .is_some_and(|w| w.rescheduled.contains_key(&i));
+                            if again {
+                                self.reschedule(&id, i);
+                            }
                         }
                     }
                 }
@@ -483,6 +494,15 @@ impl Workloads {
         let s = status(ReplicaState::Failed { reason: refusal });
         if self.view.unplace(&id, replica, s.clone()).is_ok() {
             self.owned_status(&id, replica, &s);
+            // A lost replica being placed again: one more failure for its policy.
+            let again = self
+                .owned
+                .workloads
+                .get(&id)
+                .is_some_and(|w| w.rescheduled.contains_key(&replica));
+            if again {
+                self.reschedule(&id, replica);
+            }
         }
         self.touch();
     }
@@ -782,7 +802,12 @@ impl Workloads {
             .and_then(|w| w.history.iter().rev().find(|h| h.replica == replica))
             .is_some_and(|h| h.state == name && h.node == node);
         if !same {
-            self.record(id, replica, name, s.state.detail(), node);
+            let mut detail = s.state.detail();
+            if s.restarts > 0 && !s.state.is_final() {
+                let sep = if detail.is_empty() { "" } else { "; " };
+                detail = format!("{detail}{sep}restart {}", s.restarts);
+            }
+            self.record(id, replica, name, detail, node);
         }
     }
 

@@ -367,6 +367,42 @@ pub struct Termination {
     pub at: Timestamp,
     /// Makes each request unique.
     pub nonce: Nonce,
+    /// Why, typed. Absent on the wire when [`TerminationCause::Requested`], so a
+    /// termination without a cause encodes (and is signed) as before the field existed.
+    #[serde(default, skip_serializing_if = "TerminationCause::is_requested")]
+    pub cause: TerminationCause,
+}
+
+/// Why a party ends a contract early, as it signs it in a [`Termination`]. Who ended it
+/// is the termination's `by`; this says why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TerminationCause {
+    /// The party decided to (an operator, an undeploy): the default.
+    #[default]
+    Requested,
+    /// The buyer heard nothing from the provider for longer than it waits before it
+    /// declares a provider lost.
+    ProviderLost,
+    /// The provider ends it because the buyer used more than the contract allows.
+    OverQuota,
+}
+
+impl TerminationCause {
+    /// Whether this is the default, [`TerminationCause::Requested`].
+    pub fn is_requested(&self) -> bool {
+        *self == TerminationCause::Requested
+    }
+
+    /// Its name on the wire (`requested`, `provider_lost`, `over_quota`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TerminationCause::Requested => "requested",
+            TerminationCause::ProviderLost => "provider_lost",
+            TerminationCause::OverQuota => "over_quota",
+        }
+    }
 }
 
 impl SignedPayload for Termination {
@@ -515,5 +551,64 @@ pub(crate) mod tests {
             Err(ContractError::EmptyValidity)
         ));
         assert!(SignedContract::from_bytes(&[0xa1, 0x00]).is_err());
+    }
+
+    /// A termination without a cause is the same bytes (and signature) as one made
+    /// before `cause` existed; one with a cause carries it, and it is signed.
+    #[test]
+    fn termination_cause_is_optional_on_the_wire_and_signed() {
+        #[derive(Serialize)]
+        struct Before {
+            contract: ContractId,
+            by: NodeId,
+            reason: String,
+            at: Timestamp,
+            nonce: Nonce,
+        }
+        let k = SecretKey::generate();
+        let t = Termination {
+            contract: ContractId([1; 16]),
+            by: k.node_id(),
+            reason: "done".into(),
+            at: Timestamp(5),
+            nonce: Nonce([2; 16]),
+            cause: TerminationCause::Requested,
+        };
+        let before = Before {
+            contract: t.contract,
+            by: t.by,
+            reason: t.reason.clone(),
+            at: t.at,
+            nonce: t.nonce,
+        };
+        assert_eq!(
+            crate::canonical::to_vec(&t).unwrap(),
+            crate::canonical::to_vec(&before).unwrap()
+        );
+        let lost = Termination {
+            cause: TerminationCause::ProviderLost,
+            ..t.clone()
+        };
+        let bytes = crate::canonical::to_vec(&lost).unwrap();
+        let back: Termination = crate::canonical::from_slice(&bytes).unwrap();
+        assert_eq!(back.cause, TerminationCause::ProviderLost);
+        // The cause is covered by the signature: changing it breaks verification.
+        let signed = crate::Signed::sign(lost.clone(), &k)
+            .unwrap()
+            .signed()
+            .clone();
+        assert_eq!(
+            signed.verify().unwrap().cause,
+            TerminationCause::ProviderLost
+        );
+        let forged = Termination {
+            cause: TerminationCause::OverQuota,
+            ..lost
+        };
+        let forged = crate::Signed::<Termination>::from_parts(
+            crate::canonical::to_vec(&forged).unwrap(),
+            *signed.signature(),
+        );
+        assert!(forged.verify().is_err());
     }
 }

@@ -44,7 +44,8 @@ pub mod vc;
 
 pub use contract::{
     BuyerTerms, ContractError, ContractId, ContractTerms, FabricParams, Nonce, Quote, Reservation,
-    ReservationId, SignedContract, Termination, VerifiedContract, VerifiedOffer, WireGuardKey,
+    ReservationId, SignedContract, Termination, TerminationCause, VerifiedContract, VerifiedOffer,
+    WireGuardKey,
 };
 pub use flavor::{
     Characteristics, Flavor, FlavorId, Location, PartitionError, Partitionability, Price,

@@ -268,8 +268,9 @@ proptest! {
     }
 
     #[test]
-    fn termination_round_trips(by in node_id(), reason in text(), at in any::<u64>(), n in any::<[u8; 16]>()) {
-        round_trip(&Termination { contract: ContractId(n), by, reason, at: Timestamp(at), nonce: Nonce(n) });
+    fn termination_round_trips(by in node_id(), reason in text(), at in any::<u64>(), n in any::<[u8; 16]>(), c in 0u8..3) {
+        let cause = [TerminationCause::Requested, TerminationCause::ProviderLost, TerminationCause::OverQuota][c as usize];
+        round_trip(&Termination { contract: ContractId(n), by, reason, at: Timestamp(at), nonce: Nonce(n), cause });
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub mod usage;
 pub mod view;
 pub mod workload;
 
+pub use workload::EndCause;
+
 #[cfg(feature = "node")]
 pub use node::{
     ActiveContract, BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,

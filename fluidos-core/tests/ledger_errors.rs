@@ -31,6 +31,7 @@ fn termination(
             reason: "done".into(),
             at: T0,
             nonce: Nonce([n; 16]),
+            cause: Default::default(),
         },
         by,
     )

@@ -610,6 +610,7 @@ impl World {
                         reason: "test".into(),
                         at: now,
                         nonce: Nonce([self.steps as u8; 16]),
+                        cause: Default::default(),
                     },
                     signer,
                 )

@@ -420,3 +420,82 @@ async fn a_restarted_provider_reports_its_replica_and_never_starts_it_twice() {
     c.shutdown().await;
     p.shutdown().await;
 }
+
+/// Why a contract ended, as the consumer lists it.
+async fn end_of(c: &Node, id: ContractId) -> Option<fluidos_core::EndCause> {
+    c.contracts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.id == id)
+        .and_then(|k| k.end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contracts_and_their_replicas_say_why_they_ended() {
+    use fluidos_contracts::TerminationCause;
+    use fluidos_core::EndCause;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, c) = pair(dir.path()).await;
+
+    // The provider terminates the contract a replica runs under: the contract ended
+    // "by provider", and so did the replica (evicted, restart policy never).
+    let d = c
+        .deploy(spec("sleeper", "sleep 30"), None, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let id = d.view.id.clone();
+    wait_for("the replica to run", Duration::from_secs(20), || {
+        let c = c.clone();
+        let id = id.clone();
+        async move {
+            let d = c.workload(&id).await.unwrap().unwrap();
+            state(&d) == Some(ReplicaState::Running)
+        }
+    })
+    .await;
+    let contract: ContractId = c
+        .nodes()
+        .await
+        .unwrap()
+        .iter()
+        .find(|n| n.id == p.node_id())
+        .expect("a virtual node for the provider")
+        .entry
+        .contracts[0]
+        .parse()
+        .unwrap();
+    assert_eq!(end_of(&c, contract).await, None, "it runs");
+    p.terminate(contract, "maintenance".into()).await.unwrap();
+    let (st, _) = final_state(&c, &id).await;
+    assert_eq!(st.name(), "evicted", "{st:?}");
+    assert_eq!(st.cause(), Some(EndCause::ByProvider), "{st:?}");
+    assert_eq!(end_of(&c, contract).await, Some(EndCause::ByProvider));
+
+    // The buyer ends one itself: "by owner"; with a signed cause, that cause.
+    let mine = c.buy(want(3_600_000), None).await.unwrap();
+    c.terminate(mine.id(), "no longer needed".into())
+        .await
+        .unwrap();
+    assert_eq!(end_of(&c, mine.id()).await, Some(EndCause::ByOwner));
+    let lost = c.buy(want(3_600_000), None).await.unwrap();
+    c.terminate_for(
+        lost.id(),
+        "the provider stopped answering".into(),
+        TerminationCause::ProviderLost,
+    )
+    .await
+    .unwrap();
+    assert_eq!(end_of(&c, lost.id()).await, Some(EndCause::ProviderLost));
+
+    // One that runs out: "expired".
+    let short = c.buy(want(1_500), None).await.unwrap().id();
+    wait_for("the contract to expire", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { end_of(&c, short).await == Some(EndCause::Expired) }
+    })
+    .await;
+
+    c.shutdown().await;
+    p.shutdown().await;
+}

@@ -27,6 +27,7 @@ fn ended(n: u32) -> Record {
             Outcome::Delivered
         },
         at: Timestamp(u64::from(n)),
+        cause: None,
     }
 }
 

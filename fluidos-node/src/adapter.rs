@@ -252,8 +252,16 @@ impl NodeApi for DaemonNode {
         Ok(info.map(|info| contract_detail(&c, info)))
     }
 
-    async fn terminate(&self, id: ContractId, reason: String) -> Result<(), ApiError> {
-        self.node.terminate(id, reason).await.map_err(node_err)
+    async fn terminate(
+        &self,
+        id: ContractId,
+        reason: String,
+        cause: fluidos_contracts::TerminationCause,
+    ) -> Result<(), ApiError> {
+        self.node
+            .terminate_for(id, reason, cause)
+            .await
+            .map_err(node_err)
     }
 
     async fn export(&self, id: ContractId, vc: bool) -> Result<ContractExport, ApiError> {
@@ -430,6 +438,7 @@ pub fn workload_view(
         .iter()
         .filter_map(|(k, r)| {
             let index: u32 = k.parse().ok()?;
+            let cause = r.status.as_ref().and_then(|s| s.state.cause());
             let (state, detail, since, output_tail) = match &r.status {
                 Some(s) => (
                     s.state.name().to_string(),
@@ -454,6 +463,7 @@ pub fn workload_view(
                 node: r.node.map(|n| n.to_did_key()),
                 state,
                 detail,
+                cause,
                 since,
                 output_tail,
             })

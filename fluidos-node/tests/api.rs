@@ -74,7 +74,12 @@ impl NodeApi for Fake {
     async fn contract(&self, _id: ContractId) -> Result<Option<ContractDetail>, ApiError> {
         Ok(None)
     }
-    async fn terminate(&self, id: ContractId, _reason: String) -> Result<(), ApiError> {
+    async fn terminate(
+        &self,
+        id: ContractId,
+        _reason: String,
+        _cause: fluidos_contracts::TerminationCause,
+    ) -> Result<(), ApiError> {
         Err(ApiError::conflict(format!(
             "contract {id} has already ended"
         )))

@@ -421,6 +421,7 @@ memory = "32MiB"
     .unwrap_or_else(|| panic!("{:?}\n{}", replica(&c_dir, &hog), p.log()));
     let detail = failed["detail"].as_str().unwrap_or_default();
     assert!(detail.starts_with("out of memory"), "{failed}");
+    assert_eq!(failed["cause"], "over_quota", "{failed}");
 
     // A long-running container stops when its contract is terminated.
     let sleeper = deploy(
@@ -464,6 +465,18 @@ memory = "16MiB"
         );
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    // The sleeper was evicted because its owner ended the contract, and says so.
+    let evicted = poll(300, Duration::from_millis(100), || {
+        replica(&c_dir, &sleeper).filter(|r| r["state"] == "evicted")
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", replica(&c_dir, &sleeper), p.log()));
+    assert_eq!(evicted["cause"], "by_owner", "{evicted}");
+    let ended: Vec<_> = contracts(&c_dir)
+        .into_iter()
+        .filter(|k| k["state"] == "ended")
+        .collect();
+    assert!(!ended.is_empty());
+    assert!(ended.iter().all(|k| k["end"] == "by_owner"), "{ended:?}");
     let removed = poll(300, Duration::from_millis(100), || {
         containers_of(&p_did).is_empty().then_some(())
     });

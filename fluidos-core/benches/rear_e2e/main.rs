@@ -216,6 +216,7 @@ fn fsync_baseline(rounds: usize) -> Duration {
                 provider,
                 outcome: Outcome::Delivered,
                 at: Timestamp::now(),
+                cause: None,
             };
             let t = Instant::now();
             store.commit(&[record]).unwrap();

@@ -137,6 +137,8 @@ pub enum LedgerEvent {
         contract: ContractId,
         /// Who ended it.
         by: NodeId,
+        /// Why, as the termination says.
+        cause: fluidos_contracts::TerminationCause,
         /// Whether it had been countersigned.
         was_active: bool,
     },

@@ -432,6 +432,7 @@ impl Ledger {
         self.events.push_back(LedgerEvent::ContractTerminated {
             contract: contract_id,
             by,
+            cause: termination.cause,
             was_active,
         });
         Ok(contract_id)

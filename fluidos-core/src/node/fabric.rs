@@ -443,7 +443,7 @@ async fn follow(
 ) {
     loop {
         let book = contracts.borrow_and_update().clone();
-        let want = desired(&book, &me, &topology);
+        let want = desired(&book.active, &me, &topology);
         let result = handle.apply(want).await;
         let (refused, error) = match result {
             Ok(report) => {
@@ -452,7 +452,7 @@ async fn follow(
                         added = report.added.len(),
                         removed = report.removed.len(),
                         ended = report.ended.len(),
-                        active = book.len(),
+                        active = book.active.len(),
                         "fabric tunnels changed"
                     );
                 }

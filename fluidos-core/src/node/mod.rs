@@ -511,10 +511,24 @@ impl Node {
     /// Ends a contract early, as either party. The other party is told with a
     /// signed termination.
     pub async fn terminate(&self, id: ContractId, reason: String) -> Result<(), NodeError> {
+        self.terminate_for(id, reason, fluidos_contracts::TerminationCause::Requested)
+            .await
+    }
+
+    /// [`Node::terminate`] with a typed cause, signed into the termination: the
+    /// contract's end then shows it (`provider_lost` from a buyer, `over_quota` from a
+    /// provider; see [`crate::EndCause`]).
+    pub async fn terminate_for(
+        &self,
+        id: ContractId,
+        reason: String,
+        cause: fluidos_contracts::TerminationCause,
+    ) -> Result<(), NodeError> {
         let notify = self
             .ask(|tx| Command::Terminate {
                 id,
                 reason,
+                cause,
                 reply: tx,
             })
             .await??;

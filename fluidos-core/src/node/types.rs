@@ -128,6 +128,10 @@ pub struct ContractInfo {
     pub role: ContractRole,
     /// Where it stands.
     pub state: ContractState,
+    /// Why it ended, once it has (by owner, by provider, expired, provider lost, over
+    /// quota); absent while it runs, and for ends this node did not record a cause for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<crate::workload::EndCause>,
     /// The provider.
     pub provider: NodeId,
     /// The buyer.
@@ -182,12 +186,19 @@ impl ContractInfo {
         self.usage = usage.map(Box::new);
     }
 
+    /// With why it ended.
+    pub(crate) fn ended(mut self, end: Option<crate::workload::EndCause>) -> Self {
+        self.end = end;
+        self
+    }
+
     pub(crate) fn new(c: &VerifiedContract, role: ContractRole, state: ContractState) -> Self {
         let t = c.terms();
         Self {
             id: t.id,
             role,
             state,
+            end: None,
             provider: t.provider,
             buyer: t.buyer,
             partition: t.partition,

@@ -105,6 +105,7 @@ mod tests {
             provider,
             outcome: Outcome::Delivered,
             at: Timestamp(u64::from(n)),
+            cause: None,
         }
     }
 

@@ -91,6 +91,10 @@ pub enum Record {
         outcome: Outcome,
         /// When it ended (wall clock).
         at: Timestamp,
+        /// Why, typed (absent in records written before it existed, and for a
+        /// contract that never became active).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<crate::workload::EndCause>,
     },
 }
 

@@ -15,7 +15,7 @@ use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
 use fluidos_contracts::{Architecture, Location, NodeId, Resources, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::workload::WorkloadSpec;
+use crate::workload::{EndCause, WorkloadSpec};
 
 /// The value of the root key `schema`.
 pub const SCHEMA: &str = "fluidos-view/1";
@@ -99,15 +99,54 @@ pub enum ReplicaState {
     Failed {
         /// Why.
         reason: String,
+        /// Why, typed, when it is one of [`EndCause`]'s (lost with its provider,
+        /// killed at its memory limit …); absent for other failures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<EndCause>,
     },
     /// The host stopped it (contract ended, undeploy, out of capacity).
     Evicted {
         /// Why.
         reason: String,
+        /// Why, typed: who ended it or its contract, or that the contract expired.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<EndCause>,
     },
 }
 
 impl ReplicaState {
+    /// `failed` for a reason that is none of [`EndCause`]'s.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        ReplicaState::Failed {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// `failed` with a typed cause.
+    pub fn failed_by(cause: EndCause, reason: impl Into<String>) -> Self {
+        ReplicaState::Failed {
+            reason: reason.into(),
+            cause: Some(cause),
+        }
+    }
+
+    /// `evicted` with a typed cause.
+    pub fn evicted(cause: EndCause, reason: impl Into<String>) -> Self {
+        ReplicaState::Evicted {
+            reason: reason.into(),
+            cause: Some(cause),
+        }
+    }
+
+    /// The typed cause of a failed or evicted replica, when it has one.
+    pub fn cause(&self) -> Option<EndCause> {
+        match self {
+            ReplicaState::Failed { cause, .. } | ReplicaState::Evicted { cause, .. } => *cause,
+            _ => None,
+        }
+    }
+
     /// Whether the replica has ended (exited, failed or evicted).
     pub fn is_final(&self) -> bool {
         matches!(
@@ -122,8 +161,19 @@ impl ReplicaState {
     pub fn detail(&self) -> String {
         match self {
             ReplicaState::Exited { code } => format!("exit code {code}"),
-            ReplicaState::Failed { reason } | ReplicaState::Evicted { reason } => reason.clone(),
+            ReplicaState::Failed { reason, .. } | ReplicaState::Evicted { reason, .. } => {
+                reason.clone()
+            }
             _ => String::new(),
+        }
+    }
+
+    /// [`ReplicaState::detail`] led by the typed cause, when there is one
+    /// (`provider lost: no word from … for 31 s`).
+    pub fn described(&self) -> String {
+        match self.cause() {
+            Some(c) => format!("{c}: {}", self.detail()),
+            None => self.detail(),
         }
     }
 

@@ -7,11 +7,13 @@
 //! parses is complete and consistent (parse, don't validate), and every failure is
 //! a [`SpecError`] naming the field.
 
+mod end;
 mod intent;
 mod quantity;
 mod restart;
 mod spec;
 
+pub use end::EndCause;
 pub use intent::{GpuRequirement, Hard, Intent, Preference, PreferenceKind};
 pub use quantity::ResourceAmounts;
 pub use restart::{Ending, RESTART_BACKOFF_MAX, RESTART_BACKOFF_MIN, backoff, restart_after};

@@ -107,6 +107,7 @@ pub fn terminate_by(by: &SecretKey, contract: ContractId, n: u8) -> Verified<Ter
             reason: "done".into(),
             at: T0,
             nonce: Nonce([n; 16]),
+            cause: Default::default(),
         },
         by,
     )

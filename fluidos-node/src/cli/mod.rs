@@ -153,6 +153,10 @@ pub enum ContractCommand {
         /// Why; the other party sees it.
         #[arg(long, default_value = "terminated by operator")]
         reason: String,
+        /// Why, typed and signed: requested, provider_lost (as a buyer), over_quota
+        /// (as a provider). The contract's end shows it on both sides.
+        #[arg(long, default_value = "requested", value_parser = termination_cause)]
+        cause: fluidos_contracts::TerminationCause,
     },
     /// Write a contract to a file: raw canonical CBOR, or a VC with --vc.
     Export {
@@ -373,12 +377,13 @@ async fn contract(client: &Client, command: &ContractCommand, json: bool) -> any
             })
             .await
         }
-        ContractCommand::Terminate { id, reason } => {
+        ContractCommand::Terminate { id, reason, cause } => {
             let v: serde_json::Value = client
                 .post(
                     &format!("/v1/contracts/{id}/terminate"),
                     &TerminateRequest {
                         reason: reason.clone(),
+                        cause: *cause,
                     },
                 )
                 .await?;
@@ -759,6 +764,12 @@ fn print_peers(peers: &[PeerView]) {
     );
 }
 
+/// `--cause`: a [`fluidos_contracts::TerminationCause`] by its wire name.
+fn termination_cause(s: &str) -> Result<fluidos_contracts::TerminationCause, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not one of requested, provider_lost, over_quota"))
+}
+
 fn print_contracts(contracts: &[ContractInfo]) {
     if contracts.is_empty() {
         println!("no contracts");
@@ -785,7 +796,10 @@ fn print_contracts(contracts: &[ContractInfo]) {
             let mut row = vec![
                 c.id.to_string(),
                 format!("{:?}", c.role).to_lowercase(),
-                format!("{:?}", c.state).to_lowercase(),
+                match c.end {
+                    Some(end) => format!("{:?} ({end})", c.state).to_lowercase(),
+                    None => format!("{:?}", c.state).to_lowercase(),
+                },
                 short(&c.provider.to_did_key()),
                 short(&c.buyer.to_did_key()),
             ];

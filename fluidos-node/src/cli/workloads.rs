@@ -11,7 +11,9 @@ use hyper::Method;
 
 use super::{short, show, table, when};
 use crate::control::client::{Client, decode};
-use crate::control::types::{DeployEvent, DeployRequest, LogsView, NodeView, WorkloadView};
+use crate::control::types::{
+    DeployEvent, DeployRequest, LogsView, NodeView, ReplicaView, WorkloadView,
+};
 
 /// `fluidos-node deploy`.
 #[derive(Args, Debug)]
@@ -137,7 +139,7 @@ pub async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
                         if w.own { "me".into() } else { short(&w.owner) },
                         r.index.to_string(),
                         r.node.as_deref().map(short).unwrap_or_else(|| "-".into()),
-                        r.state.clone(),
+                        state_cell(r),
                         r.detail.clone(),
                     ]
                 })
@@ -150,6 +152,14 @@ pub async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
 /// `fluidos-node workload <id>`.
 pub async fn one(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     show::<WorkloadView>(client, &format!("/v1/workloads/{id}"), json, print_workload).await
+}
+
+/// A replica's state, with why it ended when that is typed: `failed (provider lost)`.
+fn state_cell(r: &ReplicaView) -> String {
+    match r.cause {
+        Some(c) => format!("{} ({c})", r.state),
+        None => r.state.clone(),
+    }
 }
 
 fn print_workload(w: &WorkloadView) {
@@ -168,7 +178,7 @@ fn print_workload(w: &WorkloadView) {
             vec![
                 r.index.to_string(),
                 r.node.as_deref().map(short).unwrap_or_else(|| "-".into()),
-                r.state.clone(),
+                state_cell(r),
                 r.detail.clone(),
                 r.since.map(when).unwrap_or_default(),
             ]

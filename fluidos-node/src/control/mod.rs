@@ -122,6 +122,7 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         &self,
         id: ContractId,
         reason: String,
+        cause: fluidos_contracts::TerminationCause,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// `GET /v1/contracts/{id}/export`.
     fn export(

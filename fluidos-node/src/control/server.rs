@@ -193,7 +193,7 @@ async fn terminate<N: NodeApi>(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = contract_id(&id)?;
     let req = json_body(body)?;
-    n.terminate(id, req.reason).await?;
+    n.terminate(id, req.reason, req.cause).await?;
     Ok(Json(serde_json::json!({"terminated": id.to_string()})))
 }
 

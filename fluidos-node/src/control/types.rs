@@ -212,6 +212,11 @@ pub struct TerminateRequest {
     /// Why; shown to the other party.
     #[serde(default)]
     pub reason: String,
+    /// Why, typed and signed into the termination: `requested` (the default),
+    /// `provider_lost` (a buyer whose provider is gone), `over_quota` (a provider whose
+    /// buyer used more than the contract allows).
+    #[serde(default)]
+    pub cause: fluidos_contracts::TerminationCause,
 }
 
 /// `GET /v1/contracts/{id}/export`.
@@ -338,6 +343,10 @@ pub struct ReplicaView {
     pub state: String,
     /// Exit code or reason.
     pub detail: String,
+    /// Why it ended, typed, for a failed or evicted replica whose end has one of
+    /// these causes (`by_owner`, `by_provider`, `expired`, `provider_lost`, `over_quota`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<fluidos_core::EndCause>,
     /// Since when (UNIX ms).
     pub since: Option<Timestamp>,
     /// The last output, as the view carries it.

@@ -152,7 +152,14 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
                         BuyerContractState::PendingAck => ContractState::PendingAck,
                         BuyerContractState::Active => ContractState::Active,
                     };
-                    bought.insert(*id, Bought { contract: c, state });
+                    bought.insert(
+                        *id,
+                        Bought {
+                            contract: c,
+                            state,
+                            end: None,
+                        },
+                    );
                 }
                 Err(e) => {
                     error!(contract = %id, error = %e, "dropping a stored contract that no longer verifies")
@@ -162,10 +169,12 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
                 contract,
                 provider,
                 outcome,
+                cause,
                 ..
             } => {
                 if let Some(b) = bought.get_mut(contract) {
                     b.state = ContractState::Ended;
+                    b.end = *cause;
                 }
                 ratings.record(*provider, *outcome);
             }

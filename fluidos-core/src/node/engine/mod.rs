@@ -7,7 +7,7 @@ use std::time::Duration;
 use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
 use fluidos_contracts::{
     ContractId, Flavor, FlavorId, NodeId, Nonce, SecretKey, Selector, Signed, Termination,
-    Timestamp, VerifiedContract,
+    TerminationCause, Timestamp, VerifiedContract,
 };
 use fluidos_discovery::{AdvertBody, InboundRequest};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,7 @@ use crate::buyer::{Outcome, Ratings};
 use crate::host::{self, FlavorKind, HostMeasurement, HostProbe};
 use crate::ledger::{FlavorTemplate, Ledger, LedgerEvent};
 use crate::store::{BuyerContractState, Record};
+use crate::workload::EndCause;
 
 mod bind;
 mod commit;
@@ -70,6 +71,7 @@ pub(super) enum Command {
     Terminate {
         id: ContractId,
         reason: String,
+        cause: fluidos_contracts::TerminationCause,
         reply: oneshot::Sender<Result<Option<(NodeId, Request)>, NodeError>>,
     },
     /// From the workload task.
@@ -81,6 +83,9 @@ pub(super) enum Command {
 struct Bought {
     contract: VerifiedContract,
     state: ContractState,
+    /// Why it ended, once it has (None for one that never became active, and for
+    /// ends recorded before causes were).
+    end: Option<EndCause>,
 }
 
 struct Engine {
@@ -246,12 +251,23 @@ impl Engine {
                 LedgerEvent::ContractEnded { contract, .. } => {
                     info!(contract_id = %contract, "contract ended (provider)");
                     self.advert_dirty = true;
-                    self.contract_gone(&contract);
+                    self.contract_gone(&contract, EndCause::Expired);
                 }
-                LedgerEvent::ContractTerminated { contract, by, .. } => {
-                    info!(contract_id = %contract, by = %by.short(), "contract terminated (provider)");
+                LedgerEvent::ContractTerminated {
+                    contract,
+                    by,
+                    cause,
+                    ..
+                } => {
+                    info!(contract_id = %contract, by = %by.short(), cause = cause.as_str(), "contract terminated (provider)");
                     self.advert_dirty = true;
-                    self.contract_gone(&contract);
+                    let end = match cause {
+                        TerminationCause::ProviderLost => EndCause::ProviderLost,
+                        TerminationCause::OverQuota => EndCause::OverQuota,
+                        _ if by == self.node_id => EndCause::ByProvider,
+                        _ => EndCause::ByOwner,
+                    };
+                    self.contract_gone(&contract, end);
                 }
                 other => debug!(?other, "ledger event"),
             }
@@ -279,6 +295,7 @@ impl Engine {
                 provider: *provider,
                 outcome: Outcome::Delivered,
                 at: now,
+                cause: Some(EndCause::Expired),
             })
             .collect();
         if self.persist(records).await.is_err() {
@@ -286,9 +303,7 @@ impl Engine {
         }
         self.quotas.dirty = true;
         for (contract, provider) in ended {
-            if let Some(b) = self.bought.get_mut(&contract) {
-                b.state = ContractState::Ended;
-            }
+            self.bought_ended(&contract, Some(EndCause::Expired));
             self.record_outcome(provider, Outcome::Delivered);
             info!(contract_id = %contract, provider = %provider.short(), "bought contract ended: delivered");
             let rating = super::buy::to_rating(self.ratings.get(&provider));
@@ -329,8 +344,8 @@ impl Engine {
         if b.state == ContractState::Ended {
             return err(ErrorCode::Replay, "contract already ended");
         }
-        b.state = ContractState::Ended;
-        self.quotas.dirty = true;
+        let cause = EndCause::of_termination(&t, &provider);
+        self.bought_ended(&t.contract, Some(cause));
         self.record_outcome(provider, Outcome::TerminatedEarly);
         warn!(contract_id = %t.contract, provider = %provider.short(), reason = %t.reason, "provider terminated a contract early");
         let discovery = self.discovery.clone();
@@ -347,6 +362,7 @@ impl Engine {
                 provider,
                 outcome: Outcome::TerminatedEarly,
                 at: now,
+                cause: Some(cause),
             }],
         )
     }
@@ -476,6 +492,7 @@ impl Engine {
                         Bought {
                             contract: *contract,
                             state,
+                            end: None,
                         },
                     );
                 }
@@ -506,18 +523,22 @@ impl Engine {
                         provider,
                         outcome,
                         at: now,
+                        cause: None,
                     }])
                     .await;
                 if result.is_ok() {
-                    if let Some(b) = self.bought.get_mut(&contract) {
-                        b.state = ContractState::Ended;
-                    }
+                    self.bought_ended(&contract, None);
                     self.record_outcome(provider, outcome);
                 }
                 let _ = reply.send(result);
             }
-            Command::Terminate { id, reason, reply } => {
-                let _ = reply.send(self.terminate(id, reason, now).await);
+            Command::Terminate {
+                id,
+                reason,
+                cause,
+                reply,
+            } => {
+                let _ = reply.send(self.terminate(id, reason, cause, now).await);
                 self.drain_ledger_events().await;
             }
             Command::Shutdown => {}
@@ -537,28 +558,43 @@ impl Engine {
             .ledger
             .contracts()
             .map(|c| {
-                let state = if c.is_active_at(now) {
-                    ContractState::Active
+                let (state, end) = if c.is_active_at(now) {
+                    (ContractState::Active, None)
                 } else {
-                    ContractState::Ended
+                    (ContractState::Ended, Some(EndCause::Expired))
                 };
-                ContractInfo::new(c, ContractRole::Provider, state)
+                ContractInfo::new(c, ContractRole::Provider, state).ended(end)
             })
             .collect();
         out.extend(self.bought.values().map(|b| {
-            let state = match b.state {
-                ContractState::Active if !b.contract.is_active_at(now) => ContractState::Ended,
-                s => s,
+            let (state, end) = match b.state {
+                ContractState::Active if !b.contract.is_active_at(now) => {
+                    (ContractState::Ended, Some(EndCause::Expired))
+                }
+                s => (s, b.end),
             };
-            ContractInfo::new(&b.contract, ContractRole::Buyer, state)
+            ContractInfo::new(&b.contract, ContractRole::Buyer, state).ended(end)
         }));
         out
+    }
+
+    /// A contract this node bought has ended, for `cause`.
+    fn bought_ended(&mut self, contract: &ContractId, cause: Option<EndCause>) {
+        if let Some(b) = self.bought.get_mut(contract) {
+            b.state = ContractState::Ended;
+            b.end = cause;
+        }
+        if let Some(c) = cause {
+            self.quotas.ends.insert(*contract, c);
+        }
+        self.quotas.dirty = true;
     }
 
     fn sign_termination(
         &self,
         id: ContractId,
         reason: String,
+        cause: TerminationCause,
         now: Timestamp,
     ) -> Result<Signed<Termination>, NodeError> {
         let t = Termination {
@@ -567,6 +603,7 @@ impl Engine {
             reason,
             at: now,
             nonce: Nonce::random(),
+            cause,
         };
         Signed::sign(t, &self.key)
             .map(|v| v.signed().clone())
@@ -577,11 +614,12 @@ impl Engine {
         &mut self,
         id: ContractId,
         reason: String,
+        cause: TerminationCause,
         now: Timestamp,
     ) -> Result<Option<(NodeId, Request)>, NodeError> {
         if let Some(c) = self.ledger.contract(&id) {
             let buyer = c.terms().buyer;
-            let signed = self.sign_termination(id, reason, now)?;
+            let signed = self.sign_termination(id, reason, cause, now)?;
             let verified = signed
                 .verify()
                 .map_err(|e| NodeError::Sign(e.to_string()))?;
@@ -602,17 +640,24 @@ impl Engine {
             return Err(NodeError::AlreadyEnded(id));
         }
         let provider = b.contract.terms().provider;
-        let signed = self.sign_termination(id, reason, now)?;
+        let signed = self.sign_termination(id, reason, cause, now)?;
+        let (end, outcome) = match cause {
+            // The provider failed to deliver: that counts against its rating.
+            TerminationCause::ProviderLost => (EndCause::ProviderLost, Outcome::Failed),
+            TerminationCause::OverQuota => (EndCause::OverQuota, Outcome::Delivered),
+            _ => (EndCause::ByOwner, Outcome::Delivered),
+        };
         self.persist(vec![Record::BuyerEnded {
             contract: id,
             provider,
-            outcome: Outcome::Delivered,
+            outcome,
             at: now,
+            cause: Some(end),
         }])
         .await?;
-        if let Some(b) = self.bought.get_mut(&id) {
-            b.state = ContractState::Ended;
-        }
+        self.bought_ended(&id, Some(end));
+        // As a restart would count it from the record.
+        self.record_outcome(provider, outcome);
         Ok(Some((
             provider,
             Request::Terminate {

@@ -19,7 +19,7 @@ use crate::offload::wire::{
 use crate::runtime::{Limits, ReplicaId, ReplicaInfo, ReplicaSpec, ReplicaUsage, Runs, Runtime};
 use crate::usage::{ReplicaMeter, UsageMeter};
 use crate::view::ReplicaStatus;
-use crate::workload::{RestartPolicy, Run, WorkloadSpec, restart_after};
+use crate::workload::{EndCause, RestartPolicy, Run, WorkloadSpec, restart_after};
 
 /// The pids limit of a container replica (the process runtime's per-user `RLIMIT_NPROC`
 /// would count every process of the user, so it gets none).
@@ -32,7 +32,7 @@ pub(super) struct HostedReplica {
     contract: Option<ContractId>,
     demand: Resources,
     /// Why it is being stopped, once it is.
-    evicting: Option<String>,
+    evicting: Option<Eviction>,
     /// Its workload's restart policy, and how often it was restarted here.
     policy: RestartPolicy,
     restarts: u32,
@@ -44,6 +44,34 @@ pub(super) struct HostedReplica {
     /// Its record (output, container) goes when it has ended: its owner stopped it
     /// for good (undeploy), or its contract is over.
     forget: bool,
+}
+
+/// Why a hosted replica is being stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Eviction {
+    /// Typed, when the stop has one of [`EndCause`]'s causes.
+    pub(super) cause: Option<EndCause>,
+    /// For people.
+    pub(super) reason: String,
+}
+
+impl Eviction {
+    pub(super) fn new(cause: Option<EndCause>, reason: impl Into<String>) -> Self {
+        Self {
+            cause,
+            reason: reason.into(),
+        }
+    }
+
+    /// Its owner took it back: its end is not written into the view, where it is no
+    /// longer placed here.
+    fn taken_back() -> Self {
+        Self::new(Some(EndCause::ByOwner), TAKEN_BACK)
+    }
+
+    fn is_taken_back(&self) -> bool {
+        self.reason == TAKEN_BACK
+    }
 }
 
 /// The replicas run here.
@@ -68,8 +96,7 @@ fn meter_key(key: &ReplicaKey) -> String {
     format!("{}/{}", key.1, key.2)
 }
 
-/// The eviction reason of a replica its owner took back: its end is not
-/// written into the view, where it is no longer placed here.
+/// The eviction reason of a replica its owner took back ([`Eviction::taken_back`]).
 const TAKEN_BACK: &str = "taken back by its owner";
 
 /// Ended replicas whose output is kept for `logs`.
@@ -319,7 +346,8 @@ impl Workloads {
                 let key = (from, workload, replica);
                 if let Some(r) = self.hosted.replicas.get_mut(&key) {
                     r.forget = true;
-                    self.stop_hosted(&key, "stopped by its owner", Some(reply));
+                    let why = Eviction::new(Some(EndCause::ByOwner), "stopped by its owner");
+                    self.stop_hosted(&key, why, Some(reply));
                 } else {
                     let gone = self.hosted.forget_ended(|k, _| *k == key);
                     self.remove_records(gone);
@@ -534,7 +562,7 @@ impl Workloads {
             Ok(x) => x,
             Err((_, reason)) => {
                 let status = ReplicaStatus {
-                    state: crate::view::ReplicaState::Failed { reason },
+                    state: crate::view::ReplicaState::failed(reason),
                     since: fluidos_contracts::Timestamp::now(),
                     restarts: 0,
                     output_tail: String::new(),
@@ -575,7 +603,7 @@ impl Workloads {
     pub(super) fn stop_hosted(
         &mut self,
         key: &ReplicaKey,
-        reason: &str,
+        why: Eviction,
         reply: Option<oneshot::Sender<Vec<u8>>>,
     ) {
         let (Some(r), Some(runtime)) = (self.hosted.replicas.get_mut(key), self.runtime.clone())
@@ -585,7 +613,7 @@ impl Workloads {
             }
             return;
         };
-        r.evicting = Some(reason.to_string());
+        r.evicting = Some(why);
         let (rid, key, done) = (r.rid.clone(), key.clone(), self.done_tx.clone());
         tokio::spawn(async move {
             let info = match runtime.stop(&rid).await {
@@ -634,7 +662,7 @@ impl Workloads {
     }
 
     /// Every replica hosted under contract `id` stops.
-    pub(super) fn evict_contract(&mut self, id: &ContractId, reason: &str) {
+    pub(super) fn evict_contract(&mut self, id: &ContractId, why: Eviction) {
         self.hosted.meters.remove(id);
         let gone = self.hosted.forget_ended(|_, c| c == Some(id));
         self.remove_records(gone);
@@ -646,11 +674,11 @@ impl Workloads {
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            info!(workload = %key.1, replica = key.2, contract = %id, "stopping a replica: {reason}");
+            info!(workload = %key.1, replica = key.2, contract = %id, "stopping a replica: {}", why.reason);
             if let Some(r) = self.hosted.replicas.get_mut(&key) {
                 r.forget = true;
             }
-            self.stop_hosted(&key, reason, None);
+            self.stop_hosted(&key, why.clone(), None);
         }
     }
 
@@ -686,6 +714,7 @@ impl Workloads {
                         let status = ReplicaStatus {
                             state: crate::view::ReplicaState::Failed {
                                 reason: msg.clone(),
+                                cause: (code == Code::OverQuota).then_some(EndCause::OverQuota),
                             },
                             since: fluidos_contracts::Timestamp::now(),
                             restarts,
@@ -744,8 +773,8 @@ impl Workloads {
                 if let Some(m) = r.contract.and_then(|c| self.hosted.meters.get_mut(&c)) {
                     m.ended(&meter_key(&key));
                 }
-                let status = view_status(&info.status, r.evicting.as_deref(), tail, r.restarts);
-                if r.evicting.as_deref() != Some(TAKEN_BACK) {
+                let status = view_status(&info.status, r.evicting.as_ref(), tail, r.restarts);
+                if !r.evicting.as_ref().is_some_and(Eviction::is_taken_back) {
                     self.write_status(key.clone(), status);
                 }
                 if r.contract.is_some() {
@@ -903,7 +932,7 @@ impl Workloads {
                 // It lives elsewhere now: nothing of it is kept here.
                 r.forget = true;
             }
-            self.stop_hosted(&key, TAKEN_BACK, None);
+            self.stop_hosted(&key, Eviction::taken_back(), None);
         }
     }
 

@@ -35,7 +35,7 @@ use super::engine::{Command, ContractBook, QuotaCommand, ReplicaKey};
 use super::types::{ActiveContract, ContractRole};
 use crate::runtime::{ReplicaEvent, ReplicaId, Runtime};
 use crate::view::{NodeEntry, NodeInfo, NodeKind, ReplicaState, ReplicaStatus, View, ViewEvent};
-use crate::workload::Ending;
+use crate::workload::{EndCause, Ending};
 
 pub(crate) use owner::OwnerCommand;
 pub use owner::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
@@ -205,7 +205,7 @@ pub(crate) async fn spawn(setup: Setup) -> WorkloadsHandle {
         discovery: setup.discovery,
         engine: setup.engine,
         contracts: setup.contracts,
-        book: Arc::new(Vec::new()),
+        book: Arc::default(),
         runtime: setup.runtime.clone(),
         physical: setup.physical,
         out: BTreeMap::new(),
@@ -589,7 +589,18 @@ impl Workloads {
             .collect();
         for c in ended {
             match c.role {
-                ContractRole::Provider => self.evict_contract(&c.id, "contract ended"),
+                ContractRole::Provider => {
+                    let cause = self.book.end_of(&c.id);
+                    let reason = match cause {
+                        Some(EndCause::Expired) => format!("contract {} expired", c.id),
+                        Some(EndCause::ByOwner) => {
+                            format!("contract {} terminated by its buyer", c.id)
+                        }
+                        Some(EndCause::ByProvider) => format!("contract {} terminated here", c.id),
+                        _ => format!("contract {} ended", c.id),
+                    };
+                    self.evict_contract(&c.id, host::Eviction::new(cause, reason));
+                }
                 ContractRole::Buyer => self.provider_contract_ended(&c),
             }
         }
@@ -712,9 +723,9 @@ fn per_hour(q: &fluidos_contracts::Quote) -> u64 {
 pub(crate) const OOM_REASON_PREFIX: &str = "out of memory";
 
 /// The view's state for what a runtime reports.
-pub(crate) fn view_status(
+pub(super) fn view_status(
     status: &crate::runtime::ReplicaStatus,
-    evict_reason: Option<&str>,
+    evicting: Option<&host::Eviction>,
     output_tail: String,
     restarts: u32,
 ) -> ReplicaStatus {
@@ -723,11 +734,13 @@ pub(crate) fn view_status(
         R::Starting => ReplicaState::Starting,
         R::Running { .. } => ReplicaState::Running,
         R::Exited { exit, .. } if exit.stop_requested => ReplicaState::Evicted {
-            reason: evict_reason.unwrap_or("stopped").to_string(),
+            reason: evicting.map_or_else(|| "stopped".to_string(), |e| e.reason.clone()),
+            cause: evicting.and_then(|e| e.cause),
         },
         // The kernel killed it for going past its memory limit: say so, not just 137.
-        R::Exited { exit, .. } if exit.oom_killed => ReplicaState::Failed {
-            reason: format!(
+        R::Exited { exit, .. } if exit.oom_killed => ReplicaState::failed_by(
+            crate::workload::EndCause::OverQuota,
+            format!(
                 "{OOM_REASON_PREFIX}: the replica went past its memory limit and was killed ({})",
                 match (exit.code, exit.signal) {
                     (Some(c), _) => format!("exit code {c}"),
@@ -735,16 +748,12 @@ pub(crate) fn view_status(
                     (None, None) => "no exit code".into(),
                 }
             ),
-        },
+        ),
         R::Exited { exit, .. } => ReplicaState::Exited {
             code: exit.code.unwrap_or_else(|| 128 + exit.signal.unwrap_or(0)),
         },
-        R::Failed { reason } => ReplicaState::Failed {
-            reason: reason.clone(),
-        },
-        R::Lost { reason } => ReplicaState::Failed {
-            reason: format!("lost: {reason}"),
-        },
+        R::Failed { reason } => ReplicaState::failed(reason.clone()),
+        R::Lost { reason } => ReplicaState::failed(format!("lost: {reason}")),
     };
     ReplicaStatus {
         state,

@@ -233,9 +233,7 @@ impl Workloads {
                     if r.node.is_none()
                         && let Ok(i) = k.parse::<u32>()
                     {
-                        let s = status(ReplicaState::Failed {
-                            reason: format!("unschedulable: {reason}"),
-                        });
+                        let s = status(ReplicaState::failed(format!("unschedulable: {reason}")));
                         if self.view.unplace(&id, i, s.clone()).is_ok() {
                             self.owned_status(&id, i, &s);
                             // A lost replica being placed again that finds no room is
@@ -377,9 +375,10 @@ impl Workloads {
                 if self.book.iter().any(|c| c.peer == a.node) {
                     self.open_link(a.node);
                 } else {
-                    let s = status(ReplicaState::Failed {
-                        reason: format!("no contract with {}", a.node.short()),
-                    });
+                    let s = status(ReplicaState::failed(format!(
+                        "no contract with {}",
+                        a.node.short()
+                    )));
                     let _ = self.view.unplace(id, a.replica, s.clone());
                     self.owned_status(id, a.replica, &s);
                     continue;
@@ -394,12 +393,10 @@ impl Workloads {
                 continue;
             }
             let Some(contract) = self.contract_for(id, &a.node) else {
-                let s = status(ReplicaState::Failed {
-                    reason: format!(
-                        "no contract with {} has room for the replica",
-                        a.node.short()
-                    ),
-                });
+                let s = status(ReplicaState::failed(format!(
+                    "no contract with {} has room for the replica",
+                    a.node.short()
+                )));
                 let _ = self.view.unplace(id, a.replica, s.clone());
                 self.owned_status(id, a.replica, &s);
                 continue;
@@ -469,6 +466,7 @@ impl Workloads {
             node,
             result,
         } = d;
+        let mut cause = None;
         let refusal = match result {
             Ok(WorkloadResponse::Started { state }) => {
                 self.record(
@@ -482,6 +480,9 @@ impl Workloads {
                 return;
             }
             Ok(WorkloadResponse::Error { code, message }) => {
+                if code == crate::offload::wire::WorkloadErrorCode::OverQuota {
+                    cause = Some(crate::workload::EndCause::OverQuota);
+                }
                 format!("{} refused it ({code:?}): {message}", node.short())
             }
             Ok(other) => format!("{} answered {other:?}", node.short()),
@@ -491,7 +492,10 @@ impl Workloads {
         if let Some(w) = self.owned.workloads.get_mut(&id) {
             w.contracts.remove(&replica);
         }
-        let s = status(ReplicaState::Failed { reason: refusal });
+        let s = status(ReplicaState::Failed {
+            reason: refusal,
+            cause,
+        });
         if self.view.unplace(&id, replica, s.clone()).is_ok() {
             self.owned_status(&id, replica, &s);
             // A lost replica being placed again: one more failure for its policy.
@@ -515,9 +519,14 @@ impl Workloads {
         for (k, r) in &w.record.replicas {
             let Ok(i) = k.parse::<u32>() else { continue };
             match r.node {
-                Some(n) if n == self.me => {
-                    self.stop_hosted(&(self.me, id.to_string(), i), "undeployed", None)
-                }
+                Some(n) if n == self.me => self.stop_hosted(
+                    &(self.me, id.to_string(), i),
+                    super::host::Eviction::new(
+                        Some(crate::workload::EndCause::ByOwner),
+                        "undeployed",
+                    ),
+                    None,
+                ),
                 Some(n) => {
                     let request = WorkloadRequest::Stop {
                         workload: id.to_string(),
@@ -574,6 +583,7 @@ impl Workloads {
             }
             let s = status(ReplicaState::Evicted {
                 reason: format!("contract {} ended", c.id),
+                cause: self.book.end_of(&c.id),
             });
             if self.view.unplace(&id, r, s.clone()).is_ok() {
                 self.owned_status(&id, r, &s);
@@ -685,13 +695,10 @@ impl Workloads {
                 if let Some(w) = self.owned.workloads.get_mut(&id) {
                     w.contracts.remove(&r);
                 }
-                let s = status(ReplicaState::Failed {
-                    reason: format!(
-                        "provider lost: no word from {} for {} s",
-                        peer.short(),
-                        silence.as_secs()
-                    ),
-                });
+                let s = status(ReplicaState::failed_by(
+                    crate::workload::EndCause::ProviderLost,
+                    format!("no word from {} for {} s", peer.short(), silence.as_secs()),
+                ));
                 if self.view.unplace(&id, r, s.clone()).is_ok() {
                     self.owned_status(&id, r, &s);
                     self.reschedule(&id, r);
@@ -802,7 +809,7 @@ impl Workloads {
             .and_then(|w| w.history.iter().rev().find(|h| h.replica == replica))
             .is_some_and(|h| h.state == name && h.node == node);
         if !same {
-            let mut detail = s.state.detail();
+            let mut detail = s.state.described();
             if s.restarts > 0 && !s.state.is_final() {
                 let sep = if detail.is_empty() { "" } else { "; " };
                 detail = format!("{detail}{sep}restart {}", s.restarts);

@@ -17,6 +17,10 @@ pub const MAX_ARGS: usize = 4096;
 pub const MAX_ENV: usize = 1024;
 /// Smallest memory limit accepted: below it no program can even be loaded.
 pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
+/// Smallest memory limit of a container: the Docker engine refuses less than 6 MiB
+/// ("Minimum memory limit allowed is 6MB"), so a spec below it is refused up front
+/// with a clear error instead of failing at the engine.
+pub const MIN_CONTAINER_MEMORY_BYTES: u64 = 6 << 20;
 /// Longest accepted image reference or owner id (bytes).
 pub const MAX_REF_LEN: usize = 512;
 
@@ -221,6 +225,13 @@ pub enum SpecError {
         "the memory limit of {0} bytes is below the minimum of {MIN_MEMORY_BYTES} bytes (1 MiB)"
     )]
     MemoryTooSmall(u64),
+    /// A container's memory limit is below [`MIN_CONTAINER_MEMORY_BYTES`], the engine's
+    /// minimum.
+    #[error(
+        "the memory limit of {0} bytes is below a container's minimum of \
+         {MIN_CONTAINER_MEMORY_BYTES} bytes (6 MiB, the Docker engine's)"
+    )]
+    ContainerMemoryTooSmall(u64),
     /// The cpu limit is zero.
     #[error("the cpu limit is zero: give at least 1 millicore, or no limit")]
     ZeroCpu,
@@ -357,6 +368,13 @@ impl ReplicaSpec {
         if let Some(m) = self.limits.memory_bytes.filter(|m| *m < MIN_MEMORY_BYTES) {
             return Err(SpecError::MemoryTooSmall(m));
         }
+        if let Some(m) = self
+            .limits
+            .memory_bytes
+            .filter(|m| self.image.is_some() && *m < MIN_CONTAINER_MEMORY_BYTES)
+        {
+            return Err(SpecError::ContainerMemoryTooSmall(m));
+        }
         if self.limits.cpu_millicores == Some(0) {
             return Err(SpecError::ZeroCpu);
         }
@@ -428,6 +446,36 @@ mod tests {
 
     fn id() -> ReplicaId {
         ReplicaId::new("w1", 0, "c1").unwrap()
+    }
+
+    #[test]
+    fn a_container_needs_the_engines_minimum_memory_and_a_process_does_not() {
+        let four = Limits {
+            memory_bytes: Some(4 << 20),
+            ..Limits::default()
+        };
+        assert_eq!(
+            ReplicaSpec::image_builder(id(), "busybox")
+                .limits(four)
+                .build(),
+            Err(SpecError::ContainerMemoryTooSmall(4 << 20))
+        );
+        assert!(
+            ReplicaSpec::builder(id(), "/bin/true")
+                .limits(four)
+                .build()
+                .is_ok()
+        );
+        let six = Limits {
+            memory_bytes: Some(MIN_CONTAINER_MEMORY_BYTES),
+            ..Limits::default()
+        };
+        assert!(
+            ReplicaSpec::image_builder(id(), "busybox")
+                .limits(six)
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -197,3 +197,28 @@ fn unschedulable_names_every_rejected_candidate_when_buying_is_off() {
     );
     assert!(reason.contains("country is FR"), "{reason}");
 }
+
+#[test]
+fn a_replica_on_a_virtual_node_takes_a_pod_and_what_is_bought_counts_them() {
+    // Room for three replicas' cpu and memory, but the contract holds two pods: two are
+    // placed, and the third is bought for with its pod (the provider charges one per
+    // replica, so placing it there would only be refused as over quota).
+    let mut v = node(8000, Some(10_000), "IT", Architecture::X86_64);
+    v.free.pods = 2;
+    let s = WorkloadSpec::from_toml(
+        "name = \"w\"\nreplicas = 3\n[run]\ncommand = \"/bin/true\"\n[requests]\ncpu = \"100m\"\nmemory = \"64MiB\"\n",
+    )
+    .unwrap();
+    let d = place(&s, &[0, 1, 2], &[v], &Hints::default());
+    let Decision::Acquire { plan, .. } = &d else {
+        panic!("{d}")
+    };
+    assert_eq!(plan.placed.len(), 2, "{d}");
+    assert_eq!(plan.unplaced, vec![2]);
+    assert_eq!(plan.missing.pods, 1);
+    // A physical node is not charged pods it does not count.
+    let mut p = node(8000, None, "IT", Architecture::X86_64);
+    p.free.pods = 0;
+    let d = place(&s, &[0, 1, 2], &[p], &Hints::default());
+    assert!(matches!(d, Decision::Place { .. }), "{d}");
+}

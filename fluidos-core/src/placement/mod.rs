@@ -18,7 +18,7 @@ use std::fmt;
 use fluidos_contracts::{NodeId, Resources};
 
 use crate::buyer::{AcquisitionRequest, Constraints};
-use crate::view::NodeInfo;
+use crate::view::{NodeInfo, NodeKind};
 use crate::workload::{PreferenceKind, WorkloadSpec};
 
 /// Extra facts placement may use.
@@ -327,11 +327,22 @@ fn score(
 /// [`crate::view::View::nodes`]). Pure: the same inputs give the same decision.
 pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &Hints) -> Decision {
     let need = spec.requests();
+    // Under a contract a replica takes at least one pod (the provider's admission charges
+    // it), so on a virtual node, and in what is bought, it needs one.
+    let contracted = Resources {
+        pods: need.pods.max(1),
+        ..need
+    };
+    let need_on = |n: &NodeInfo| match n.entry.kind {
+        NodeKind::Virtual => contracted,
+        _ => need,
+    };
     let mut free: BTreeMap<NodeId, Resources> = nodes.iter().map(|n| (n.id, n.free)).collect();
     let mut candidates: Vec<Candidate> = nodes
         .iter()
         .map(|n| {
             let mut rejected = hard_rejections(spec, n);
+            let need = need_on(n);
             if !need.fits_within(&n.free) {
                 rejected.push(Rejection::Capacity { need, free: n.free });
             }
@@ -362,7 +373,7 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
     for &r in replicas {
         let best = qualified
             .iter()
-            .filter(|n| free.get(&n.id).is_some_and(|f| need.fits_within(f)))
+            .filter(|n| free.get(&n.id).is_some_and(|f| need_on(n).fits_within(f)))
             .map(|n| {
                 (
                     score(
@@ -380,8 +391,12 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
             .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         match best {
             Some((_, id)) => {
+                let taken = qualified
+                    .iter()
+                    .find(|n| n.id == id)
+                    .map_or(need, |n| need_on(n));
                 if let Some(f) = free.get_mut(&id) {
-                    *f = f.saturating_sub(&need);
+                    *f = f.saturating_sub(&taken);
                 }
                 *placed_count.entry(id).or_default() += 1;
                 assignments.push(Assignment {
@@ -433,7 +448,7 @@ pub fn place(spec: &WorkloadSpec, replicas: &[u32], nodes: &[NodeInfo], hints: &
         return Decision::Unschedulable { reason, candidates };
     }
     let count = unplaced.len() as u64;
-    let raw = Resources::from_array(need.as_array().map(|q| q.saturating_mul(count)));
+    let raw = Resources::from_array(contracted.as_array().map(|q| q.saturating_mul(count)));
     // The step of a provider that met every constraint but capacity.
     let step = qualified.iter().find_map(|n| n.entry.step);
     let missing = match step {

@@ -501,7 +501,11 @@ impl Workloads {
             Ok(s) => s,
             Err((code, msg)) => return refuse(reply, code, msg),
         };
-        let demand = spec.requests();
+        // As admission charges it: at least one pod.
+        let demand = Resources {
+            pods: spec.requests().pods.max(1),
+            ..spec.requests()
+        };
         let (tx, rx) = oneshot::channel();
         let admit = Command::Quota(QuotaCommand::Admit {
             from,

@@ -54,8 +54,8 @@ pub use workload::EndCause;
 pub use node::{
     ActiveContract, BindError, BuyError, BuyProgress, ContractInfo, ContractRole, ContractState,
     DEFAULT_DEPLOY_WAIT, DEFAULT_OFFER_CACHE_TTL, DEFAULT_PROVIDER_LOST_AFTER,
-    DEFAULT_USAGE_INTERVAL, DeployPhase, HistoryEntry, LedgerTuning, Node, NodeBuilder, NodeError,
-    NodeStatus, NotReady, Roles, Submitted, WorkloadDetail, WorkloadError,
+    DEFAULT_USAGE_INTERVAL, DeployPhase, HistoryEntry, LedgerTuning, Node, NodeBuilder, NodeStatus,
+    NotReady, Roles, ShutDown, Submitted, TerminateError, WorkloadDetail, WorkloadError,
 };
 
 /// The node's fabric: WireGuard tunnels with the other party of every active

@@ -12,7 +12,9 @@ use fluidos_contracts::rear::ErrorCode;
 use fluidos_contracts::{NodeId, Resources, SignedContract};
 use fluidos_core::buyer::{AcquisitionRequest, CandidateFailure};
 use fluidos_core::host::{self, HostProbe, HostReserve, OfferConfig};
-use fluidos_core::{BuyError, ContractRole, ContractState, LedgerTuning, Node, Roles};
+use fluidos_core::{
+    BuyError, ContractRole, ContractState, LedgerTuning, Node, Roles, ShutDown, TerminateError,
+};
 use fluidos_discovery::CatalogName;
 use libp2p::Multiaddr;
 
@@ -182,7 +184,7 @@ async fn consumer_buys_from_provider_and_both_hold_the_signed_contract() {
     .await;
     assert!(matches!(
         c.terminate(t.id, "again".into()).await,
-        Err(fluidos_core::NodeError::AlreadyEnded(_))
+        Err(TerminateError::AlreadyEnded(id)) if id == t.id
     ));
     p.shutdown().await;
     c.shutdown().await;
@@ -203,6 +205,44 @@ async fn buying_with_no_candidates_says_so() {
         "{err:?}"
     );
     c.shutdown().await;
+}
+
+/// Each operation fails with its own typed error: an unknown contract, then a node
+/// whose engine and discovery have stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_fail_with_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = consumer(dir.path(), vec![]).await;
+    let unknown = fluidos_contracts::ContractId([7; 16]);
+    let err = c.terminate(unknown, "no such".into()).await;
+    assert!(
+        matches!(&err, Err(TerminateError::UnknownContract(id)) if *id == unknown),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.unwrap_err().to_string(),
+        format!("no contract {unknown} on this node")
+    );
+
+    c.shutdown().await;
+    assert!(matches!(c.status().await, Err(ShutDown)));
+    assert!(matches!(c.contracts().await, Err(ShutDown)));
+    assert!(matches!(
+        c.terminate(unknown, "late".into()).await,
+        Err(TerminateError::ShutDown)
+    ));
+    // Discovery has stopped too: its own error, not a string.
+    assert!(matches!(c.peers().await, Err(fluidos_discovery::Stopped)));
+    let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    assert!(matches!(
+        c.add_peer(addr).await,
+        Err(fluidos_discovery::AddPeerError::Stopped)
+    ));
+    let err = c.buy(want(500, GIB), None).await;
+    assert!(
+        matches!(&err, Err(BuyError::Discovery(fluidos_discovery::Stopped))),
+        "{err:?}"
+    );
 }
 
 /// 64 buyers race for a provider that can sell only a few partitions.

@@ -130,14 +130,31 @@ impl DaemonNode {
     }
 }
 
-fn node_err(e: fluidos_core::NodeError) -> ApiError {
-    use fluidos_core::NodeError as E;
+/// The node has shut down: 503.
+fn shut_down(e: fluidos_core::ShutDown) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
+/// Discovery has stopped (the node is shutting down): 503.
+fn stopped(e: fluidos_discovery::Stopped) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
+fn add_peer_err(e: fluidos_discovery::AddPeerError) -> ApiError {
+    use fluidos_discovery::AddPeerError as E;
+    match e {
+        E::Stopped => ApiError::unavailable(e.to_string()),
+        other => ApiError::unprocessable("discovery", format!("discovery: {other}")),
+    }
+}
+
+fn terminate_err(e: fluidos_core::TerminateError) -> ApiError {
+    use fluidos_core::TerminateError as E;
     match e {
         E::ShutDown => ApiError::unavailable(e.to_string()),
         E::UnknownContract(_) => ApiError::not_found(e.to_string()),
         E::AlreadyEnded(_) => ApiError::conflict(e.to_string()),
-        E::Discovery(_) => ApiError::unprocessable("discovery", e.to_string()),
-        E::Rear(_) => ApiError::unprocessable("refused", e.to_string()),
+        E::Ledger(_) => ApiError::unprocessable("refused", e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -196,11 +213,11 @@ pub fn describe(p: &BuyProgress) -> (String, String) {
 impl NodeApi for DaemonNode {
     async fn status(&self) -> Result<StatusView, ApiError> {
         Ok(StatusView {
-            node: self.node.status().await.map_err(node_err)?,
+            node: self.node.status().await.map_err(shut_down)?,
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             discovery: self.discovery_view().await?,
-            runtime: self.node.runtime_summary().await.map_err(node_err)?,
+            runtime: self.node.runtime_summary().await.map_err(shut_down)?,
             fabric: Some(FabricSummary::of(&self.fabric_report().await)),
             docker: self.docker.clone(),
         })
@@ -211,11 +228,11 @@ impl NodeApi for DaemonNode {
     }
 
     async fn flavors(&self) -> Result<Vec<Flavor>, ApiError> {
-        self.node.flavors().await.map_err(node_err)
+        self.node.flavors().await.map_err(shut_down)
     }
 
     async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
-        let list = self.node.peers().await.map_err(node_err)?;
+        let list = self.node.peers().await.map_err(stopped)?;
         Ok(list
             .into_iter()
             .map(|c| PeerView {
@@ -231,22 +248,22 @@ impl NodeApi for DaemonNode {
     }
 
     async fn add_peer(&self, addr: Multiaddr) -> Result<(), ApiError> {
-        self.node.add_peer(addr).await.map_err(node_err)
+        self.node.add_peer(addr).await.map_err(add_peer_err)
     }
 
     async fn contracts(&self) -> Result<Vec<ContractInfo>, ApiError> {
-        self.node.contracts().await.map_err(node_err)
+        self.node.contracts().await.map_err(shut_down)
     }
 
     async fn contract(&self, id: ContractId) -> Result<Option<ContractDetail>, ApiError> {
-        let Some(c) = self.node.contract(id).await.map_err(node_err)? else {
+        let Some(c) = self.node.contract(id).await.map_err(shut_down)? else {
             return Ok(None);
         };
         let info = self
             .node
             .contracts()
             .await
-            .map_err(node_err)?
+            .map_err(shut_down)?
             .into_iter()
             .find(|i| i.id == id);
         Ok(info.map(|info| contract_detail(&c, info)))
@@ -261,7 +278,7 @@ impl NodeApi for DaemonNode {
         self.node
             .terminate_for(id, reason, cause)
             .await
-            .map_err(node_err)
+            .map_err(terminate_err)
     }
 
     async fn export(&self, id: ContractId, vc: bool) -> Result<ContractExport, ApiError> {
@@ -269,7 +286,7 @@ impl NodeApi for DaemonNode {
             .node
             .contract(id)
             .await
-            .map_err(node_err)?
+            .map_err(shut_down)?
             .ok_or_else(|| ApiError::not_found(format!("no contract {id}")))?;
         let bytes = c
             .signed()
@@ -321,7 +338,7 @@ impl NodeApi for DaemonNode {
             .node
             .contracts()
             .await
-            .map_err(node_err)?
+            .map_err(shut_down)?
             .into_iter()
             .find(|i| i.id == id)
             .ok_or_else(|| {
@@ -331,7 +348,7 @@ impl NodeApi for DaemonNode {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeView>, ApiError> {
-        let nodes = self.node.nodes().await.map_err(node_err)?;
+        let nodes = self.node.nodes().await.map_err(shut_down)?;
         Ok(nodes
             .into_iter()
             .map(|n| NodeView {
@@ -410,7 +427,7 @@ impl NodeApi for DaemonNode {
     }
 
     async fn view_export(&self) -> Result<Vec<u8>, ApiError> {
-        self.node.export_view().await.map_err(node_err)
+        self.node.export_view().await.map_err(shut_down)
     }
 }
 
@@ -477,5 +494,35 @@ pub fn workload_view(
         replicas,
         placement: w.placement,
         history: w.history,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluidos_core::TerminateError;
+
+    #[test]
+    fn termination_errors_keep_their_status_and_code() {
+        let id = ContractId([3; 16]);
+        let e = terminate_err(TerminateError::UnknownContract(id));
+        assert_eq!((e.status, e.code), (404, "not_found"));
+        assert_eq!(e.message, format!("no contract {id} on this node"));
+        let e = terminate_err(TerminateError::AlreadyEnded(id));
+        assert_eq!((e.status, e.code), (409, "conflict"));
+        assert_eq!(e.message, format!("contract {id} has already ended"));
+        let e = terminate_err(TerminateError::ShutDown);
+        assert_eq!((e.status, e.code), (503, "unavailable"));
+    }
+
+    #[test]
+    fn discovery_errors_keep_their_code() {
+        let e = add_peer_err(fluidos_discovery::AddPeerError::TooMany);
+        assert_eq!((e.status, e.code), (422, "discovery"));
+        assert_eq!(e.message, "discovery: too many manual peers");
+        let e = add_peer_err(fluidos_discovery::AddPeerError::Stopped);
+        assert_eq!((e.status, e.code), (503, "unavailable"));
+        let e = stopped(fluidos_discovery::Stopped);
+        assert_eq!((e.status, e.code), (503, "unavailable"));
     }
 }

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::Node;
 use super::engine::Command;
-use super::types::NodeError;
+use super::types::ShutDown;
 use crate::buyer::{
     Acquisition, AcquisitionEvent, AcquisitionFailure, AcquisitionOptions, AcquisitionRequest,
     CandidateFailure, Outcome, Phase, RatingCounts,
@@ -165,9 +165,16 @@ pub enum BuyError {
     /// Every candidate refused or failed; the reasons are per candidate.
     #[error("{0}")]
     Failed(AcquisitionFailure),
-    /// The node could not persist the contract or has shut down.
-    #[error(transparent)]
-    Node(#[from] NodeError),
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    ShutDown,
+    /// Discovery has stopped, so no candidate can be asked.
+    #[error("listing the providers: {0}")]
+    Discovery(#[from] fluidos_discovery::Stopped),
+    /// The countersigned contract could not be stored, so it was not sent to the
+    /// provider (nothing was bought).
+    #[error("storing the contract: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// [`run`], retried while there is no provider to ask, until `wait` has passed.
@@ -335,7 +342,7 @@ pub(super) struct Providers {
 /// The candidates that sell, other than this node. Asks discovery only when its
 /// candidate table changed (or a second passed): back-to-back purchases share one
 /// answer.
-async fn providers(node: &Node) -> Result<Vec<NodeId>, NodeError> {
+async fn providers(node: &Node) -> Result<Vec<NodeId>, fluidos_discovery::Stopped> {
     let generation = *node.inner.discovery.candidate_updates().borrow();
     let now = Instant::now();
     if let Some(p) = node.cached_providers().as_ref()
@@ -364,25 +371,32 @@ async fn providers(node: &Node) -> Result<Vec<NodeId>, NodeError> {
 async fn acknowledged(
     node: &Node,
     contract: fluidos_contracts::ContractId,
-) -> Result<(), NodeError> {
+) -> Result<(), ShutDown> {
     node.inner
         .engine
         .send(Command::BoughtAcknowledged { contract })
         .await
-        .map_err(|_| NodeError::ShutDown)
+        .map_err(|_| ShutDown)
 }
 
 async fn persist(
     node: &Node,
     contract: VerifiedContract,
     state: BuyerContractState,
-) -> Result<(), NodeError> {
+) -> Result<(), BuyError> {
     node.ask(|reply| Command::PersistBought {
         contract: Box::new(contract),
         state,
         reply,
     })
-    .await?
+    .await??;
+    Ok(())
+}
+
+impl From<ShutDown> for BuyError {
+    fn from(_: ShutDown) -> Self {
+        Self::ShutDown
+    }
 }
 
 /// After a restart: a contract countersigned and stored before the crash, whose

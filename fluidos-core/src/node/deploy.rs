@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::workloads::OwnerCommand;
 use super::workloads::{DeployPhase, Submitted, WCommand, WorkloadDetail, WorkloadError};
-use super::{Node, NodeError};
+use super::{Node, ShutDown};
 use crate::offload::wire::{self, WorkloadRequest, WorkloadResponse};
 use crate::placement::{self, Assignment, Decision};
 use crate::view::NodeInfo;
@@ -355,24 +355,24 @@ impl Node {
 
     /// This node's physical entry and one virtual node per provider, with what
     /// is free on each.
-    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, NodeError> {
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ShutDown> {
         self.workloads_ask(WCommand::Nodes)
             .await
-            .map_err(|_| NodeError::ShutDown)
+            .map_err(|_| ShutDown)
     }
 
     /// The whole view as a standard Automerge document (`docs/ARCHITECTURE.md`).
-    pub async fn export_view(&self) -> Result<Vec<u8>, NodeError> {
+    pub async fn export_view(&self) -> Result<Vec<u8>, ShutDown> {
         self.workloads_ask(WCommand::Export)
             .await
-            .map_err(|_| NodeError::ShutDown)
+            .map_err(|_| ShutDown)
     }
 
     /// What the runtime enforces, or `None` when this node runs no workloads.
-    pub async fn runtime_summary(&self) -> Result<Option<String>, NodeError> {
+    pub async fn runtime_summary(&self) -> Result<Option<String>, ShutDown> {
         self.workloads_ask(WCommand::Runtime)
             .await
-            .map_err(|_| NodeError::ShutDown)
+            .map_err(|_| ShutDown)
     }
 
     /// The last usage report per contract: measured here for contracts this node
@@ -381,11 +381,11 @@ impl Node {
         &self,
     ) -> Result<
         std::collections::BTreeMap<fluidos_contracts::ContractId, crate::usage::ContractUsage>,
-        NodeError,
+        ShutDown,
     > {
         self.workloads_ask(WCommand::Usage)
             .await
-            .map_err(|_| NodeError::ShutDown)
+            .map_err(|_| ShutDown)
     }
 }
 

@@ -47,8 +47,8 @@ pub use fabric::{
 };
 pub use fluidos_fabric::service::BackendChoice;
 pub use types::{
-    ActiveContract, BindError, ContractInfo, ContractRole, ContractState, NodeError, NodeStatus,
-    Roles,
+    ActiveContract, BindError, ContractInfo, ContractRole, ContractState, NodeStatus, Roles,
+    ShutDown, TerminateError,
 };
 pub use workloads::{DeployPhase, HistoryEntry, Submitted, WorkloadDetail, WorkloadError};
 
@@ -425,18 +425,18 @@ impl Node {
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NodeError> {
+    ) -> Result<T, ShutDown> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .engine
             .send(make(tx))
             .await
-            .map_err(|_| NodeError::ShutDown)?;
-        rx.await.map_err(|_| NodeError::ShutDown)
+            .map_err(|_| ShutDown)?;
+        rx.await.map_err(|_| ShutDown)
     }
 
     /// Identity, addresses, capacity and counts.
-    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+    pub async fn status(&self) -> Result<NodeStatus, ShutDown> {
         let mut status = self.ask(Command::Status).await?;
         status.listen_addrs = self
             .listen_addrs()
@@ -449,30 +449,25 @@ impl Node {
     }
 
     /// The flavors this node currently sells, with what is left of each.
-    pub async fn flavors(&self) -> Result<Vec<Flavor>, NodeError> {
+    pub async fn flavors(&self) -> Result<Vec<Flavor>, ShutDown> {
         self.ask(Command::Flavors).await
     }
 
-    /// The current peering candidates.
-    pub async fn peers(&self) -> Result<Vec<fluidos_discovery::Candidate>, NodeError> {
-        self.inner
-            .discovery
-            .candidates()
-            .await
-            .map_err(|e| NodeError::Discovery(e.to_string()))
+    /// The current peering candidates. Fails only when discovery has stopped (the
+    /// node has shut down).
+    pub async fn peers(
+        &self,
+    ) -> Result<Vec<fluidos_discovery::Candidate>, fluidos_discovery::Stopped> {
+        self.inner.discovery.candidates().await
     }
 
     /// Dials a peer and adds it as a manual candidate.
-    pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.inner
-            .discovery
-            .add_peer(addr)
-            .await
-            .map_err(|e| NodeError::Discovery(e.to_string()))
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), fluidos_discovery::AddPeerError> {
+        self.inner.discovery.add_peer(addr).await
     }
 
     /// Every contract this node holds, as provider or buyer.
-    pub async fn contracts(&self) -> Result<Vec<ContractInfo>, NodeError> {
+    pub async fn contracts(&self) -> Result<Vec<ContractInfo>, ShutDown> {
         let mut list: Vec<ContractInfo> = self.ask(Command::Contracts).await?;
         let usage = self.usage().await.unwrap_or_default();
         for c in &mut list {
@@ -482,7 +477,7 @@ impl Node {
     }
 
     /// One contract, with both signatures.
-    pub async fn contract(&self, id: ContractId) -> Result<Option<VerifiedContract>, NodeError> {
+    pub async fn contract(&self, id: ContractId) -> Result<Option<VerifiedContract>, ShutDown> {
         self.ask(|tx| Command::Contract(id, tx)).await
     }
 
@@ -509,8 +504,9 @@ impl Node {
     }
 
     /// Ends a contract early, as either party. The other party is told with a
-    /// signed termination.
-    pub async fn terminate(&self, id: ContractId, reason: String) -> Result<(), NodeError> {
+    /// signed termination (best effort: the contract has ended here, durably, when
+    /// this returns `Ok`, whether or not the other party could be reached).
+    pub async fn terminate(&self, id: ContractId, reason: String) -> Result<(), TerminateError> {
         self.terminate_for(id, reason, fluidos_contracts::TerminationCause::Requested)
             .await
     }
@@ -523,7 +519,7 @@ impl Node {
         id: ContractId,
         reason: String,
         cause: fluidos_contracts::TerminationCause,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), TerminateError> {
         let notify = self
             .ask(|tx| Command::Terminate {
                 id,

@@ -243,18 +243,29 @@ pub enum BindError {
     /// The contract store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
-    /// A start-up task panicked or was cancelled.
-    #[error("start-up task failed: {0}")]
-    Task(String),
+    /// Measuring the host panicked or was cancelled.
+    #[error("measuring the host: the task failed: {0}")]
+    HostTask(#[source] tokio::task::JoinError),
+    /// The store's writer thread could not be started.
+    #[error("starting the store writer thread: {0}")]
+    Writer(#[source] std::io::Error),
     /// libp2p could not start (for example a listen address is taken).
     #[error("starting discovery: {0}")]
     Discovery(#[from] fluidos_discovery::StartError),
 }
 
-/// Why a request to a running node failed.
+/// A request found the node shut down: its engine or workload task has stopped.
+/// The only way the node's read-only queries ([`Node::status`](super::Node::status),
+/// [`Node::contracts`](super::Node::contracts), [`Node::export_view`](super::Node::export_view),
+/// …) fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the node has shut down")]
+pub struct ShutDown;
+
+/// Why [`Node::terminate`](super::Node::terminate) did not end a contract.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum NodeError {
+pub enum TerminateError {
     /// The node has shut down.
     #[error("the node has shut down")]
     ShutDown,
@@ -264,16 +275,19 @@ pub enum NodeError {
     /// The contract has already ended.
     #[error("contract {0} has already ended")]
     AlreadyEnded(ContractId),
-    /// The store could not make the change durable.
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    /// Discovery refused or failed.
-    #[error("discovery: {0}")]
-    Discovery(String),
-    /// Signing failed (a bug: the node signs only what it owns).
-    #[error("signing: {0}")]
-    Sign(String),
-    /// The ledger refused.
+    /// The termination could not be signed (a bug: the node signs only as itself).
+    #[error("signing the termination: {0}")]
+    Sign(#[from] fluidos_contracts::signed::SignError),
+    /// The ledger refused the termination.
     #[error("{0}")]
-    Rear(#[from] fluidos_contracts::rear::RearError),
+    Ledger(#[from] fluidos_contracts::rear::RearError),
+    /// The store could not make the termination durable; the contract stays as it was.
+    #[error("storing the termination: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<ShutDown> for TerminateError {
+    fn from(_: ShutDown) -> Self {
+        Self::ShutDown
+    }
 }

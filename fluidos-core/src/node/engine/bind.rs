@@ -84,7 +84,7 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
         Ok::<_, host::HostError>((probe, measured))
     })
     .await
-    .map_err(|e| BindError::Task(e.to_string()))??;
+    .map_err(BindError::HostTask)??;
 
     let now = Timestamp::now();
     let (store, records) = Store::open(data_dir.join("state"))?;
@@ -182,7 +182,7 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
         }
     }
     let ledger = Ledger::restore(key.clone(), config, records, now);
-    let store = Writer::spawn(store).map_err(|e| BindError::Task(e.to_string()))?;
+    let store = Writer::spawn(store).map_err(BindError::Writer)?;
 
     let mut discovery_config = b.discovery.clone();
     let advert = advert_body(&b.roles, &b.offer, &measured, &ledger, now);

@@ -9,7 +9,6 @@ use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
 use fluidos_discovery::InboundRequest;
 use tracing::error;
 
-use super::super::types::NodeError;
 use super::super::writer::Durable;
 use super::{DEFERRED_MAX_WAIT, Engine};
 use crate::store::Record;
@@ -53,14 +52,16 @@ impl Engine {
 
     /// Makes `records` durable with one fsync, after any write-behind records
     /// (which go first, so that a later record of the same key wins on replay).
-    pub(super) async fn persist(&mut self, records: Vec<Record>) -> Result<(), NodeError> {
+    pub(super) async fn persist(
+        &mut self,
+        records: Vec<Record>,
+    ) -> Result<(), crate::store::StoreError> {
         let records = self.with_deferred(records);
-        self.store.commit(records).await.map_err(|e| {
+        self.store.commit(records).await.inspect_err(|e| {
             // Write-behind records in a failed batch are dropped: each was a state
             // the node can rebuild after a restart (a `PendingAck` contract is
             // confirmed again with the provider).
             error!(error = %e, "store commit failed");
-            NodeError::Store(e)
         })
     }
 

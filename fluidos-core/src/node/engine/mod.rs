@@ -7,13 +7,13 @@ use std::time::Duration;
 use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
 use fluidos_contracts::{
     ContractId, Flavor, FlavorId, NodeId, Nonce, SecretKey, Selector, Signed, Termination,
-    TerminationCause, Timestamp, VerifiedContract,
+    TerminationCause, Timestamp, Verified, VerifiedContract,
 };
 use fluidos_discovery::{AdvertBody, InboundRequest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::types::{ContractInfo, ContractRole, ContractState, NodeError, NodeStatus};
+use super::types::{ContractInfo, ContractRole, ContractState, NodeStatus, TerminateError};
 use super::writer::Writer;
 use crate::buyer::{Outcome, Ratings};
 use crate::host::{self, FlavorKind, HostMeasurement, HostProbe};
@@ -54,13 +54,13 @@ pub(super) enum Command {
         contract: ContractId,
         provider: NodeId,
         outcome: Outcome,
-        reply: oneshot::Sender<Result<(), NodeError>>,
+        reply: oneshot::Sender<Result<(), crate::store::StoreError>>,
     },
     /// Make the buyer's copy of a contract durable.
     PersistBought {
         contract: Box<VerifiedContract>,
         state: BuyerContractState,
-        reply: oneshot::Sender<Result<(), NodeError>>,
+        reply: oneshot::Sender<Result<(), crate::store::StoreError>>,
     },
     /// The provider acknowledged the countersignature of a contract stored as
     /// `PendingAck`: it is active. Written behind (no fsync of its own, no reply).
@@ -72,7 +72,7 @@ pub(super) enum Command {
         id: ContractId,
         reason: String,
         cause: fluidos_contracts::TerminationCause,
-        reply: oneshot::Sender<Result<Option<(NodeId, Request)>, NodeError>>,
+        reply: oneshot::Sender<Result<Option<(NodeId, Request)>, TerminateError>>,
     },
     /// From the workload task.
     Quota(QuotaCommand),
@@ -596,7 +596,7 @@ impl Engine {
         reason: String,
         cause: TerminationCause,
         now: Timestamp,
-    ) -> Result<Signed<Termination>, NodeError> {
+    ) -> Result<Verified<Termination>, TerminateError> {
         let t = Termination {
             contract: id,
             by: self.node_id,
@@ -605,9 +605,7 @@ impl Engine {
             nonce: Nonce::random(),
             cause,
         };
-        Signed::sign(t, &self.key)
-            .map(|v| v.signed().clone())
-            .map_err(|e| NodeError::Sign(e.to_string()))
+        Ok(Signed::sign(t, &self.key)?)
     }
 
     async fn terminate(
@@ -616,31 +614,31 @@ impl Engine {
         reason: String,
         cause: TerminationCause,
         now: Timestamp,
-    ) -> Result<Option<(NodeId, Request)>, NodeError> {
+    ) -> Result<Option<(NodeId, Request)>, TerminateError> {
         if let Some(c) = self.ledger.contract(&id) {
             let buyer = c.terms().buyer;
-            let signed = self.sign_termination(id, reason, cause, now)?;
-            let verified = signed
-                .verify()
-                .map_err(|e| NodeError::Sign(e.to_string()))?;
+            let verified = self.sign_termination(id, reason, cause, now)?;
             self.ledger.terminate(&verified, now)?;
             let records = self.ledger.take_records();
             self.persist(records).await?;
             return Ok(Some((
                 buyer,
                 Request::Terminate {
-                    termination: signed,
+                    termination: verified.signed().clone(),
                 },
             )));
         }
         let Some(b) = self.bought.get(&id) else {
-            return Err(NodeError::UnknownContract(id));
+            return Err(TerminateError::UnknownContract(id));
         };
         if b.state == ContractState::Ended {
-            return Err(NodeError::AlreadyEnded(id));
+            return Err(TerminateError::AlreadyEnded(id));
         }
         let provider = b.contract.terms().provider;
-        let signed = self.sign_termination(id, reason, cause, now)?;
+        let signed = self
+            .sign_termination(id, reason, cause, now)?
+            .signed()
+            .clone();
         let (end, outcome) = match cause {
             // The provider failed to deliver: that counts against its rating.
             TerminationCause::ProviderLost => (EndCause::ProviderLost, Outcome::Failed),

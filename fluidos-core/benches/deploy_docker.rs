@@ -11,6 +11,10 @@
 //! image and command is timed in the same round.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+use support::report;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,21 +26,6 @@ use fluidos_core::workload::WorkloadSpec;
 use fluidos_core::{Node, Roles};
 
 const IMAGE: &str = "fluidos-test/busybox:1";
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn report(name: &str, mut v: Vec<f64>) {
-    println!(
-        "{name:<40} n={:<4} p50 {:>7.1} ms  p90 {:>7.1} ms  max {:>7.1} ms",
-        v.len(),
-        pct(&mut v, 0.5),
-        pct(&mut v, 0.9),
-        pct(&mut v, 1.0)
-    );
-}
 
 async fn node(
     dir: &Path,

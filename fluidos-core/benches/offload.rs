@@ -8,6 +8,10 @@
 //! `cargo bench -p fluidos-core --bench offload [-- ROUNDS]` (default 30).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+use support::report;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,21 +39,6 @@ fn spec(name: &str, script: &str) -> WorkloadSpec {
         "name = \"{name}\"\n[run]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n[requests]\ncpu = \"10m\"\nmemory = \"8MiB\"\n"
     ))
     .unwrap()
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn report(name: &str, mut v: Vec<f64>) {
-    println!(
-        "{name:<34} n={:<4} p50 {:>7.2} ms  p90 {:>7.2} ms  max {:>7.2} ms",
-        v.len(),
-        pct(&mut v, 0.5),
-        pct(&mut v, 0.9),
-        pct(&mut v, 1.0)
-    );
 }
 
 async fn node(dir: &Path, provider: bool, catalog: Vec<libp2p::Multiaddr>) -> Node {

@@ -12,6 +12,10 @@
 //! `cargo bench -p fluidos-core --bench reschedule [-- ROUNDS]` (default 5).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+use support::report;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,21 +67,6 @@ async fn node(dir: &Path, provider: bool, catalog: Vec<libp2p::Multiaddr>) -> No
         .bind()
         .await
         .unwrap()
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn report(name: &str, mut v: Vec<f64>) {
-    println!(
-        "{name:<40} n={:<3} p50 {:>8.1} ms  p90 {:>8.1} ms  max {:>8.1} ms",
-        v.len(),
-        pct(&mut v, 0.5),
-        pct(&mut v, 0.9),
-        pct(&mut v, 1.0)
-    );
 }
 
 async fn round(dir: &Path) -> (f64, f64) {

@@ -357,8 +357,14 @@ impl EventLoop {
         }
     }
 
-    /// Handles advert bytes that arrived from a catalog.
-    fn catalog_advert(&mut self, catalog: &CatalogName, node: NodeId, bytes: &[u8]) -> bool {
+    /// Handles advert bytes that arrived from a catalog. Returns when the advert
+    /// was signed if it was usable.
+    fn catalog_advert(
+        &mut self,
+        catalog: &CatalogName,
+        node: NodeId,
+        bytes: &[u8],
+    ) -> Option<Timestamp> {
         let source = Source::Catalog(catalog.clone());
         let expected = Expected {
             node: Some(node),
@@ -370,22 +376,51 @@ impl EventLoop {
                 // Adverts change only when re-published: a member fetched successfully
                 // is not fetched again before the next re-publication, which keeps a
                 // refresh of an n-member catalog from costing n lookups every time.
-                if self.fetched.len() < MAX_FETCH_QUEUE {
-                    self.fetched.insert((catalog.clone(), node), Instant::now());
-                }
-                self.accept(source, advert)
+                self.mark_fetched(catalog, &advert);
+                let issued_at = advert.issued_at;
+                self.accept(source, advert).then_some(issued_at)
             }
             Err(AdvertError::Withdrawn { node, seq }) => {
                 self.note_withdrawal(node, seq);
                 self.candidates.remove_source(&node, &source);
                 self.reject(&AdvertError::Withdrawn { node, seq }, &source);
-                false
+                None
             }
             Err(e) => {
                 self.reject(&e, &source);
-                false
+                None
             }
         }
+    }
+
+    /// Records that this node holds `advert` of a catalog member, as of the moment
+    /// it was *signed*: the next fetch is due one re-publication after that, when
+    /// the member has signed a newer one. Counting from the moment of the read
+    /// instead would let a stale-but-valid copy (from a catalog peer that missed
+    /// the last re-publication, or from gossip) suppress fetches until after it
+    /// expired, and the member would drop out of the candidates for a while.
+    pub(crate) fn mark_fetched(&mut self, catalog: &CatalogName, advert: &Advert) {
+        let age_ms = Timestamp::now().0.saturating_sub(advert.issued_at.0);
+        let now = Instant::now();
+        let signed = now
+            .checked_sub(Duration::from_millis(age_ms))
+            .unwrap_or(now);
+        let key = (catalog.clone(), advert.node);
+        let room = self.fetched.len() < MAX_FETCH_QUEUE;
+        match self.fetched.get_mut(&key) {
+            Some(t) => *t = (*t).max(signed),
+            None if room => {
+                self.fetched.insert(key, signed);
+            }
+            None => {}
+        }
+    }
+
+    /// Whether an advert signed at `issued_at` is within the last re-publication
+    /// interval, i.e. the member's current one (or at most one behind).
+    fn is_fresh(&self, issued_at: Timestamp) -> bool {
+        let window = u64::try_from(self.cfg.republish_interval.as_millis()).unwrap_or(u64::MAX);
+        issued_at.plus_ms(window) >= Timestamp::now()
     }
 
     pub(crate) fn on_kad(&mut self, ev: kad::Event) {
@@ -419,9 +454,10 @@ impl EventLoop {
                         }) = self.queries.get(&id).cloned()
                         {
                             let ok = self.catalog_advert(&catalog, node, &found.record.value);
-                            // A valid copy from a remote peer is enough; a local copy may
-                            // be stale, so the lookup goes on after one.
-                            if ok && found.peer.is_some() {
+                            // A current copy from a remote peer is enough; a local copy
+                            // or an old one (a peer that missed the last re-publication)
+                            // may be stale, so the lookup goes on after one.
+                            if found.peer.is_some() && ok.is_some_and(|t| self.is_fresh(t)) {
                                 if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                                     q.finish();
                                 }
@@ -576,7 +612,7 @@ impl EventLoop {
                         None => return,
                     };
                     if let Some(d) = self.direct_peers.get_mut(&peer) {
-                        d.failures = 0;
+                        d.retry.succeeded();
                     }
                     let (Some(bytes), Some(node)) = (response.0, node_id(&peer)) else {
                         tracing::debug!(%peer, "direct peer has no advert for us");

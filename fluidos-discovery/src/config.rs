@@ -68,6 +68,13 @@ pub struct DiscoveryConfig {
     pub retry_initial: Duration,
     /// Longest retry delay. Default 1 s.
     pub retry_max: Duration,
+    /// For this long after a catalog address or manual peer was configured, a failed
+    /// dial is retried every `retry_hot_interval` instead of with the backoff, so a
+    /// node started together with its catalog reaches it a few milliseconds after
+    /// it listens. Default 2 s; zero turns it off.
+    pub retry_hot_window: Duration,
+    /// Retry delay inside the hot window (jittered into its upper half). Default 10 ms.
+    pub retry_hot_interval: Duration,
     /// Seed of the retry jitter; `None` draws one from the node id and the clock.
     /// Tests set it to make retries repeatable.
     pub jitter_seed: Option<u64>,
@@ -183,6 +190,8 @@ impl Default for DiscoveryConfig {
             catalog_server: CatalogServer::Auto,
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(1),
+            retry_hot_window: Duration::from_secs(2),
+            retry_hot_interval: Duration::from_millis(10),
             jitter_seed: None,
         }
     }
@@ -262,6 +271,24 @@ impl DiscoveryConfig {
         self
     }
 
+    /// Sets the hot retry window after an address is configured and the retry
+    /// delay inside it (a zero window turns it off).
+    pub fn with_hot_retry(mut self, window: Duration, interval: Duration) -> Self {
+        self.retry_hot_window = window;
+        self.retry_hot_interval = interval;
+        self
+    }
+
+    /// The retry timing built from this configuration.
+    pub(crate) fn retry_schedule(&self) -> crate::backoff::Schedule {
+        crate::backoff::Schedule {
+            hot_window: self.retry_hot_window,
+            hot_interval: self.retry_hot_interval,
+            initial: self.retry_initial,
+            max: self.retry_max,
+        }
+    }
+
     /// Whether Kademlia starts in server mode.
     pub(crate) fn serves_catalogs_from_start(&self) -> bool {
         match self.catalog_server {
@@ -287,6 +314,9 @@ impl DiscoveryConfig {
         }
         if self.retry_max < self.retry_initial {
             return Err(ConfigError::RetryRange);
+        }
+        if !self.retry_hot_window.is_zero() && ms(self.retry_hot_interval) == 0 {
+            return Err(ConfigError::ZeroDuration("retry_hot_interval"));
         }
         for (name, d) in [
             ("refresh_interval", self.refresh_interval),
@@ -369,6 +399,14 @@ mod tests {
             c.validate(),
             Err(ConfigError::ZeroDuration("retry_initial"))
         );
+        let c = DiscoveryConfig::default()
+            .with_hot_retry(Duration::from_secs(1), Duration::from_micros(10));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("retry_hot_interval"))
+        );
+        let c = DiscoveryConfig::default().with_hot_retry(Duration::ZERO, Duration::ZERO);
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -80,8 +80,8 @@ pub(crate) struct DirectPeer {
     pub(crate) addrs: Vec<Multiaddr>,
     pub(crate) asking: bool,
     pub(crate) retry_at: Option<std::time::Instant>,
-    /// Dial failures since the last answer (drives the backoff).
-    pub(crate) failures: u32,
+    /// Dial failures since the last answer and the hot window (drive the retries).
+    pub(crate) retry: crate::backoff::Retry,
 }
 
 /// A catalog bootstrap address: dialled at start and, while none of its catalogs is
@@ -90,7 +90,7 @@ pub(crate) struct DirectPeer {
 pub(crate) struct BootstrapPeer {
     pub(crate) addrs: Vec<Multiaddr>,
     pub(crate) catalogs: BTreeSet<CatalogName>,
-    pub(crate) failures: u32,
+    pub(crate) retry: crate::backoff::Retry,
     pub(crate) retry_at: Option<std::time::Instant>,
 }
 
@@ -273,6 +273,7 @@ impl EventLoop {
             }
         }
         let me = *self.swarm.local_peer_id();
+        let (now, schedule) = (std::time::Instant::now(), self.cfg.retry_schedule());
         for catalog in self.cfg.catalogs.clone() {
             for addr in &catalog.bootstrap {
                 if let Some((peer, base)) = split_peer(addr) {
@@ -287,7 +288,11 @@ impl EventLoop {
                         .behaviour_mut()
                         .kad
                         .add_address(&peer, base.clone());
-                    let b = self.bootstrap.entry(peer).or_default();
+                    let b = self.bootstrap.entry(peer).or_insert_with(|| {
+                        let mut b = BootstrapPeer::default();
+                        b.retry.configured(now, &schedule);
+                        b
+                    });
                     b.catalogs.insert(catalog.name.clone());
                     if !b.addrs.contains(&base) {
                         b.addrs.push(base);
@@ -437,7 +442,7 @@ impl EventLoop {
         let Some(b) = self.bootstrap.get_mut(&peer) else {
             return;
         };
-        b.failures = 0;
+        b.retry.succeeded();
         b.retry_at = None;
         let mut newly = false;
         for c in b.catalogs.clone() {
@@ -538,7 +543,7 @@ impl EventLoop {
                             .bootstrap
                             .values()
                             .filter(|b| b.catalogs.contains(name))
-                            .map(|b| b.failures)
+                            .map(|b| b.retry.failures)
                             .max()
                             .unwrap_or(0);
                         let status = CatalogStatus {
@@ -589,7 +594,12 @@ impl EventLoop {
             {
                 return Err(AddPeerError::TooMany);
             }
-            let entry = self.direct_peers.entry(*peer).or_default();
+            let schedule = self.cfg.retry_schedule();
+            let entry = self.direct_peers.entry(*peer).or_insert_with(|| {
+                let mut d = DirectPeer::default();
+                d.retry.configured(std::time::Instant::now(), &schedule);
+                d
+            });
             entry.sources.insert(Source::Manual);
             if !entry.addrs.contains(base) {
                 entry.addrs.push(base.clone());
@@ -781,16 +791,16 @@ impl EventLoop {
                 if self.swarm.is_connected(&peer) {
                     return; // another dial to it worked
                 }
-                let (initial, max) = (self.cfg.retry_initial, self.cfg.retry_max);
+                let schedule = self.cfg.retry_schedule();
+                let now = std::time::Instant::now();
                 let rand = self.jitter.next();
                 if let Some(d) = self.direct_peers.get_mut(&peer)
                     && d.retry_at.is_none()
                 {
                     // Retried with backoff and jitter, so that two peers dialling each
                     // other at once (TCP simultaneous open) do not collide again.
-                    let wait = crate::backoff::delay(initial, max, d.failures, rand);
-                    d.failures = d.failures.saturating_add(1);
-                    d.retry_at = Some(std::time::Instant::now() + wait);
+                    let wait = d.retry.failed(now, &schedule, rand);
+                    d.retry_at = Some(now + wait);
                     tracing::debug!(%peer, %error, ?wait, "direct peer dial failed");
                 }
                 let unreached = self.bootstrap.get(&peer).is_some_and(|b| {
@@ -802,9 +812,8 @@ impl EventLoop {
                     && unreached
                     && b.retry_at.is_none()
                 {
-                    let wait = crate::backoff::delay(initial, max, b.failures, rand);
-                    b.failures = b.failures.saturating_add(1);
-                    b.retry_at = Some(std::time::Instant::now() + wait);
+                    let wait = b.retry.failed(now, &schedule, rand);
+                    b.retry_at = Some(now + wait);
                     tracing::debug!(%peer, %error, ?wait, "catalog bootstrap dial failed; retrying");
                 }
             }

@@ -145,12 +145,11 @@ impl EventLoop {
                         .is_some_and(|w| advert.seq <= *w) => {}
                 Ok(advert) => {
                     let node = advert.node;
+                    // As of its signing (see `mark_fetched`): an old gossiped copy
+                    // does not hold back the catalog read of the current one.
+                    self.mark_fetched(catalog, &advert);
                     if self.accept(source.clone(), advert) {
                         self.saw_member(catalog, node);
-                        if self.fetched.len() < MAX_FETCHED {
-                            self.fetched
-                                .insert((catalog.clone(), node), std::time::Instant::now());
-                        }
                     }
                 }
                 Err(AdvertError::Withdrawn { node, seq }) => {
@@ -182,5 +181,3 @@ impl EventLoop {
 
 /// Withdrawals remembered.
 const MAX_WITHDRAWN: usize = 4096;
-/// Members marked as fetched, at most (as the catalog path keeps).
-const MAX_FETCHED: usize = 4096;

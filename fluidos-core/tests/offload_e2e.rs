@@ -467,6 +467,14 @@ async fn contracts_and_their_replicas_say_why_they_ended() {
         .unwrap();
     assert_eq!(end_of(&c, contract).await, None, "it runs");
     p.terminate(contract, "maintenance".into()).await.unwrap();
+    // Again, on the provider's side: ended, not unknown.
+    assert!(
+        matches!(
+            p.terminate(contract, "again".into()).await,
+            Err(fluidos_core::TerminateError::AlreadyEnded(id)) if id == contract
+        ),
+        "a second termination names the contract as ended"
+    );
     let (st, _) = final_state(&c, &id).await;
     assert_eq!(st.name(), "evicted", "{st:?}");
     assert_eq!(st.cause(), Some(EndCause::ByProvider), "{st:?}");

@@ -629,7 +629,12 @@ impl Engine {
             )));
         }
         let Some(b) = self.bought.get(&id) else {
-            return Err(TerminateError::UnknownContract(id));
+            // One this node sold that has ended (terminated, or ran out) is not unknown.
+            return Err(match self.ledger.contract_standing(&id) {
+                crate::ledger::ContractStanding::Terminated { .. }
+                | crate::ledger::ContractStanding::Ended { .. } => TerminateError::AlreadyEnded(id),
+                _ => TerminateError::UnknownContract(id),
+            });
         };
         if b.state == ContractState::Ended {
             return Err(TerminateError::AlreadyEnded(id));

@@ -198,6 +198,16 @@ async fn routes_and_typed_error_bodies() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&e).0, StatusCode::CONFLICT);
+    // A termination cause that is not one of the signed causes is refused, not defaulted.
+    let e = s
+        .client
+        .post::<_, serde_json::Value>(
+            &format!("/v1/contracts/{id}/terminate"),
+            &serde_json::json!({"reason": "x", "cause": "bored"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e).0, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     let e = s
         .client
         .get::<serde_json::Value>("/v1/nope")

@@ -8,7 +8,12 @@
 //! is bought first; each round deploys a `sleep 600` image workload and measures until
 //! `Node::deploy` returns (the provider answered that the container runs, after it started
 //! and inspected it), then undeploys it outside the measurement; `docker run -d` of the same
-//! image and command is timed in the same round.
+//! image and command is timed in the same round, once without limits and once with the
+//! workload's cpu and memory limits (`--cpus`, `--memory`): a cpu limit is enforced from the
+//! container's first instruction, so it slows the start itself.
+//!
+//! `FLUIDOS_BENCH_CPU` / `FLUIDOS_BENCH_MEMORY` set the workload's requests (= limits;
+//! default `250m` / `16MiB`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "support/mod.rs"]
@@ -100,7 +105,7 @@ fn main() {
         c.buy(
             AcquisitionRequest {
                 resources: Resources {
-                    cpu_millis: 500,
+                    cpu_millis: 1000,
                     memory_bytes: 1 << 30,
                     pods: 64,
                     ..Resources::ZERO
@@ -112,12 +117,22 @@ fn main() {
         )
         .await
         .unwrap();
-        let (mut deploy, mut cli) = (Vec::new(), Vec::new());
+        let cpu = std::env::var("FLUIDOS_BENCH_CPU").unwrap_or_else(|_| "250m".into());
+        let memory = std::env::var("FLUIDOS_BENCH_MEMORY").unwrap_or_else(|_| "16MiB".into());
+        let (mut deploy, mut cli, mut cli_limited) = (Vec::new(), Vec::new(), Vec::new());
+        let mut limits = Vec::new();
         for i in 0..rounds {
             let spec = WorkloadSpec::from_toml(&format!(
-                "name = \"d{i}\"\n[run]\nimage = \"{IMAGE}\"\nargs = [\"sleep\", \"600\"]\n[requests]\ncpu = \"250m\"\nmemory = \"16MiB\"\n"
+                "name = \"d{i}\"\n[run]\nimage = \"{IMAGE}\"\nargs = [\"sleep\", \"600\"]\n[requests]\ncpu = \"{cpu}\"\nmemory = \"{memory}\"\n"
             ))
             .unwrap();
+            if limits.is_empty() {
+                let r = spec.requests.0;
+                limits = vec![
+                    format!("--cpus={}", r.cpu_millis as f64 / 1000.0),
+                    format!("--memory={}", r.memory_bytes),
+                ];
+            }
             let t = Instant::now();
             let d = c.deploy(spec, None, Duration::from_secs(30)).await.unwrap();
             deploy.push(t.elapsed().as_secs_f64() * 1e3);
@@ -136,13 +151,32 @@ fn main() {
                 .args(["rm", "-f", &name])
                 .output()
                 .await;
+
+            let name = format!("fluidos-bench-cli-limited-{i}");
+            let t = Instant::now();
+            let out = tokio::process::Command::new("docker")
+                .args(["run", "-d", "--name", &name])
+                .args(&limits)
+                .args([IMAGE, "sleep", "600"])
+                .output()
+                .await
+                .unwrap();
+            cli_limited.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(out.status.success(), "{out:?}");
+            let _ = tokio::process::Command::new("docker")
+                .args(["rm", "-f", &name])
+                .output()
+                .await;
             // The undeployed container stops within its 1 s grace: let it go before the
             // next round, so rounds do not overlap.
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        println!("deploy → container running, {rounds} rounds (2 worker threads)");
+        println!(
+            "deploy → container running, {rounds} rounds (2 worker threads), requests = limits cpu {cpu} memory {memory}"
+        );
         report("Node::deploy → running on the provider", deploy);
-        report("docker run -d (CLI, same image)", cli);
+        report("docker run -d (CLI, same image, no limits)", cli);
+        report(&format!("docker run -d {} (same limits)", limits.join(" ")), cli_limited);
         c.shutdown().await;
         p.shutdown().await;
         let left = tokio::process::Command::new("docker")

@@ -507,3 +507,70 @@ async fn contracts_and_their_replicas_say_why_they_ended() {
     c.shutdown().await;
     p.shutdown().await;
 }
+
+/// Replicas that run in `rt` now.
+async fn running_in(rt: &std::sync::Arc<dyn fluidos_core::runtime::Runtime>) -> usize {
+    rt.list()
+        .await
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.status,
+                fluidos_core::runtime::ReplicaStatus::Running { .. }
+            )
+        })
+        .count()
+}
+
+/// More replicas than a provider takes requests in flight from one peer (32): the
+/// owner's starts and stops are paced, none is dropped, and undeploy leaves nothing
+/// running on the provider (before, a 100-replica undeploy left 68 running: the
+/// provider dropped the stop requests over its limit, and the view frame that would
+/// have told it could be dropped too while its sender counted it as applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeploying_a_large_workload_stops_every_replica_on_the_provider() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let p_dir = dir.path().join("p");
+    let rt = runtime(&p_dir);
+    let p = Node::builder()
+        .data_dir(&p_dir)
+        .max_sellable(Resources {
+            pods: 64,
+            ..limit()
+        })
+        .detect_gpus(false)
+        .runtime(rt.clone())
+        .catalog(catalog(), vec![])
+        .bind()
+        .await
+        .unwrap();
+    let c = consumer(&dir.path().join("c"), p.listen_addrs().await).await;
+    let pid = p.node_id();
+    wait_for("the provider", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { c.peers().await.unwrap().iter().any(|x| x.node == pid) }
+    })
+    .await;
+    let s = WorkloadSpec::from_toml(&format!(
+        "name = \"many\"\nreplicas = {N}\n[run]\ncommand = \"/bin/sleep\"\nargs = [\"600\"]\n\
+         [requests]\ncpu = \"10m\"\nmemory = \"8MiB\"\npods = 1\n"
+    ))
+    .unwrap();
+    let d = c.deploy(s, None, Duration::from_secs(60)).await.unwrap();
+    wait_for(
+        "every replica running on the provider",
+        Duration::from_secs(60),
+        || async { running_in(&rt).await == N },
+    )
+    .await;
+    c.undeploy(&d.view.id).await.unwrap();
+    wait_for(
+        "no replica left running on the provider",
+        Duration::from_secs(30),
+        || async { running_in(&rt).await == 0 },
+    )
+    .await;
+    c.shutdown().await;
+    p.shutdown().await;
+}

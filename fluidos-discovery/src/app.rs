@@ -11,7 +11,7 @@
 //! identity lists apply as they do to REAR, and so does the per-peer in-flight
 //! limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 
 use fluidos_contracts::NodeId;
@@ -68,7 +68,10 @@ pub enum AppBody {
 
 /// An application request from a peer, to be answered through `reply`.
 ///
-/// Dropping `reply` resets the peer's stream (it sees a failed request).
+/// Dropping `reply` closes the peer's stream without an answer: the peer reads an
+/// **empty** answer. Requests refused here (incoming policy, in-flight limit, full
+/// queue) end the same way, so an application protocol must never use an empty
+/// answer as a valid one (`docs/PROTOCOL.md` §7, §8).
 #[derive(Debug)]
 pub struct AppRequest {
     /// The authenticated sender.
@@ -182,13 +185,32 @@ type AppReply = BoxFuture<
     ),
 >;
 
-/// Outbound application requests in flight at most.
+/// Outbound application requests in flight or waiting at most, to all peers.
 const MAX_PENDING_APP: usize = 1024;
+
+/// Application requests (all protocols) this node keeps in flight to one peer at
+/// most; further ones wait, in order, until an earlier one is answered. A receiver
+/// takes up to 4 × its `max_inbound_per_peer` (32 by default) and drops the rest
+/// unanswered, so a burst (the stop requests of a 100-replica undeploy) must not
+/// reach it all at once (`docs/PROTOCOL.md` §8).
+pub const MAX_OUTBOUND_APP_PER_PEER: usize = 16;
+
+/// An outbound request waiting for a slot to its peer.
+struct Waiting {
+    node: NodeId,
+    protocol: AppProtocol,
+    body: Vec<u8>,
+    reply: oneshot::Sender<AppResult>,
+}
 
 /// The event loop's state for the application protocols.
 pub(crate) struct AppState {
     inbound: mpsc::Sender<AppRequest>,
-    outbound: HashMap<(AppProtocol, OutboundRequestId), oneshot::Sender<AppResult>>,
+    outbound: HashMap<(AppProtocol, OutboundRequestId), (PeerId, oneshot::Sender<AppResult>)>,
+    /// Outbound requests in flight per peer, and those waiting for a slot.
+    sending: HashMap<PeerId, usize>,
+    waiting: HashMap<PeerId, VecDeque<Waiting>>,
+    waiting_total: usize,
     pub(crate) replies: FuturesUnordered<AppReply>,
     inflight: HashMap<PeerId, usize>,
 }
@@ -201,6 +223,9 @@ impl AppState {
         Self {
             inbound,
             outbound: HashMap::new(),
+            sending: HashMap::new(),
+            waiting: HashMap::new(),
+            waiting_total: 0,
             replies: FuturesUnordered::new(),
             inflight: HashMap::new(),
         }
@@ -230,11 +255,36 @@ impl EventLoop {
             let _ = reply.send(Err(RequestError::Unreachable(Unreachable::SelfRequest)));
             return;
         }
-        if self.app.outbound.len() >= MAX_PENDING_APP {
+        if self.app.outbound.len() + self.app.waiting_total >= MAX_PENDING_APP {
             let _ = reply.send(Err(RequestError::Busy));
             return;
         }
         let peer = crate::identity::peer_id(&node);
+        if self.app.sending.get(&peer).copied().unwrap_or(0) >= MAX_OUTBOUND_APP_PER_PEER {
+            self.app
+                .waiting
+                .entry(peer)
+                .or_default()
+                .push_back(Waiting {
+                    node,
+                    protocol,
+                    body,
+                    reply,
+                });
+            self.app.waiting_total += 1;
+            return;
+        }
+        self.dispatch_app(peer, node, protocol, body, reply);
+    }
+
+    fn dispatch_app(
+        &mut self,
+        peer: PeerId,
+        node: NodeId,
+        protocol: AppProtocol,
+        body: Vec<u8>,
+        reply: oneshot::Sender<AppResult>,
+    ) {
         let addrs = self.known_addresses(&node);
         self.swarm
             .behaviour_mut()
@@ -245,7 +295,38 @@ impl EventLoop {
             AppBody::Bytes(body),
             addrs,
         );
-        self.app.outbound.insert((protocol, id), reply);
+        *self.app.sending.entry(peer).or_default() += 1;
+        self.app.outbound.insert((protocol, id), (peer, reply));
+    }
+
+    /// An outbound request ended: answers its caller, and sends the next one
+    /// waiting for that peer (skipping those whose caller gave up).
+    fn finish_outbound(&mut self, protocol: AppProtocol, id: OutboundRequestId, result: AppResult) {
+        let Some((peer, tx)) = self.app.outbound.remove(&(protocol, id)) else {
+            return;
+        };
+        let _ = tx.send(result);
+        if let Some(n) = self.app.sending.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.app.sending.remove(&peer);
+            }
+        }
+        while let Some(queue) = self.app.waiting.get_mut(&peer) {
+            let Some(next) = queue.pop_front() else {
+                self.app.waiting.remove(&peer);
+                break;
+            };
+            self.app.waiting_total -= 1;
+            if queue.is_empty() {
+                self.app.waiting.remove(&peer);
+            }
+            if next.reply.is_closed() {
+                continue;
+            }
+            self.dispatch_app(peer, next.node, next.protocol, next.body, next.reply);
+            break;
+        }
     }
 
     pub(crate) fn on_app(
@@ -266,20 +347,12 @@ impl EventLoop {
                     request_response::Message::Response {
                         request_id,
                         response,
-                    } => {
-                        if let Some(tx) = self.app.outbound.remove(&(protocol, request_id)) {
-                            let _ = tx.send(Ok(response));
-                        }
-                    }
+                    } => self.finish_outbound(protocol, request_id, Ok(response)),
                 }
             }
             request_response::Event::OutboundFailure {
                 request_id, error, ..
-            } => {
-                if let Some(tx) = self.app.outbound.remove(&(protocol, request_id)) {
-                    let _ = tx.send(Err(map_outbound_failure(error)));
-                }
-            }
+            } => self.finish_outbound(protocol, request_id, Err(map_outbound_failure(error))),
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, protocol = protocol.id(), "inbound request failed");
             }
@@ -294,8 +367,9 @@ impl EventLoop {
         body: AppBody,
         channel: ResponseChannel<Vec<u8>>,
     ) {
-        // Refusals are dropped streams: the embedder's typed answers need the
-        // embedder, and a peer that is refused here has no business with it.
+        // Refusals are streams closed unanswered (the peer reads an empty answer): the
+        // embedder's typed answers need the embedder, and a peer that is refused here
+        // has no business with it.
         let Some(from) = node_id(&peer) else {
             return;
         };
@@ -344,7 +418,7 @@ impl EventLoop {
             }
         }
         let Ok(bytes) = result else {
-            return; // dropped unanswered: the stream is reset
+            return; // dropped unanswered: the peer reads an empty answer
         };
         self.swarm
             .behaviour_mut()

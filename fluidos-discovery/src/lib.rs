@@ -70,7 +70,9 @@ mod keep_alive;
 mod policy;
 
 pub use advert::{Advert, AdvertBody, AdvertError, FlavorSummary, Role};
-pub use app::{AppBody, AppProtocol, AppRequest, AppResult, MAX_APP_MESSAGE_BYTES};
+pub use app::{
+    AppBody, AppProtocol, AppRequest, AppResult, MAX_APP_MESSAGE_BYTES, MAX_OUTBOUND_APP_PER_PEER,
+};
 pub use behaviour::{AGENT, BuildError, IDENTIFY_PROTOCOL, MAX_PROVIDERS_PER_KEY};
 pub use candidates::{Candidate, CandidateTable, MAX_CANDIDATES, Offer, OfferError, Rating};
 pub use catalog::{CATALOG_SHARDS, CatalogConfig, CatalogName};

@@ -6,14 +6,18 @@
 //! FLUIDOS_BENCH_RUNTIME=process cargo bench -p fluidos-node --bench hundred_replicas --profile release
 //! ```
 //!
+//! `FLUIDOS_BENCH_KEEP=1` keeps the daemons' data dirs and logs; `FLUIDOS_BENCH_LOG` sets their
+//! `RUST_LOG` (default `warn`).
+//!
 //! Two fresh daemons on loopback (mDNS off): a provider (`--usage-interval 5s`, the
 //! default) and a consumer that deploys one workload of 100 replicas (`sleep 3600`, as
 //! processes or in `fluidos-test/busybox:1` containers), buying what it needs. Once all
 //! 100 run, the provider's CPU time (utime + stime of the daemon process, from
-//! `/proc/<pid>/stat`) is measured over 30 s, and its RSS (`VmRSS`) at the end.
-//! With Docker it also times 10 single-replica deploys (`deploy --wait`, until the
-//! replica is `running` in the consumer's view) against 10 `docker run -d` of the same
-//! image. Prints the load average before and after.
+//! `/proc/<pid>/stat`) is measured over 30 s, and its RSS (`VmRSS`) at the end. Then the
+//! workload is undeployed and what still runs on the provider (containers with its label,
+//! or the replicas' processes) is counted until none is left (at most 120 s). Prints the
+//! load average before and after. (Deploy → running against `docker run` is
+//! `fluidos-core/benches/deploy_docker.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -29,7 +33,10 @@ fn cmd(dir: &Path) -> Command {
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLUIDOS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .arg("--data-dir")
         .arg(dir);
     c
@@ -127,15 +134,29 @@ fn deploy(c_dir: &Path, spec: &Path) -> String {
         .to_string()
 }
 
-fn pct(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-    format!(
-        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-        at(0.5),
-        at(0.9),
-        at(1.0)
-    )
+/// Replicas that still run on the provider: its labelled containers, or the replicas'
+/// `sleep 3600` processes (nothing else on the machine runs that command line).
+fn on_provider(runtime: &str, p_did: &str) -> usize {
+    let o = if runtime == "docker" {
+        Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=fluidos.node={p_did}"),
+            ])
+            .output()
+    } else {
+        Command::new("pgrep")
+            .args(["-x", "-f", "/bin/sleep 3600"])
+            .output()
+    };
+    o.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .count()
+    })
+    .unwrap_or(0)
 }
 
 fn bench(runtime: &str) {
@@ -156,8 +177,8 @@ fn bench(runtime: &str) {
         .unwrap()
         .to_string();
     init(&c_dir, &["--provider", "false"]);
-    let mut p = start(&p_dir);
-    let mut c = start(&c_dir);
+    let p = start(&p_dir);
+    let c = start(&c_dir);
     let s: serde_json::Value =
         serde_json::from_slice(&run(&p_dir, &["status", "--json"]).stdout).unwrap();
     let addr = s["listen_addrs"][0].as_str().unwrap().to_string();
@@ -200,53 +221,32 @@ fn bench(runtime: &str) {
         100.0 * cpu_s / wall,
         rss_kib(pid) / 1024
     );
-    // Undeploy may outlast the CLI's timeout with 100 replicas; the daemons are killed below.
-    let _ = run(&c_dir, &["undeploy", &id]);
-    // Replicas outlive their daemon (by design): wait until they are stopped.
+    // Undeploy, then count what still runs *on the provider* (not in the consumer's view,
+    // which forgets the workload at once): every replica must be stopped.
     let t = Instant::now();
-    while running(&c_dir, &id) > 0 && t.elapsed() < Duration::from_secs(180) {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = run(&c_dir, &["undeploy", &id]);
+    let o = run(&c_dir, &["undeploy", &id]);
+    let undeploy_cli = t.elapsed();
+    let mut left = on_provider(runtime, &p_did);
+    while left > 0 && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(250));
+        left = on_provider(runtime, &p_did);
     }
-    if runtime == "docker" {
-        // Deploy → running in the view, one replica at a time, against `docker run -d`.
-        let one = tmp.path().join("one.toml");
-        std::fs::write(
-            &one,
-            format!(
-                "name = \"one\"\n[run]\n{run_line}\n[requests]\ncpu = \"10m\"\nmemory = \"8MiB\"\npods = 1\n"
-            ),
-        )
-        .unwrap();
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for i in 0..10 {
-            let t = Instant::now();
-            let id = deploy(&c_dir, &one);
-            while running(&c_dir, &id) < 1 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            ours.push(t.elapsed());
-            run(&c_dir, &["undeploy", &id]);
-            let name = format!("fluidos-bench-run-{i}");
-            let t = Instant::now();
-            let o = Command::new("docker")
-                .args(["run", "-d", "--name", &name, IMAGE, "sleep", "3600"])
-                .output()
-                .unwrap();
-            theirs.push(t.elapsed());
-            assert!(o.status.success());
-            let _ = Command::new("docker").args(["rm", "-f", &name]).output();
-        }
-        println!(
-            "deploy → running (CLI deploy --wait, then the view): {}",
-            pct(ours)
-        );
-        println!(
-            "docker run -d:                                     {}",
-            pct(theirs)
-        );
-    }
+    println!(
+        "{runtime}: undeploy (CLI {}, {:.1} s) → {left} replicas still on the provider after {:.1} s",
+        if o.status.success() { "ok" } else { "failed" },
+        undeploy_cli.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
     println!("load average before: {}after: {}", before, load());
+    if std::env::var_os("FLUIDOS_BENCH_KEEP").is_some() {
+        // The daemons' logs (p.log, c.log) and data dirs, for a look afterwards.
+        println!("kept {}", tmp.keep().display());
+        return cleanup(p, c, &p_did);
+    }
+    cleanup(p, c, &p_did);
+}
+
+fn cleanup(mut p: Child, mut c: Child, p_did: &str) {
     let _ = p.kill();
     let _ = c.kill();
     let _ = p.wait();

@@ -191,14 +191,46 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     canonical::to_vec(msg).unwrap_or_default()
 }
 
+/// Why a response could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// The answer was empty: the peer's transport dropped the request unanswered
+    /// (too many requests in flight, or refused by its incoming policy). Every
+    /// response is a non-empty CBOR map, so an empty one is never an answer.
+    #[error("no answer: the peer dropped the request (busy, or refused by its policy)")]
+    Unanswered,
+    /// The answer is not a response.
+    #[error(transparent)]
+    Decode(#[from] canonical::DecodeError),
+}
+
 /// Decodes a response.
-pub fn decode_response(bytes: &[u8]) -> Result<WorkloadResponse, canonical::DecodeError> {
-    canonical::from_slice_lenient_limited(bytes, MAX_WORKLOAD_MESSAGE_BYTES)
+pub fn decode_response(bytes: &[u8]) -> Result<WorkloadResponse, ResponseError> {
+    if bytes.is_empty() {
+        return Err(ResponseError::Unanswered);
+    }
+    Ok(canonical::from_slice_lenient_limited(
+        bytes,
+        MAX_WORKLOAD_MESSAGE_BYTES,
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_answer_is_a_dropped_request_not_malformed() {
+        assert!(matches!(
+            decode_response(&[]),
+            Err(ResponseError::Unanswered)
+        ));
+        assert!(matches!(
+            decode_response(&[0xff]),
+            Err(ResponseError::Decode(_))
+        ));
+    }
 
     #[test]
     fn requests_round_trip_and_garbage_is_typed() {

@@ -52,6 +52,31 @@ const LINK_RETRY_MAX: Duration = Duration::from_secs(5);
 /// An idle link sends a fresh sync message this often, so that a peer that
 /// restarted (and may not know this node's address) hears from it.
 const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// The answer to a view frame that was applied. Not empty: a request that the
+/// receiver's transport dropped unanswered (busy, refused by policy) reads as an
+/// empty answer, and such a frame was lost, not applied (`docs/PROTOCOL.md` §7).
+pub(crate) const FRAME_APPLIED: &[u8] = &[0x00];
+
+/// What the answer to a view frame says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FrameOutcome {
+    Applied,
+    /// The peer read it and refused it, with its reason.
+    Refused(String),
+    /// Nobody answered: the peer's transport dropped it.
+    Dropped,
+}
+
+impl FrameOutcome {
+    pub(crate) fn of(answer: &[u8]) -> Self {
+        match answer {
+            FRAME_APPLIED => Self::Applied,
+            [] => Self::Dropped,
+            text => Self::Refused(String::from_utf8_lossy(text).into_owned()),
+        }
+    }
+}
 /// The shortest silence after which a provider counts as lost: two heartbeats,
 /// so that an idle but healthy link is never taken for a lost one.
 pub(crate) const MIN_LOST_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
@@ -420,7 +445,7 @@ impl Workloads {
         match self.view.handle_message(&from, bytes, now) {
             Ok(()) => {
                 self.drain_view_events();
-                Vec::new()
+                FRAME_APPLIED.to_vec()
             }
             Err(e) => {
                 self.drain_view_events();
@@ -554,12 +579,21 @@ impl Workloads {
                 let r = discovery
                     .app_request(peer, AppProtocol::View, bytes, APP_TIMEOUT)
                     .await;
-                let ok = matches!(&r, Ok(answer) if answer.is_empty());
-                if let Ok(answer) = &r
-                    && !answer.is_empty()
-                {
-                    debug!(peer = %peer.short(), answer = %String::from_utf8_lossy(answer), "view frame refused by peer");
-                }
+                let ok = match r.as_deref().map(FrameOutcome::of) {
+                    Ok(FrameOutcome::Applied) => true,
+                    Ok(FrameOutcome::Refused(answer)) => {
+                        debug!(peer = %peer.short(), %answer, "view frame refused by peer");
+                        false
+                    }
+                    Ok(FrameOutcome::Dropped) => {
+                        debug!(peer = %peer.short(), "view frame dropped unanswered by the peer (busy or refused)");
+                        false
+                    }
+                    Err(e) => {
+                        debug!(peer = %peer.short(), error = %e, "view frame not delivered");
+                        false
+                    }
+                };
                 let _ = done.send(Done::FrameSent { peer, ok }).await;
             });
         }
@@ -784,5 +818,23 @@ pub(crate) fn replica_id(
     match contract {
         Some(c) => ReplicaId::new(workload, replica, c.to_string()),
         None => ReplicaId::new(workload, replica, "local"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_view_frame_is_lost_not_applied() {
+        assert_eq!(FrameOutcome::of(FRAME_APPLIED), FrameOutcome::Applied);
+        // What a receiver's transport leaves when it drops the request (in-flight
+        // limit, policy): it must not count as applied, or the sync state would
+        // believe the peer has changes it never got.
+        assert_eq!(FrameOutcome::of(&[]), FrameOutcome::Dropped);
+        assert_eq!(
+            FrameOutcome::of(b"no view relationship with did:key:z6Mk"),
+            FrameOutcome::Refused("no view relationship with did:key:z6Mk".into())
+        );
     }
 }

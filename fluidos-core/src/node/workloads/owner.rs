@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use fluidos_contracts::{ContractId, NodeId, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{APP_TIMEOUT, Done, Workloads};
 use crate::node::types::ContractRole;
@@ -18,6 +18,15 @@ use crate::workload::WorkloadSpec;
 
 /// Status changes remembered per replica.
 const MAX_HISTORY: usize = 32;
+/// How long the owner waits for a provider's answer to `start`: the provider
+/// answers once the replica runs (a container's create and start take seconds
+/// under load), and requests to one provider are paced
+/// ([`fluidos_discovery::MAX_OUTBOUND_APP_PER_PEER`] in flight), so a large
+/// deployment's last replicas also wait for the earlier ones.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// A stop request is tried this often, waiting [`STOP_RETRY`] (doubling) in between.
+const STOP_ATTEMPTS: u32 = 4;
+const STOP_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a workload operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -440,7 +449,7 @@ impl Workloads {
                         node,
                         fluidos_discovery::AppProtocol::Workload,
                         wire::encode(&request),
-                        APP_TIMEOUT,
+                        START_TIMEOUT,
                     )
                     .await
                     .map_err(|e| e.to_string())
@@ -486,7 +495,13 @@ impl Workloads {
                 format!("{} refused it ({code:?}): {message}", node.short())
             }
             Ok(other) => format!("{} answered {other:?}", node.short()),
-            Err(e) => format!("{} could not be asked: {e}", node.short()),
+            Err(e) => {
+                // No answer (timeout, connection lost): the provider may still start
+                // it. It must not run there unknown to this node while it is placed
+                // elsewhere: stop it there too.
+                self.send_stop(node, &id, replica);
+                format!("{} could not be asked: {e}", node.short())
+            }
         };
         warn!(workload = %id, replica, "offload failed: {refusal}");
         if let Some(w) = self.owned.workloads.get_mut(&id) {
@@ -511,6 +526,43 @@ impl Workloads {
         self.touch();
     }
 
+    /// Asks `node` to stop a replica of `id` it may run, in the background.
+    fn send_stop(&self, node: NodeId, id: &str, replica: u32) {
+        let request = WorkloadRequest::Stop {
+            workload: id.to_string(),
+            replica,
+        };
+        let discovery = self.discovery.clone();
+        tokio::spawn(async move {
+            // A few tries: the view's removal of the workload is what the provider
+            // follows in the end (it stops replicas the view no longer places there),
+            // the request only makes it prompt.
+            let bytes = wire::encode(&request);
+            let mut wait = STOP_RETRY;
+            for attempt in 1..=STOP_ATTEMPTS {
+                let answer = discovery
+                    .app_request(
+                        node,
+                        fluidos_discovery::AppProtocol::Workload,
+                        bytes.clone(),
+                        APP_TIMEOUT,
+                    )
+                    .await;
+                match answer.as_deref().map(wire::decode_response) {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => {
+                        debug!(node = %node.short(), attempt, error = %e, "stop request unanswered");
+                    }
+                    Err(e) => {
+                        debug!(node = %node.short(), attempt, error = %e, "stop request failed")
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+            }
+        });
+    }
+
     fn undeploy(&mut self, id: &str) -> Result<(), WorkloadError> {
         let w = self
             .view
@@ -527,23 +579,7 @@ impl Workloads {
                     ),
                     None,
                 ),
-                Some(n) => {
-                    let request = WorkloadRequest::Stop {
-                        workload: id.to_string(),
-                        replica: i,
-                    };
-                    let discovery = self.discovery.clone();
-                    tokio::spawn(async move {
-                        let _ = discovery
-                            .app_request(
-                                n,
-                                fluidos_discovery::AppProtocol::Workload,
-                                wire::encode(&request),
-                                APP_TIMEOUT,
-                            )
-                            .await;
-                    });
-                }
+                Some(n) => self.send_stop(n, id, i),
                 None => {}
             }
         }

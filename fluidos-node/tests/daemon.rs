@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Daemon, init, run, stderr, stdout};
+use common::{Daemon, cmd, init, run, stderr, stdout};
 
 #[cfg(unix)]
 fn chmod(path: &std::path::Path, mode: u32) {
@@ -203,6 +203,19 @@ fn two_daemons_side_by_side_then_a_restart_reuses_the_key() {
     let o = run(&a_dir, &["flavors", "--json"]);
     let flavors: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(flavors[0]["owner"], sa["did_key"]);
+
+    // Output into a pipe that is already closed (`fluidos-node status | head -0`):
+    // the command ends quietly with success, no panic about a broken pipe.
+    let mut child = cmd(&a_dir)
+        .args(["status", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 
     assert!(a.stop(), "{}", a.log());
     let a2 = Daemon::start(&a_dir);

@@ -33,7 +33,7 @@ pub(super) async fn buy(client: &Client, args: &BuyArgs, json: bool) -> anyhow::
     match outcome {
         Some(BuyEvent::Done { contract }) => {
             if !json {
-                println!("bought contract {} from {}", contract.id, contract.provider);
+                out!("bought contract {} from {}", contract.id, contract.provider);
                 print_contracts(std::slice::from_ref(&contract));
             }
             Ok(())

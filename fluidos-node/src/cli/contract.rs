@@ -18,11 +18,11 @@ pub(super) async fn contract(
         ContractCommand::Show { id } => {
             show::<ContractDetail>(client, &format!("/v1/contracts/{id}"), json, |d| {
                 print_contracts(std::slice::from_ref(&d.contract));
-                println!();
-                println!("flavor:              {}", d.terms.flavor.id);
-                println!("reservation:         {}", d.terms.reservation);
-                println!("provider signature:  {}", d.provider_signature);
-                println!(
+                out!();
+                out!("flavor:              {}", d.terms.flavor.id);
+                out!("reservation:         {}", d.terms.reservation);
+                out!("provider signature:  {}", d.provider_signature);
+                out!(
                     "buyer signature:     {}",
                     d.buyer_signature.as_deref().unwrap_or("(none)")
                 );
@@ -40,9 +40,9 @@ pub(super) async fn contract(
                 )
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("terminated {id}");
+                out!("terminated {id}");
             }
             Ok(())
         }
@@ -58,7 +58,7 @@ pub(super) async fn contract(
             };
             std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             if !json {
-                println!("wrote {} ({} bytes)", out.display(), bytes.len());
+                out!("wrote {} ({} bytes)", out.display(), bytes.len());
             }
             Ok(())
         }
@@ -138,18 +138,18 @@ pub(super) async fn verify_file(file: &Path, json: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("{}", file.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let what = if report.format == "vc" {
             "credential proof, provider and buyer signatures are valid"
         } else {
             "provider and buyer signatures are valid"
         };
-        println!("contract {} verifies: {what}", report.id);
-        println!("provider:  {}", report.provider);
-        println!("buyer:     {}", report.buyer);
-        println!("partition: {}", report.partition);
-        println!(
+        out!("contract {} verifies: {what}", report.id);
+        out!("provider:  {}", report.provider);
+        out!("buyer:     {}", report.buyer);
+        out!("partition: {}", report.partition);
+        out!(
             "valid:     {} .. {}",
             when(report.valid_from),
             when(report.valid_until)

@@ -9,23 +9,23 @@ pub(crate) fn print(r: &FabricReport) {
         FabricState::Unavailable => "unavailable",
         FabricState::Running => "running",
     };
-    println!("fabric: {state} ({})", r.reason);
-    println!("  topology: {}", r.topology);
+    out!("fabric: {state} ({})", r.reason);
+    out!("  topology: {}", r.topology);
     if !r.endpoints.is_empty() {
         let e: Vec<String> = r.endpoints.iter().map(ToString::to_string).collect();
-        println!("  endpoints in contracts: {}", e.join(", "));
+        out!("  endpoints in contracts: {}", e.join(", "));
     }
     if let Some(e) = &r.last_error {
-        println!("  last change failed: {e}");
+        out!("  last change failed: {e}");
     }
     for t in &r.refused {
-        println!("  refused: contract {}: {}", t.contract, t.reason);
+        out!("  refused: contract {}: {}", t.contract, t.reason);
     }
     if let Some(s) = &r.status {
-        println!();
+        out!();
         print!("{s}");
         if s.peers.is_empty() {
-            println!("\n(no peers: no active contract)");
+            out!("\n(no peers: no active contract)");
         }
     }
 }
@@ -43,8 +43,9 @@ pub(crate) fn print_summary(f: &FabricSummary) {
         .as_ref()
         .map(|i| format!(" on {i}"))
         .unwrap_or_default();
-    println!(
+    out!(
         "fabric:      {what}{iface} ({}), {} peer(s)",
-        f.reason, f.peers
+        f.reason,
+        f.peers
     );
 }

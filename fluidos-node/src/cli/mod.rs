@@ -5,6 +5,18 @@
 //! its own module (`contract`, `buy`, `workloads`, `fabric`), and `tables` prints
 //! for people.
 
+/// `println!` for a command's output: when stdout is closed early
+/// (`fluidos-node workloads | head`), the command ends quietly with success, as
+/// Unix tools do, instead of panicking on the broken pipe.
+macro_rules! out {
+    () => {
+        $crate::cli::write_out(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
 mod buy;
 mod contract;
 mod fabric;
@@ -304,9 +316,9 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                 .post("/v1/peers", &AddPeerRequest { addr: addr.clone() })
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("dialling {addr}; it appears in `fluidos-node peers` once it answers");
+                out!("dialling {addr}; it appears in `fluidos-node peers` once it answers");
             }
             Ok(())
         }
@@ -355,6 +367,23 @@ pub fn connect(globals: &Globals) -> anyhow::Result<Client> {
     Ok(Client::new(endpoint, token))
 }
 
+/// Writes one line of output (see `out!`).
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"));
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn show<T: DeserializeOwned>(
     client: &Client,
     path: &str,
@@ -363,7 +392,7 @@ async fn show<T: DeserializeOwned>(
 ) -> anyhow::Result<()> {
     if json {
         let v: serde_json::Value = client.get(path).await?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let v: T = client.get(path).await?;
         print(&v);
@@ -379,7 +408,7 @@ async fn peers(client: &Client, json: bool) -> anyhow::Result<()> {
     let list: Vec<PeerView> = client.get("/v1/peers").await?;
     if list.is_empty() {
         let status: StatusView = client.get("/v1/status").await?;
-        println!("no peers yet: {}", status.discovery.why_no_peers());
+        out!("no peers yet: {}", status.discovery.why_no_peers());
         return Ok(());
     }
     print_peers(&list);
@@ -406,16 +435,16 @@ pub fn init(
             "node_id": key.node_id().to_did_key(),
             "peer_id": fluidos_discovery::peer_id(&key.node_id()).to_string(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("wrote {}", outcome.config_path.display());
-        println!(
+        out!("wrote {}", outcome.config_path.display());
+        out!(
             "{} key {}",
             if created { "created" } else { "kept existing" },
             key_path.display()
         );
-        println!("node id: {}", key.node_id());
-        println!(
+        out!("node id: {}", key.node_id());
+        out!(
             "start it with: fluidos-node --data-dir {} run",
             outcome.config.data_dir.display()
         );

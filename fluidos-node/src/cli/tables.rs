@@ -26,7 +26,7 @@ pub(super) fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        out!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -73,26 +73,26 @@ pub(super) fn money(micros: u64) -> String {
 
 pub(super) fn print_status(s: &StatusView) {
     let n = &s.node;
-    println!("node id:     {}", n.did_key);
-    println!("peer id:     {}", n.peer_id);
-    println!("version:     {} (up {}s)", s.version, s.uptime_secs);
+    out!("node id:     {}", n.did_key);
+    out!("peer id:     {}", n.peer_id);
+    out!("version:     {} (up {}s)", s.version, s.uptime_secs);
     match &s.runtime {
-        Some(r) => println!("workloads:   {r}"),
-        None => println!("workloads:   none (no runtime: this node hosts no workloads)"),
+        Some(r) => out!("workloads:   {r}"),
+        None => out!("workloads:   none (no runtime: this node hosts no workloads)"),
     }
     if let Some(f) = &s.fabric {
         fabric::print_summary(f);
     }
     if let Some(d) = &s.docker {
         if d.available {
-            println!(
+            out!(
                 "docker:      available (engine {}, API {}, {})",
                 d.engine_version.as_deref().unwrap_or("?"),
                 d.api_version.as_deref().unwrap_or("?"),
                 d.endpoint.as_deref().unwrap_or("?")
             );
         } else {
-            println!(
+            out!(
                 "docker:      not available: {} (runtime = \"{}\": image workloads are refused)",
                 d.reason.as_deref().unwrap_or("not tried"),
                 d.mode
@@ -109,9 +109,9 @@ pub(super) fn print_status(s: &StatusView) {
     if n.roles.supernode {
         roles.push("supernode");
     }
-    println!("roles:       {}", roles.join(", "));
+    out!("roles:       {}", roles.join(", "));
     for (i, a) in n.listen_addrs.iter().enumerate() {
-        println!(
+        out!(
             "{}{a}",
             if i == 0 {
                 "listening:   "
@@ -121,7 +121,7 @@ pub(super) fn print_status(s: &StatusView) {
         );
     }
     let d = &s.discovery;
-    println!(
+    out!(
         "catalogs:    {} (catalog_server = {})",
         if d.catalog_server {
             "serving: this node answers catalog lookups"
@@ -136,14 +136,15 @@ pub(super) fn print_status(s: &StatusView) {
         } else {
             "not reached yet".to_string()
         };
-        println!(
+        out!(
             "  catalog {}: {state}, {} failed dial(s) of its address",
-            c.name, c.bootstrap_failures
+            c.name,
+            c.bootstrap_failures
         );
     }
-    println!("capacity:    {}", n.capacity);
-    println!("committed:   {}", n.committed);
-    println!(
+    out!("capacity:    {}", n.capacity);
+    out!("committed:   {}", n.committed);
+    out!(
         "flavors: {}  reservations: {}  sold: {}  bought: {}  peers: {}",
         n.flavors.len(),
         n.reservations,
@@ -155,7 +156,7 @@ pub(super) fn print_status(s: &StatusView) {
 
 pub(super) fn print_flavors(flavors: &[Flavor]) {
     if flavors.is_empty() {
-        println!("no flavors offered");
+        out!("no flavors offered");
         return;
     }
     table(
@@ -214,7 +215,7 @@ pub(super) fn print_peers(peers: &[PeerView]) {
 
 pub(super) fn print_contracts(contracts: &[ContractInfo]) {
     if contracts.is_empty() {
-        println!("no contracts");
+        out!("no contracts");
         return;
     }
     table(

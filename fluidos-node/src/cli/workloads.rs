@@ -106,7 +106,7 @@ pub async fn deploy(client: &Client, args: &DeployArgs, json: bool) -> anyhow::R
     match outcome {
         Some(DeployEvent::DryRun { decision }) => {
             if !json {
-                println!("dry run (nothing changed):\n{decision}");
+                out!("dry run (nothing changed):\n{decision}");
             }
             Ok(())
         }
@@ -127,7 +127,7 @@ pub async fn deploy(client: &Client, args: &DeployArgs, json: bool) -> anyhow::R
 pub async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
     show::<Vec<WorkloadView>>(client, "/v1/workloads", json, |all| {
         if all.is_empty() {
-            println!("no workloads (deploy one with `fluidos-node deploy <spec>`)");
+            out!("no workloads (deploy one with `fluidos-node deploy <spec>`)");
             return;
         }
         table(
@@ -163,14 +163,14 @@ fn state_cell(r: &ReplicaView) -> String {
 }
 
 fn print_workload(w: &WorkloadView) {
-    println!(
+    out!(
         "workload {} ({}), owner {}",
         w.id,
         w.name,
         if w.own { "this node" } else { &w.owner }
     );
     if let Some(p) = &w.placement {
-        println!("placement:\n  {}", p.trim_end().replace('\n', "\n  "));
+        out!("placement:\n  {}", p.trim_end().replace('\n', "\n  "));
     }
     table(
         &["REPLICA", "NODE", "STATE", "DETAIL", "SINCE"],
@@ -186,7 +186,7 @@ fn print_workload(w: &WorkloadView) {
     );
     for r in &w.replicas {
         if !r.output_tail.is_empty() {
-            println!(
+            out!(
                 "replica {} output (tail):\n{}",
                 r.index,
                 r.output_tail.trim_end()
@@ -194,9 +194,9 @@ fn print_workload(w: &WorkloadView) {
         }
     }
     if !w.history.is_empty() {
-        println!("history:");
+        out!("history:");
         for h in &w.history {
-            println!(
+            out!(
                 "  {} replica {} {} {} {}",
                 when(h.at),
                 h.replica,
@@ -229,7 +229,7 @@ pub async fn undeploy(client: &Client, id: &str) -> anyhow::Result<()> {
             &serde_json::json!({}),
         )
         .await?;
-    println!("undeployed {id}");
+    out!("undeployed {id}");
     Ok(())
 }
 
@@ -274,7 +274,7 @@ pub async fn view(client: &Client, cmd: &ViewCommand) -> anyhow::Result<()> {
             }
             std::fs::write(file, &bytes)
                 .with_context(|| format!("cannot write {}", file.display()))?;
-            println!(
+            out!(
                 "wrote {} ({} bytes, a standard Automerge document)",
                 file.display(),
                 bytes.len()

@@ -186,6 +186,22 @@ async fn consumer_buys_from_provider_and_both_hold_the_signed_contract() {
         c.terminate(t.id, "again".into()).await,
         Err(TerminateError::AlreadyEnded(id)) if id == t.id
     ));
+
+    // Restart the consumer again: the ended contract is still listed, with why it
+    // ended, and still verifies (its end is stored beside it, not over it).
+    c.shutdown().await;
+    let c = consumer(&dir.path().join("c"), p.listen_addrs().await).await;
+    let listed = c.contracts().await.unwrap();
+    let ended = listed
+        .iter()
+        .find(|i| i.id == t.id)
+        .expect("the ended contract is listed after a restart");
+    assert_eq!(ended.state, ContractState::Ended);
+    assert_eq!(ended.end, Some(fluidos_core::EndCause::ByOwner));
+    assert_eq!(
+        c.contract(t.id).await.unwrap().unwrap().signed(),
+        at_buyer.signed()
+    );
     p.shutdown().await;
     c.shutdown().await;
 }

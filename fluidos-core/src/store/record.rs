@@ -15,8 +15,9 @@ use crate::buyer::Outcome;
 /// The provider's records are keyed by the reservation a deal started from
 /// ([`RecordKey::Deal`]); each newer record of a deal replaces the older one, and
 /// [`Record::Released`] / [`Record::Ended`] remove the deal. The buyer's records are
-/// keyed by contract ([`RecordKey::Purchase`]); [`Record::BuyerEnded`] replaces the
-/// contract with its outcome and is kept as history (ratings are rebuilt from it).
+/// keyed by contract ([`RecordKey::Purchase`]); [`Record::BuyerEnded`] records its
+/// outcome beside it ([`RecordKey::PurchaseEnd`]), kept as history: ratings are
+/// rebuilt from it, and the ended contract is still listed after a restart.
 ///
 /// Every provider record carries the whole [`Reservation`], so that a restarted
 /// ledger can still answer a repeated `Reserve` with the same nonce.
@@ -117,6 +118,10 @@ pub enum RecordKey {
     Deal(ReservationId),
     /// A contract this node bought.
     Purchase(ContractId),
+    /// How a contract this node bought ended. Its own key, beside the contract's:
+    /// the signed contract stays, so an ended purchase is still listed (and
+    /// verifiable) after a restart.
+    PurchaseEnd(ContractId),
 }
 
 impl Record {
@@ -131,7 +136,7 @@ impl Record {
                 RecordKey::Deal(*reservation)
             }
             Record::BuyerContract { id, .. } => RecordKey::Purchase(*id),
-            Record::BuyerEnded { contract, .. } => RecordKey::Purchase(*contract),
+            Record::BuyerEnded { contract, .. } => RecordKey::PurchaseEnd(*contract),
         }
     }
 

@@ -166,19 +166,20 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
                 }
             },
             Record::BuyerEnded {
-                contract,
-                provider,
-                outcome,
-                cause,
-                ..
-            } => {
-                if let Some(b) = bought.get_mut(contract) {
-                    b.state = ContractState::Ended;
-                    b.end = *cause;
-                }
-                ratings.record(*provider, *outcome);
-            }
+                provider, outcome, ..
+            } => ratings.record(*provider, *outcome),
             _ => {}
+        }
+    }
+    // Ends after every contract, whatever order the store returned them in.
+    for record in &records {
+        if let Record::BuyerEnded {
+            contract, cause, ..
+        } = record
+            && let Some(b) = bought.get_mut(contract)
+        {
+            b.state = ContractState::Ended;
+            b.end = *cause;
         }
     }
     let ledger = Ledger::restore(key.clone(), config, records, now);

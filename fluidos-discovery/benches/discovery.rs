@@ -11,7 +11,8 @@
 //! - `mdns`: two probes in two network namespaces joined by a veth pair, mDNS only;
 //!   time from each probe's start to its first candidate; median of 20 runs. Needs root.
 //! - `fifty`: 50 catalog nodes in one process on loopback TCP, one shared catalog
-//!   address; time until every node lists the 49 others; median of 3 runs.
+//!   address; time until every node lists the 49 others; then a 51st node joins, and
+//!   the time from its `spawn` until every one of the 50 lists it; median of 3 runs.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/netns.rs"]
@@ -34,7 +35,11 @@ fn lab(bootstrap: Vec<fluidos_discovery::libp2p::Multiaddr>) -> CatalogConfig {
 }
 
 async fn spawn(cfg: DiscoveryConfig) -> DiscoveryHandle {
-    let (h, _inbound) = Discovery::spawn(&SecretKey::generate(), cfg).await.unwrap();
+    spawn_with(&SecretKey::generate(), cfg).await
+}
+
+async fn spawn_with(key: &SecretKey, cfg: DiscoveryConfig) -> DiscoveryHandle {
+    let (h, _inbound) = Discovery::spawn(key, cfg).await.unwrap();
     h
 }
 
@@ -156,6 +161,7 @@ fn bench_mdns() {
 
 async fn bench_fifty() {
     let mut runs = Vec::new();
+    let mut joins = Vec::new();
     for run in 0..3 {
         let t0 = Instant::now();
         let root = spawn(config().with_catalog(lab(vec![]))).await;
@@ -192,11 +198,47 @@ async fn bench_fifty() {
             spawned.as_millis()
         );
         runs.push(ms);
+
+        // A new member: until every one of the 50 lists it.
+        let key = SecretKey::generate();
+        let t1 = Instant::now();
+        let late = spawn_with(&key, config().with_catalog(lab(vec![addr.clone()]))).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut listing = 0;
+            for n in &nodes {
+                if n.candidates()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|c| c.node == key.node_id())
+                {
+                    listing += 1;
+                }
+            }
+            if listing == nodes.len() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                panic!("run {run}: only {listing} of 50 list the 51st node after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let join_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let stats = nodes[0].stats().await.unwrap();
+        println!(
+            "fifty: run {run}: a 51st node is listed by all 50 after {join_ms:.0} ms \
+             (the root sent {} and took {} pushed adverts in all)",
+            stats.news_sent, stats.news_taken
+        );
+        joins.push(join_ms);
+        late.danger_kill().await.unwrap();
         for n in nodes {
             n.danger_kill().await.unwrap();
         }
     }
     summary("fifty: first spawn -> every node lists 49 others", runs);
+    summary("fifty: 51st node's spawn -> all 50 list it", joins);
 }
 
 fn main() {

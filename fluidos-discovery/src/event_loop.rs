@@ -480,8 +480,9 @@ impl EventLoop {
         }
         if let Some(p) = self.catalog_progress.get_mut(catalog) {
             p.reached = true;
-            if p.members.len() < MAX_MEMBERS_TRACKED {
-                p.members.insert(node);
+            if p.members.len() < MAX_MEMBERS_TRACKED && p.members.insert(node) {
+                // The first sight of a member: introduce this node to it.
+                self.introduce(catalog, node);
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Membership gossip: `/fluidos/members/1`.
+//! Membership gossip: `/fluidos/members/1` and `/2`.
 //!
 //! A catalog's membership is otherwise only pulled from the DHT: each node
 //! searches the catalog's shard keys and fetches each unknown member's advert,

@@ -91,7 +91,10 @@ impl EventLoop {
                 request_id, error, ..
             } => {
                 self.gossip_requests.remove(&request_id);
-                self.push_requests.remove(&request_id);
+                if let Some((catalog, to)) = self.push_requests.remove(&request_id) {
+                    // An introduction may have been lost: again when next learned.
+                    self.rumors.forget(&catalog, &to);
+                }
                 tracing::debug!(%error, "members request failed");
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -177,8 +180,7 @@ impl EventLoop {
 
     /// Spreads a catalog advert this node just took and found news (see
     /// `is_news`): queued for the push, and, the first time the member is
-    /// seen, an introduction of this node to it (unless it is the one that
-    /// told: it knows this node).
+    /// seen, an introduction of this node to it (see `introduce`).
     pub(crate) fn spread(
         &mut self,
         catalog: &CatalogName,
@@ -190,8 +192,21 @@ impl EventLoop {
         let now = std::time::Instant::now();
         self.rumors
             .news(catalog, advert.node, advert.seq, bytes.to_vec(), from, now);
-        if new_member && from != Some(advert.node) && self.own_adverts.contains_key(catalog) {
-            self.rumors.introduce(catalog, advert.node, now);
+        if new_member {
+            self.introduce(catalog, advert.node);
+        }
+    }
+
+    /// Introduces this node to a member of `catalog` it has just seen (listed
+    /// by a search or a provider record, or its advert taken), once: pushes its
+    /// own advert there, unless it announces nothing in the catalog or the
+    /// member introduced itself first. Sent at first sight, before the member's
+    /// advert is fetched, so that a joiner reaches every member its search
+    /// lists within a round trip (the address comes from Kademlia then).
+    pub(crate) fn introduce(&mut self, catalog: &CatalogName, node: NodeId) {
+        if node != self.node && self.own_adverts.contains_key(catalog) {
+            self.rumors
+                .introduce(catalog, node, std::time::Instant::now());
         }
     }
 
@@ -272,6 +287,10 @@ impl EventLoop {
                         .is_some_and(|w| advert.seq <= *w) => {}
                 Ok(advert) => {
                     let node = advert.node;
+                    if from == Some(node) {
+                        // It introduced itself: it listed this node, so it knows it.
+                        self.rumors.known_by(catalog, node);
+                    }
                     // As of its signing (see `mark_fetched`): an old gossiped copy
                     // does not hold back the catalog read of the current one.
                     self.mark_fetched(catalog, &advert);

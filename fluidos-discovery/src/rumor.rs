@@ -144,8 +144,19 @@ impl Rumors {
         true
     }
 
-    /// Forgets `node` as introduced to in `catalog` (it left), so that it is
-    /// introduced to again if it comes back.
+    /// Notes that `node` knows this node in `catalog` already (it introduced
+    /// itself to this node: it listed this node), so no introduction is sent.
+    pub(crate) fn known_by(&mut self, catalog: &CatalogName, node: NodeId) {
+        if self.introduced.len() < MAX_INTRODUCED {
+            self.introduced.insert((catalog.clone(), node));
+        }
+        if let Some(q) = self.queues.get_mut(catalog) {
+            q.intros.remove(&node);
+        }
+    }
+
+    /// Forgets `node` as introduced to in `catalog` (it left, or the push to it
+    /// failed), so that it is introduced to again when next learned.
     pub(crate) fn forget(&mut self, catalog: &CatalogName, node: &NodeId) {
         self.introduced.remove(&(catalog.clone(), *node));
     }
@@ -412,6 +423,10 @@ mod tests {
         assert!(!r.introduce(&cat(), m[0], t0), "still remembered");
         r.forget(&cat(), &m[0]);
         assert!(r.introduce(&cat(), m[0], t0), "again after it left");
+        // A member that introduced itself knows this node: no introduction back.
+        r.known_by(&cat(), m[0]);
+        assert!(!r.introduce(&cat(), m[0], t0));
+        assert!(!r.introduce(&cat(), m[0], t0));
         // Without an own advert (not announced there), introductions are dropped.
         assert!(
             r.take(&cat(), t0, &m, &BTreeSet::new(), None, counter())

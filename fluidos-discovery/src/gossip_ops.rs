@@ -88,14 +88,17 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure {
-                request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             } => {
                 self.gossip_requests.remove(&request_id);
                 if let Some((catalog, to)) = self.push_requests.remove(&request_id) {
                     // An introduction may have been lost: again when next learned.
                     self.rumors.forget(&catalog, &to);
                 }
-                tracing::debug!(%error, "members request failed");
+                tracing::debug!(%peer, %error, "members request failed");
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "members request from a peer failed");

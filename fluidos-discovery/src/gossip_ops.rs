@@ -231,8 +231,10 @@ impl EventLoop {
         self.rumors.forget(catalog, &node);
     }
 
-    /// What this node answers about `catalog`: the members' catalog adverts it
-    /// holds (a different slice each time), or none if it is not in the catalog.
+    /// What this node answers about `catalog`: its own catalog advert first (if
+    /// it announces there: the asker may know it only by a provider record),
+    /// then the members' catalog adverts it holds (a different slice each
+    /// time), or none if it is not in the catalog.
     fn members_of(&mut self, catalog: &str) -> MembersReply {
         let Some(name) = self.joined(catalog) else {
             return MembersReply::default();
@@ -242,17 +244,19 @@ impl EventLoop {
         // being confirmed and is not spread further.
         let window = u64::try_from((self.cfg.refresh_interval * 2).as_millis()).unwrap_or(u64::MAX);
         let since = Timestamp(Timestamp::now().0.saturating_sub(window.max(2_000)));
-        let members = self
-            .candidates
-            .adverts_from(
-                &Source::Catalog(name),
-                since,
-                self.gossip_round.wrapping_mul(MAX_MEMBERS_PER_REPLY),
-                MAX_MEMBERS_PER_REPLY,
-            )
-            .iter()
-            .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok())
-            .collect();
+        let mut members: Vec<Vec<u8>> = self.own_adverts.get(&name).cloned().into_iter().collect();
+        let room = MAX_MEMBERS_PER_REPLY - members.len();
+        members.extend(
+            self.candidates
+                .adverts_from(
+                    &Source::Catalog(name),
+                    since,
+                    self.gossip_round.wrapping_mul(room),
+                    room,
+                )
+                .iter()
+                .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok()),
+        );
         MembersReply { members }
     }
 
@@ -290,7 +294,7 @@ impl EventLoop {
                         .is_some_and(|w| advert.seq <= *w) => {}
                 Ok(advert) => {
                     let node = advert.node;
-                    if from == Some(node) {
+                    if pushed && from == Some(node) {
                         // It introduced itself: it listed this node, so it knows it.
                         self.rumors.known_by(catalog, node);
                     }

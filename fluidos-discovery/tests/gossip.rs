@@ -110,9 +110,19 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         .map(|b| verify_advert(b, &expected, Timestamp::now()).unwrap().node)
         .collect();
     nodes.sort();
-    let mut want = vec![b.id(), c.id()];
+    let mut want = vec![root.id(), b.id(), c.id()];
     want.sort();
-    assert_eq!(nodes, want, "every member's own signed catalog advert");
+    assert_eq!(
+        nodes, want,
+        "every member's own signed catalog advert, the responder's too"
+    );
+    assert_eq!(
+        verify_advert(&reply.members[0], &expected, Timestamp::now())
+            .unwrap()
+            .node,
+        root.id(),
+        "the responder's first"
+    );
 
     // Not a member of that catalog: nothing.
     let reply = ask(
@@ -149,7 +159,7 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
     )
     .await
     .unwrap();
-    assert_eq!(reply.members.len(), 2);
+    assert_eq!(reply.members.len(), 3);
 }
 
 /// A signed catalog advert of `key` in `catalog`, valid for a minute.

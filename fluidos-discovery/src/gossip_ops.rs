@@ -128,17 +128,17 @@ impl EventLoop {
                 .candidates
                 .nodes_from(&Source::Catalog(catalog.clone()));
             members.retain(|n| *n != self.node);
-            let busy: BTreeSet<NodeId> = if self.push_requests.len() >= MAX_PUSHES_IN_FLIGHT {
-                members.iter().copied().collect()
-            } else {
-                self.push_requests.values().map(|(_, n)| *n).collect()
-            };
+            let busy: BTreeSet<NodeId> = self.push_requests.values().map(|(_, n)| *n).collect();
+            let room = MAX_PUSHES_IN_FLIGHT.saturating_sub(self.push_requests.len());
             let jitter = &mut self.jitter;
             let pushes = self.rumors.take(
                 &catalog,
                 now,
-                &members,
-                &busy,
+                crate::rumor::Room {
+                    members: &members,
+                    busy: &busy,
+                    max: room,
+                },
                 self.own_adverts.get(&catalog).map(Vec::as_slice),
                 || jitter.next(),
             );

@@ -62,6 +62,19 @@ struct Queue {
     due: Option<Instant>,
 }
 
+/// Who a batch can go to: the members known (that a push can reach), those
+/// with a push in flight (skipped now, tried at the next batch), and how many
+/// pushes may start now (the rest waits for the next batch).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room<'a> {
+    /// The members known.
+    pub(crate) members: &'a [NodeId],
+    /// Members with a push in flight.
+    pub(crate) busy: &'a BTreeSet<NodeId>,
+    /// Pushes that may start now.
+    pub(crate) max: usize,
+}
+
 /// One request to send: `news` (advert envelopes) to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Push {
@@ -179,25 +192,23 @@ impl Rumors {
 
     /// Takes one batch of `catalog`'s news and its introductions.
     ///
-    /// `members` are the members known (that a push can reach), `busy` those
-    /// with a push in flight (skipped now, tried at the next batch), `own` this
-    /// node's advert of the catalog (for introductions; none: they are dropped), and
-    /// `rand` a source of random numbers. News goes to [`PUSH_FANOUT`] members
-    /// at random, never to the nodes it came from or is about; an introduction
-    /// goes to its member with the batch. If nobody can take the batch now it
-    /// stays queued; if no member at all can, it is dropped. An introduction
-    /// carries the own advert only, or leads a batch of news going to the
-    /// same member anyway.
+    /// `room` says who it can go to, `own` is this node's advert of the
+    /// catalog (for introductions; none: they are dropped), and `rand` a
+    /// source of random numbers. News goes to
+    /// [`PUSH_FANOUT`] members at random, never to the nodes it came from or is
+    /// about. If nobody can take the batch now it stays queued; if no member at
+    /// all can, it is dropped. An introduction carries the own advert only, or
+    /// leads a batch of news going to the same member anyway.
     #[must_use]
     pub(crate) fn take(
         &mut self,
         catalog: &CatalogName,
         now: Instant,
-        members: &[NodeId],
-        busy: &BTreeSet<NodeId>,
+        room: Room<'_>,
         own: Option<&[u8]>,
         mut rand: impl FnMut() -> u64,
     ) -> Vec<Push> {
+        let Room { members, busy, max } = room;
         let Some(q) = self.queues.get_mut(catalog) else {
             return Vec::new();
         };
@@ -224,7 +235,7 @@ impl Rumors {
         let mut targets: BTreeSet<NodeId> = BTreeSet::new();
         if !batch.is_empty() {
             // A partial Fisher-Yates shuffle picks the fanout.
-            let k = PUSH_FANOUT.min(free.len());
+            let k = PUSH_FANOUT.min(free.len()).min(max);
             for i in 0..k {
                 let span = (free.len() - i) as u64;
                 let j = i + usize::try_from(rand() % span).unwrap_or(0);
@@ -252,16 +263,18 @@ impl Rumors {
                 .copied()
                 .collect();
             for to in ready {
-                q.intros.remove(&to);
                 if let Some(p) = pushes.iter_mut().find(|p| p.to == to) {
                     p.news.truncate(MAX_NEWS_PER_PUSH - 1);
                     p.news.insert(0, own.to_vec());
+                } else if pushes.len() >= max {
+                    continue; // waits for the next batch
                 } else {
                     pushes.push(Push {
                         to,
                         news: vec![own.to_vec()],
                     });
                 }
+                q.intros.remove(&to);
             }
         }
         if !batch.is_empty() && targets.is_empty() && !eligible.is_empty() {
@@ -310,7 +323,17 @@ mod tests {
         assert_eq!(r.poll_timeout(), Some(t0 + COALESCE));
         assert!(r.due(t0).is_empty());
         assert_eq!(r.due(t0 + COALESCE), vec![cat()]);
-        let pushes = r.take(&cat(), t0 + COALESCE, &m, &BTreeSet::new(), None, counter());
+        let pushes = r.take(
+            &cat(),
+            t0 + COALESCE,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: usize::MAX,
+            },
+            None,
+            counter(),
+        );
         assert_eq!(pushes.len(), PUSH_FANOUT);
         for p in &pushes {
             assert_eq!(p.news, vec![vec![0], vec![2]]);
@@ -333,7 +356,17 @@ mod tests {
         assert!(!r.news(&cat(), m[0], 5, vec![5], None, t0), "same seq");
         assert!(!r.news(&cat(), m[0], 4, vec![4], None, t0), "older seq");
         assert!(r.news(&cat(), m[0], 6, vec![6], None, t0), "newer seq");
-        let pushes = r.take(&cat(), t0, &m, &BTreeSet::new(), None, counter());
+        let pushes = r.take(
+            &cat(),
+            t0,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: usize::MAX,
+            },
+            None,
+            counter(),
+        );
         assert!(!pushes.is_empty());
         // The newer one replaced the queued one: one element.
         assert!(pushes.iter().all(|p| p.news == vec![vec![6]]));
@@ -342,8 +375,18 @@ mod tests {
             "pushed already"
         );
         assert!(
-            r.take(&cat(), t0, &m, &BTreeSet::new(), None, counter())
-                .is_empty()
+            r.take(
+                &cat(),
+                t0,
+                Room {
+                    members: &m,
+                    busy: &BTreeSet::new(),
+                    max: usize::MAX
+                },
+                None,
+                counter()
+            )
+            .is_empty()
         );
     }
 
@@ -356,7 +399,17 @@ mod tests {
             assert!(r.news(&cat(), *n, 1, vec![i as u8], None, t0));
         }
         // Everyone is a subject of the first batch except the last 8.
-        let first = r.take(&cat(), t0, &m, &BTreeSet::new(), None, counter());
+        let first = r.take(
+            &cat(),
+            t0,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: usize::MAX,
+            },
+            None,
+            counter(),
+        );
         assert!(!first.is_empty());
         assert!(first.iter().all(|p| p.news.len() == MAX_NEWS_PER_PUSH));
         assert_eq!(
@@ -364,7 +417,17 @@ mod tests {
             Some(t0 + COALESCE),
             "the rest is due next"
         );
-        let second = r.take(&cat(), t0 + COALESCE, &m, &BTreeSet::new(), None, counter());
+        let second = r.take(
+            &cat(),
+            t0 + COALESCE,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: usize::MAX,
+            },
+            None,
+            counter(),
+        );
         assert!(!second.is_empty());
         assert!(second.iter().all(|p| p.news.len() == 8));
         assert_eq!(r.poll_timeout(), None);
@@ -377,16 +440,49 @@ mod tests {
         let mut r = Rumors::default();
         assert!(r.news(&cat(), m[0], 1, vec![1], None, t0));
         let busy: BTreeSet<NodeId> = m[1..].iter().copied().collect();
-        assert!(r.take(&cat(), t0, &m, &busy, None, counter()).is_empty());
+        assert!(
+            r.take(
+                &cat(),
+                t0,
+                Room {
+                    members: &m,
+                    busy: &busy,
+                    max: usize::MAX
+                },
+                None,
+                counter()
+            )
+            .is_empty()
+        );
         assert_eq!(r.poll_timeout(), Some(t0 + COALESCE), "kept for later");
         let busy: BTreeSet<NodeId> = m[1..4].iter().copied().collect();
-        let pushes = r.take(&cat(), t0 + COALESCE, &m, &busy, None, counter());
+        let pushes = r.take(
+            &cat(),
+            t0 + COALESCE,
+            Room {
+                members: &m,
+                busy: &busy,
+                max: usize::MAX,
+            },
+            None,
+            counter(),
+        );
         assert_eq!(pushes.iter().map(|p| p.to).collect::<Vec<_>>(), vec![m[4]]);
         // With no member at all but the subject, the news is dropped.
         assert!(r.news(&cat(), m[1], 1, vec![1], None, t0));
         assert!(
-            r.take(&cat(), t0, &m[1..2], &BTreeSet::new(), None, counter())
-                .is_empty()
+            r.take(
+                &cat(),
+                t0,
+                Room {
+                    members: &m[1..2],
+                    busy: &BTreeSet::new(),
+                    max: usize::MAX
+                },
+                None,
+                counter()
+            )
+            .is_empty()
         );
         assert_eq!(r.poll_timeout(), None);
     }
@@ -401,12 +497,32 @@ mod tests {
         // A busy member's introduction waits for the next batch.
         let busy: BTreeSet<NodeId> = [m[0]].into();
         assert!(
-            r.take(&cat(), t0, &m, &busy, Some(&[9]), counter())
-                .is_empty()
+            r.take(
+                &cat(),
+                t0,
+                Room {
+                    members: &m,
+                    busy: &busy,
+                    max: usize::MAX
+                },
+                Some(&[9]),
+                counter()
+            )
+            .is_empty()
         );
         assert_eq!(r.poll_timeout(), Some(t0 + COALESCE));
         assert!(r.news(&cat(), m[1], 3, vec![3], None, t0));
-        let pushes = r.take(&cat(), t0, &m, &BTreeSet::new(), Some(&[9]), counter());
+        let pushes = r.take(
+            &cat(),
+            t0,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: usize::MAX,
+            },
+            Some(&[9]),
+            counter(),
+        );
         let intro = pushes.iter().find(|p| p.to == m[0]).unwrap();
         assert_eq!(intro.news[0], vec![9], "own advert first");
         let tos: Vec<NodeId> = pushes.iter().map(|p| p.to).collect();
@@ -429,8 +545,18 @@ mod tests {
         assert!(!r.introduce(&cat(), m[0], t0));
         // Without an own advert (not announced there), introductions are dropped.
         assert!(
-            r.take(&cat(), t0, &m, &BTreeSet::new(), None, counter())
-                .is_empty()
+            r.take(
+                &cat(),
+                t0,
+                Room {
+                    members: &m,
+                    busy: &BTreeSet::new(),
+                    max: usize::MAX
+                },
+                None,
+                counter()
+            )
+            .is_empty()
         );
         assert_eq!(r.poll_timeout(), None);
     }
@@ -462,5 +588,62 @@ mod tests {
         assert_eq!(r.pushed.len(), MAX_PUSHED);
         assert!(!r.pushed.contains_key(&many[0]), "the oldest went");
         assert_eq!(r.pushed.get(&fresh), Some(&1_000_000));
+    }
+
+    #[test]
+    fn no_more_pushes_start_than_allowed() {
+        let t0 = Instant::now();
+        let m = nodes(10);
+        let mut r = Rumors::default();
+        for n in &m[..6] {
+            assert!(r.introduce(&cat(), *n, t0));
+        }
+        assert!(r.news(&cat(), m[9], 1, vec![1], None, t0));
+        let pushes = r.take(
+            &cat(),
+            t0,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: 4,
+            },
+            Some(&[9]),
+            counter(),
+        );
+        assert_eq!(pushes.len(), 4, "{pushes:?}");
+        // The introductions left over follow with the next batch.
+        assert_eq!(r.poll_timeout(), Some(t0 + COALESCE));
+        let later = r.take(
+            &cat(),
+            t0 + COALESCE,
+            Room {
+                members: &m,
+                busy: &BTreeSet::new(),
+                max: 64,
+            },
+            Some(&[9]),
+            counter(),
+        );
+        let introduced: BTreeSet<NodeId> = pushes
+            .iter()
+            .chain(&later)
+            .filter(|p| p.news[0] == vec![9])
+            .map(|p| p.to)
+            .collect();
+        assert_eq!(introduced, m[..6].iter().copied().collect());
+        assert_eq!(
+            r.take(
+                &cat(),
+                t0,
+                Room {
+                    members: &m,
+                    busy: &BTreeSet::new(),
+                    max: 0
+                },
+                None,
+                counter()
+            ),
+            vec![]
+        );
     }
 }

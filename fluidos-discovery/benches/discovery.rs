@@ -11,7 +11,10 @@
 //! - `mdns`: two probes in two network namespaces joined by a veth pair, mDNS only;
 //!   time from each probe's start to its first candidate; median of 20 runs. Needs root.
 //! - `fifty`: 50 catalog nodes in one process on loopback TCP, one shared catalog
-//!   address; time until every node lists the 49 others; median of 3 runs.
+//!   address; time until every node lists the 49 others; then a 51st node joins, and
+//!   the time from its `spawn` until every one of the 50 lists it; median of 3 runs,
+//!   once with a refresh every 2 s and once every 30 s (the default; the push alone
+//!   must then carry the news). `FIFTY_REFRESH_S=2,30` chooses the intervals.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/netns.rs"]
@@ -29,12 +32,21 @@ fn config() -> DiscoveryConfig {
         .with_refresh_interval(Duration::from_secs(2))
 }
 
+/// The `fifty` configuration: `config()` with the given refresh interval.
+fn fifty_config(refresh: Duration) -> DiscoveryConfig {
+    config().with_refresh_interval(refresh)
+}
+
 fn lab(bootstrap: Vec<fluidos_discovery::libp2p::Multiaddr>) -> CatalogConfig {
     CatalogConfig::new("bench".parse().unwrap(), bootstrap)
 }
 
 async fn spawn(cfg: DiscoveryConfig) -> DiscoveryHandle {
-    let (h, _inbound) = Discovery::spawn(&SecretKey::generate(), cfg).await.unwrap();
+    spawn_with(&SecretKey::generate(), cfg).await
+}
+
+async fn spawn_with(key: &SecretKey, cfg: DiscoveryConfig) -> DiscoveryHandle {
+    let (h, _inbound) = Discovery::spawn(key, cfg).await.unwrap();
     h
 }
 
@@ -154,8 +166,10 @@ fn bench_mdns() {
     println!("mdns: {failures} probe runs without a candidate");
 }
 
-async fn bench_fifty() {
+async fn bench_fifty(refresh: Duration) {
+    let config = || fifty_config(refresh);
     let mut runs = Vec::new();
+    let mut joins = Vec::new();
     for run in 0..3 {
         let t0 = Instant::now();
         let root = spawn(config().with_catalog(lab(vec![]))).await;
@@ -192,11 +206,58 @@ async fn bench_fifty() {
             spawned.as_millis()
         );
         runs.push(ms);
+
+        // A new member: until every one of the 50 lists it. Only the nodes that do
+        // not list it yet are asked (asking all 50 every 10 ms is itself a load), all
+        // at once: on a saturated machine each answer takes a while, and asking them
+        // in turn would add those waits up.
+        let key = SecretKey::generate();
+        let t1 = Instant::now();
+        let late = spawn_with(&key, config().with_catalog(lab(vec![addr.clone()]))).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut pending: Vec<usize> = (0..nodes.len()).collect();
+        let mut first = Vec::new();
+        while !pending.is_empty() {
+            let lists = futures::future::join_all(pending.iter().map(|i| async {
+                let c = nodes[*i].candidates().await.unwrap();
+                (*i, c.iter().any(|c| c.node == key.node_id()), t1.elapsed())
+            }))
+            .await;
+            let mut still = Vec::new();
+            for (i, listed, at) in lists {
+                if listed {
+                    first.push(at.as_secs_f64() * 1e3);
+                } else {
+                    still.push(i);
+                }
+            }
+            pending = still;
+            if Instant::now() >= deadline {
+                panic!(
+                    "run {run}: {} of 50 do not list the 51st node after 120 s",
+                    pending.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        first.sort_by(f64::total_cmp);
+        let join_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let stats = nodes[0].stats().await.unwrap();
+        println!(
+            "fifty: run {run}: a 51st node is listed by all 50 after {join_ms:.0} ms \
+             (by half of them after {:.0} ms; the root sent {} and took {} pushed adverts in all)",
+            first[first.len() / 2],
+            stats.news_sent,
+            stats.news_taken
+        );
+        joins.push(join_ms);
+        late.danger_kill().await.unwrap();
         for n in nodes {
             n.danger_kill().await.unwrap();
         }
     }
     summary("fifty: first spawn -> every node lists 49 others", runs);
+    summary("fifty: 51st node's spawn -> all 50 list it", joins);
 }
 
 fn main() {
@@ -220,6 +281,12 @@ fn main() {
         bench_mdns();
     }
     if wants("fifty") {
-        rt.block_on(bench_fifty());
+        let secs: Vec<u64> = std::env::var("FIFTY_REFRESH_S")
+            .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+            .unwrap_or_else(|_| vec![2, 30]);
+        for s in secs {
+            println!("fifty: refresh every {s} s");
+            rt.block_on(bench_fifty(Duration::from_secs(s)));
+        }
     }
 }

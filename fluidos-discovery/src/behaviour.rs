@@ -40,7 +40,7 @@ pub(crate) struct Behaviour {
     pub(crate) view: request_response::Behaviour<crate::app::AppCodec>,
     /// `/fluidos/workload/1` (see `app`).
     pub(crate) workload: request_response::Behaviour<crate::app::AppCodec>,
-    /// `/fluidos/members/1` (see `gossip`).
+    /// `/fluidos/members/2` and `/1` (see `gossip`).
     pub(crate) members: request_response::Behaviour<crate::gossip::MembersCodec>,
     /// Peers cut off on purpose (tests of partitions).
     pub(crate) block: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
@@ -129,10 +129,16 @@ pub(crate) fn build_swarm(
                 ),
                 view: crate::app::behaviour(crate::AppProtocol::View, rr_cfg.clone()),
                 members: request_response::Behaviour::new(
-                    [(
-                        crate::gossip::MEMBERS_PROTOCOL,
-                        request_response::ProtocolSupport::Full,
-                    )],
+                    [
+                        (
+                            crate::gossip::MEMBERS_PUSH_PROTOCOL,
+                            request_response::ProtocolSupport::Full,
+                        ),
+                        (
+                            crate::gossip::MEMBERS_PROTOCOL,
+                            request_response::ProtocolSupport::Full,
+                        ),
+                    ],
                     rr_cfg.clone(),
                 ),
                 workload: crate::app::behaviour(crate::AppProtocol::Workload, rr_cfg),
@@ -167,6 +173,9 @@ fn kademlia(
         .set_provider_publication_interval(Some(cfg.republish_interval));
     if let Some(n) = NonZeroUsize::new(3) {
         kc.set_parallelism(n);
+    }
+    if let Some(k) = NonZeroUsize::new(cfg.replication_factor) {
+        kc.set_replication_factor(k);
     }
     let store_cfg = kad::store::MemoryStoreConfig {
         max_records: MAX_RECORDS,

@@ -184,6 +184,23 @@ impl CandidateTable {
         Ok(result)
     }
 
+    /// The nodes with an advert from `source`.
+    pub fn nodes_from(&self, source: &Source) -> Vec<NodeId> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.sources.contains_key(source))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The advert held for `node` from `source`, if any.
+    pub fn advert_from(&self, node: &NodeId, source: &Source) -> Option<&Verified<Advert>> {
+        self.entries
+            .get(node)
+            .and_then(|e| e.sources.get(source))
+            .map(|s| &s.advert)
+    }
+
     /// Notes an address at which `node` was reached directly (mDNS, manual dial).
     pub fn observe_address(&mut self, node: &NodeId, addr: Multiaddr) {
         if let Some(e) = self.entries.get_mut(node)

@@ -145,6 +145,7 @@ impl EventLoop {
                     continue;
                 }
             };
+            self.own_adverts.insert(catalog.clone(), bytes.clone());
             let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
             record.expires = Some(kad_expiry(now.plus_ms(ttl), now));
             self.put(record, &catalog);
@@ -378,9 +379,16 @@ impl EventLoop {
                 // refresh of an n-member catalog from costing n lookups every time.
                 self.mark_fetched(catalog, &advert);
                 let issued_at = advert.issued_at;
-                self.accept(source, advert).then_some(issued_at)
+                let new_member = self.candidates.advert_from(&node, &source).is_none();
+                let news = self.is_news(&source, &advert);
+                let ok = self.accept(source, advert.clone());
+                if ok && news {
+                    self.spread(catalog, &advert, bytes, new_member, None);
+                }
+                ok.then_some(issued_at)
             }
             Err(AdvertError::Withdrawn { node, seq }) => {
+                self.spread_withdrawal(catalog, node, seq, bytes, None);
                 self.note_withdrawal(node, seq);
                 self.candidates.remove_source(&node, &source);
                 self.reject(&AdvertError::Withdrawn { node, seq }, &source);

@@ -78,6 +78,11 @@ pub struct DiscoveryConfig {
     /// Seed of the retry jitter; `None` draws one from the node id and the clock.
     /// Tests set it to make retries repeatable.
     pub jitter_seed: Option<u64>,
+    /// Kademlia's replication factor: how many of the nodes closest to a key
+    /// store each advert and membership record. Default 20 (Kademlia's `K`);
+    /// tests lower it to give a few nodes the shape of a large catalog, where
+    /// most members are not among those closest to a new member's keys.
+    pub replication_factor: usize,
 }
 
 /// When a node serves catalogs (runs Kademlia in server mode).
@@ -193,6 +198,7 @@ impl Default for DiscoveryConfig {
             retry_hot_window: Duration::from_secs(2),
             retry_hot_interval: Duration::from_millis(10),
             jitter_seed: None,
+            replication_factor: 20,
         }
     }
 }
@@ -335,6 +341,7 @@ impl DiscoveryConfig {
             ("inbound_queue", self.inbound_queue),
             ("command_queue", self.command_queue),
             ("max_inbound_per_peer", self.max_inbound_per_peer),
+            ("replication_factor", self.replication_factor),
         ] {
             if n == 0 {
                 return Err(ConfigError::ZeroCount(name));

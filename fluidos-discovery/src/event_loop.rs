@@ -140,6 +140,12 @@ pub(crate) struct EventLoop {
     pub(crate) gossip_requests: HashMap<OutboundRequestId, CatalogName>,
     /// Which members are asked next (rotates through each catalog's members).
     pub(crate) gossip_round: usize,
+    /// Membership news to push (see `rumor`).
+    pub(crate) rumors: crate::rumor::Rumors,
+    /// Pushes in flight, by the catalog and the member pushed to.
+    pub(crate) push_requests: HashMap<OutboundRequestId, (CatalogName, NodeId)>,
+    /// This node's current advert in each catalog it announces in (for introductions).
+    pub(crate) own_adverts: BTreeMap<CatalogName, Vec<u8>>,
     pub(crate) direct_peers: BTreeMap<PeerId, DirectPeer>,
     pub(crate) manual_dials: HashMap<ConnectionId, Multiaddr>,
     inflight_inbound: HashMap<PeerId, usize>,
@@ -215,6 +221,9 @@ impl EventLoop {
             gossip_requests: HashMap::new(),
             withdrawn: HashMap::new(),
             gossip_round: 0,
+            rumors: crate::rumor::Rumors::default(),
+            push_requests: HashMap::new(),
+            own_adverts: BTreeMap::new(),
             direct_peers: BTreeMap::new(),
             manual_dials: HashMap::new(),
             inflight_inbound: HashMap::new(),
@@ -330,6 +339,7 @@ impl EventLoop {
         }
         loop {
             let retry_at = self.next_retry();
+            let push_at = self.rumors.poll_timeout();
             tokio::select! {
                 biased;
                 Some((peer, channel, result)) = self.replies.next(), if !self.replies.is_empty() => {
@@ -359,6 +369,9 @@ impl EventLoop {
                 _ = refresh.tick() => self.refresh(),
                 _ = tokio::time::sleep_until(Instant::from_std(retry_at.unwrap_or_else(std::time::Instant::now))), if retry_at.is_some() => {
                     self.retry_due();
+                }
+                _ = tokio::time::sleep_until(Instant::from_std(push_at.unwrap_or_else(std::time::Instant::now))), if push_at.is_some() => {
+                    self.push_news();
                 }
                 _ = sweep.tick() => {
                     self.candidates.sweep(Timestamp::now());
@@ -467,8 +480,9 @@ impl EventLoop {
         }
         if let Some(p) = self.catalog_progress.get_mut(catalog) {
             p.reached = true;
-            if p.members.len() < MAX_MEMBERS_TRACKED {
-                p.members.insert(node);
+            if p.members.len() < MAX_MEMBERS_TRACKED && p.members.insert(node) {
+                // The first sight of a member: introduce this node to it.
+                self.introduce(catalog, node);
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Membership gossip: `/fluidos/members/1`.
+//! Membership gossip: `/fluidos/members/1` and `/2`.
 //!
 //! A catalog's membership is otherwise only pulled from the DHT: each node
 //! searches the catalog's shard keys and fetches each unknown member's advert,
@@ -18,12 +18,20 @@
 //! lately. A gossiping peer can withhold members or relay stale-but-valid
 //! adverts; it cannot forge one.
 //!
+//! The pull alone takes a refresh per hop; membership changes are also pushed
+//! (see [`crate::rumor`]): a request may carry news, adverts the asker just
+//! learned, which the responder takes exactly as reply elements and forwards
+//! in turn if they were new to it.
+//!
 //! Wire (canonical CBOR, one request per substream as every fluidos protocol):
-//! the request is `{"catalog": text}`, the reply `{"members": [bytes, …]}`
+//! the request is `{"catalog": text}` or, on `/fluidos/members/2` only,
+//! `{"catalog": text, "news": [bytes, …]}`; the reply `{"members": [bytes, …]}`
 //! (each element an advert envelope exactly as stored in the catalog). A node
-//! that is not in the catalog answers an empty list. Unknown fields are
-//! ignored. The encoding and decoding functions are pure; [`MembersCodec`]
-//! only moves their bytes over a stream.
+//! that is not in the catalog answers an empty list and ignores the news.
+//! Unknown fields are ignored. Both versions are offered, `/2` first: a peer
+//! that speaks only `/1` (whose requests are bounded to 256 bytes, too small
+//! for news) gets the request without its news. The encoding and decoding
+//! functions are pure; [`MembersCodec`] only moves their bytes over a stream.
 
 use std::io;
 
@@ -37,20 +45,31 @@ use crate::advert::MAX_ADVERT_BYTES;
 
 /// The protocol id.
 pub const MEMBERS_PROTOCOL: StreamProtocol = StreamProtocol::new("/fluidos/members/1");
+/// The protocol id of requests that may carry news.
+pub const MEMBERS_PUSH_PROTOCOL: StreamProtocol = StreamProtocol::new("/fluidos/members/2");
 /// Members asked at each refresh, per catalog.
 pub const GOSSIP_FANOUT: usize = 2;
 /// Adverts in one reply, at most.
 pub const MAX_MEMBERS_PER_REPLY: usize = 16;
-/// The largest request: a catalog name (≤ 64 bytes) in a map.
+/// The largest `/1` request: a catalog name (≤ 64 bytes) in a map.
 pub const MAX_MEMBERS_QUERY_BYTES: usize = 256;
+/// News (adverts) in one request, at most.
+pub const MAX_NEWS_PER_PUSH: usize = 16;
+/// The largest `/2` request: a catalog name and the news.
+pub const MAX_MEMBERS_PUSH_BYTES: usize =
+    MAX_MEMBERS_QUERY_BYTES + MAX_NEWS_PER_PUSH * (MAX_ADVERT_BYTES + 8);
 /// The largest reply: the adverts, their CBOR heads and the map around them.
 pub const MAX_MEMBERS_REPLY_BYTES: usize = MAX_MEMBERS_PER_REPLY * (MAX_ADVERT_BYTES + 8) + 64;
 
-/// "Which members of `catalog` do you know?"
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// "Which members of `catalog` do you know?", with news of members the asker
+/// just learned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MembersQuery {
     /// The catalog's name.
     pub catalog: String,
+    /// Advert envelopes, each at most [`MAX_ADVERT_BYTES`], at most
+    /// [`MAX_NEWS_PER_PUSH`]; sent on `/fluidos/members/2` only.
+    pub news: Vec<Vec<u8>>,
 }
 
 /// Signed catalog adverts of members, as stored in the catalog.
@@ -102,22 +121,64 @@ fn field(entries: Vec<(Value, Value)>, name: &str) -> Option<Value> {
         .map(|(_, v)| v)
 }
 
-/// Encodes a query.
+/// Encodes a query (at most [`MAX_NEWS_PER_PUSH`] news are sent; none, the
+/// field left out, when there is none: then the bytes are a `/1` request).
 pub fn encode_query(q: &MembersQuery) -> io::Result<Vec<u8>> {
-    let doc = Value::Map(vec![(
+    let mut entries = vec![(
         Value::Text("catalog".into()),
         Value::Text(q.catalog.clone()),
-    )]);
-    canonical::to_vec(&doc).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    )];
+    if !q.news.is_empty() {
+        let news = q
+            .news
+            .iter()
+            .take(MAX_NEWS_PER_PUSH)
+            .map(|b| Value::Bytes(b.clone()))
+            .collect();
+        entries.push((Value::Text("news".into()), Value::Array(news)));
+    }
+    canonical::to_vec(&Value::Map(entries))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
-/// Decodes a query.
+/// Decodes a query: bounded in size ([`MAX_MEMBERS_PUSH_BYTES`]; the codec
+/// bounds a `/1` request to [`MAX_MEMBERS_QUERY_BYTES`] before), the news
+/// optional and checked as reply elements (verifying them is the caller's).
 pub fn decode_query(bytes: &[u8]) -> Result<MembersQuery, MembersError> {
-    match field(map_of(bytes, MAX_MEMBERS_QUERY_BYTES)?, "catalog") {
-        Some(Value::Text(catalog)) => Ok(MembersQuery { catalog }),
-        Some(_) => Err(malformed("`catalog` is not text")),
-        None => Err(malformed("no `catalog` field")),
+    let entries = map_of(bytes, MAX_MEMBERS_PUSH_BYTES)?;
+    let catalog = match field(entries.clone(), "catalog") {
+        Some(Value::Text(catalog)) => catalog,
+        Some(_) => return Err(malformed("`catalog` is not text")),
+        None => return Err(malformed("no `catalog` field")),
+    };
+    let news = match field(entries, "news") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => adverts(items, MAX_NEWS_PER_PUSH, "news")?,
+        Some(_) => return Err(malformed("`news` is not an array")),
+    };
+    Ok(MembersQuery { catalog, news })
+}
+
+/// Checks an array of advert envelopes: at most `max`, each bytes of at most
+/// [`MAX_ADVERT_BYTES`].
+fn adverts(items: Vec<Value>, max: usize, what: &str) -> Result<Vec<Vec<u8>>, MembersError> {
+    if items.len() > max {
+        return Err(malformed(format!(
+            "{} {what}, more than {max}",
+            items.len()
+        )));
     }
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::Bytes(b) if b.len() <= MAX_ADVERT_BYTES => Ok(b),
+            Value::Bytes(b) => Err(MembersError::TooLarge {
+                len: b.len(),
+                max: MAX_ADVERT_BYTES,
+            }),
+            _ => Err(malformed(format!("an element of `{what}` is not bytes"))),
+        })
+        .collect()
 }
 
 /// Encodes a reply (at most [`MAX_MEMBERS_PER_REPLY`] adverts are sent).
@@ -140,23 +201,7 @@ pub fn decode_reply(bytes: &[u8]) -> Result<MembersReply, MembersError> {
         Some(_) => return Err(malformed("`members` is not an array")),
         None => return Err(malformed("no `members` field")),
     };
-    if items.len() > MAX_MEMBERS_PER_REPLY {
-        return Err(malformed(format!(
-            "{} members, more than {MAX_MEMBERS_PER_REPLY}",
-            items.len()
-        )));
-    }
-    let members = items
-        .into_iter()
-        .map(|v| match v {
-            Value::Bytes(b) if b.len() <= MAX_ADVERT_BYTES => Ok(b),
-            Value::Bytes(b) => Err(MembersError::TooLarge {
-                len: b.len(),
-                max: MAX_ADVERT_BYTES,
-            }),
-            _ => Err(malformed("a member is not bytes")),
-        })
-        .collect::<Result<_, _>>()?;
+    let members = adverts(items, MAX_MEMBERS_PER_REPLY, "members")?;
     Ok(MembersReply { members })
 }
 
@@ -186,10 +231,15 @@ impl request_response::Codec for MembersCodec {
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<MembersQuery> {
-        let buf = read_bounded(io, MAX_MEMBERS_QUERY_BYTES).await?;
+        let max = if *protocol == MEMBERS_PUSH_PROTOCOL {
+            MAX_MEMBERS_PUSH_BYTES
+        } else {
+            MAX_MEMBERS_QUERY_BYTES
+        };
+        let buf = read_bounded(io, max).await?;
         decode_query(&buf).map_err(io_err)
     }
 
@@ -204,10 +254,14 @@ impl request_response::Codec for MembersCodec {
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
-        q: MembersQuery,
+        mut q: MembersQuery,
     ) -> io::Result<()> {
+        if *protocol != MEMBERS_PUSH_PROTOCOL {
+            // A `/1` peer: the pull only.
+            q.news.clear();
+        }
         write_and_close(io, &encode_query(&q)?).await
     }
 
@@ -229,6 +283,20 @@ mod tests {
     fn query_and_reply_round_trip() {
         let q = MembersQuery {
             catalog: "sites".into(),
+            news: Vec::new(),
+        };
+        let bytes = encode_query(&q).unwrap();
+        assert_eq!(decode_query(&bytes).unwrap(), q);
+        // Without news, exactly a `/1` request.
+        let v1 = canonical::to_vec(&Value::Map(vec![(
+            Value::Text("catalog".into()),
+            Value::Text("sites".into()),
+        )]))
+        .unwrap();
+        assert_eq!(bytes, v1);
+        let q = MembersQuery {
+            catalog: "sites".into(),
+            news: vec![vec![1; MAX_ADVERT_BYTES], vec![2]],
         };
         assert_eq!(decode_query(&encode_query(&q).unwrap()).unwrap(), q);
         let r = MembersReply {
@@ -248,7 +316,7 @@ mod tests {
             Err(MembersError::Malformed(_))
         ));
         assert!(matches!(
-            decode_query(&vec![0x40; MAX_MEMBERS_QUERY_BYTES + 1]),
+            decode_query(&vec![0x40; MAX_MEMBERS_PUSH_BYTES + 1]),
             Err(MembersError::TooLarge { .. })
         ));
         assert!(matches!(
@@ -289,6 +357,74 @@ mod tests {
                 .members
                 .len(),
             MAX_MEMBERS_PER_REPLY
+        );
+    }
+
+    fn query_with(news: Value) -> Vec<u8> {
+        canonical::to_vec(&Value::Map(vec![
+            (Value::Text("catalog".into()), Value::Text("lab".into())),
+            (Value::Text("news".into()), news),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn news_is_bounded_like_reply_elements() {
+        // An old request (no news) and unknown fields still decode.
+        let old = canonical::to_vec(&Value::Map(vec![
+            (Value::Text("catalog".into()), Value::Text("lab".into())),
+            (Value::Text("later".into()), Value::Integer(1.into())),
+        ]))
+        .unwrap();
+        assert_eq!(
+            decode_query(&old).unwrap(),
+            MembersQuery {
+                catalog: "lab".into(),
+                news: vec![]
+            }
+        );
+        // The most news allowed, each the largest advert: within the bound.
+        let full = query_with(Value::Array(vec![
+            Value::Bytes(vec![0; MAX_ADVERT_BYTES]);
+            MAX_NEWS_PER_PUSH
+        ]));
+        assert!(full.len() <= MAX_MEMBERS_PUSH_BYTES);
+        assert_eq!(decode_query(&full).unwrap().news.len(), MAX_NEWS_PER_PUSH);
+        // One more element, an oversized one, or one that is not bytes: refused.
+        let many = query_with(Value::Array(vec![
+            Value::Bytes(vec![0]);
+            MAX_NEWS_PER_PUSH + 1
+        ]));
+        assert!(matches!(
+            decode_query(&many),
+            Err(MembersError::Malformed(_))
+        ));
+        let big = query_with(Value::Array(vec![Value::Bytes(vec![
+            0;
+            MAX_ADVERT_BYTES + 1
+        ])]));
+        assert!(matches!(
+            decode_query(&big),
+            Err(MembersError::TooLarge { .. })
+        ));
+        let text = query_with(Value::Array(vec![Value::Text("x".into())]));
+        assert!(matches!(
+            decode_query(&text),
+            Err(MembersError::Malformed(_))
+        ));
+        let not_array = query_with(Value::Bytes(vec![1]));
+        assert!(matches!(
+            decode_query(&not_array),
+            Err(MembersError::Malformed(_))
+        ));
+        // encode_query never sends more than the bound.
+        let q = MembersQuery {
+            catalog: "lab".into(),
+            news: vec![vec![7]; MAX_NEWS_PER_PUSH + 3],
+        };
+        assert_eq!(
+            decode_query(&encode_query(&q).unwrap()).unwrap().news.len(),
+            MAX_NEWS_PER_PUSH
         );
     }
 }

@@ -1,14 +1,17 @@
 //! The event loop's side of membership gossip (see [`crate::gossip`]): asking
-//! members at each refresh, answering, and taking in what comes back.
+//! members at each refresh, pushing news (see [`crate::rumor`]), answering, and
+//! taking in what comes back.
 
-use fluidos_contracts::Timestamp;
+use std::collections::BTreeSet;
+
+use fluidos_contracts::{NodeId, Timestamp, Verified};
 use libp2p::request_response;
 
-use crate::advert::{AdvertError, Expected, verify_advert};
+use crate::advert::{Advert, AdvertError, Expected, verify_advert};
 use crate::catalog::CatalogName;
 use crate::event_loop::EventLoop;
 use crate::gossip::{GOSSIP_FANOUT, MAX_MEMBERS_PER_REPLY, MembersQuery, MembersReply};
-use crate::identity::peer_id;
+use crate::identity::{node_id, peer_id};
 use crate::policy::Source;
 
 impl EventLoop {
@@ -42,6 +45,7 @@ impl EventLoop {
                         &peer_id(&node),
                         MembersQuery {
                             catalog: catalog.as_str().to_string(),
+                            news: Vec::new(),
                         },
                         addrs,
                     );
@@ -56,6 +60,11 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    if !request.news.is_empty()
+                        && let Some(name) = self.joined(&request.catalog)
+                    {
+                        self.take_members(&name, request.news, node_id(&peer), true);
+                    }
                     let reply = self.members_of(&request.catalog);
                     if self
                         .swarm
@@ -72,15 +81,24 @@ impl EventLoop {
                     response,
                 } => {
                     if let Some(catalog) = self.gossip_requests.remove(&request_id) {
-                        self.take_members(&catalog, response);
+                        self.take_members(&catalog, response.members, node_id(&peer), false);
+                    } else if let Some((catalog, _)) = self.push_requests.remove(&request_id) {
+                        self.take_members(&catalog, response.members, node_id(&peer), false);
                     }
                 }
             },
             request_response::Event::OutboundFailure {
-                request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             } => {
                 self.gossip_requests.remove(&request_id);
-                tracing::debug!(%error, "members request failed");
+                if let Some((catalog, to)) = self.push_requests.remove(&request_id) {
+                    // An introduction may have been lost: again when next learned.
+                    self.rumors.forget(&catalog, &to);
+                }
+                tracing::debug!(%peer, %error, "members request failed");
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "members request from a peer failed");
@@ -89,16 +107,136 @@ impl EventLoop {
         }
     }
 
-    /// What this node answers about `catalog`: the members' catalog adverts it
-    /// holds (a different slice each time), or none if it is not in the catalog.
-    fn members_of(&mut self, catalog: &str) -> MembersReply {
-        let Some(name) = self
-            .cfg
+    /// The catalog of that name, if this node joined it.
+    fn joined(&self, catalog: &str) -> Option<CatalogName> {
+        self.cfg
             .catalogs
             .iter()
             .map(|c| c.name.clone())
             .find(|n| n.as_str() == catalog)
-        else {
+    }
+
+    /// Pushes the news that is due: one batch per catalog, to [`PUSH_FANOUT`]
+    /// members at random and to the members to be introduced to; at most one
+    /// push in flight per member and [`MAX_PUSHES_IN_FLIGHT`] in all.
+    ///
+    /// [`PUSH_FANOUT`]: crate::rumor::PUSH_FANOUT
+    pub(crate) fn push_news(&mut self) {
+        let now = std::time::Instant::now();
+        for catalog in self.rumors.due(now) {
+            let mut members = self
+                .candidates
+                .nodes_from(&Source::Catalog(catalog.clone()));
+            members.retain(|n| *n != self.node);
+            let busy: BTreeSet<NodeId> = self.push_requests.values().map(|(_, n)| *n).collect();
+            let room = MAX_PUSHES_IN_FLIGHT.saturating_sub(self.push_requests.len());
+            let jitter = &mut self.jitter;
+            let pushes = self.rumors.take(
+                &catalog,
+                now,
+                crate::rumor::Room {
+                    members: &members,
+                    busy: &busy,
+                    max: room,
+                },
+                self.own_adverts.get(&catalog).map(Vec::as_slice),
+                || jitter.next(),
+            );
+            for push in pushes {
+                tracing::debug!(to = %push.to.short(), news = push.news.len(), "news pushed");
+                let addrs = self.known_addresses(&push.to);
+                self.stats.news_sent += push.news.len() as u64;
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .members
+                    .send_request_with_addresses(
+                        &peer_id(&push.to),
+                        MembersQuery {
+                            catalog: catalog.as_str().to_string(),
+                            news: push.news,
+                        },
+                        addrs,
+                    );
+                self.push_requests.insert(id, (catalog.clone(), push.to));
+            }
+        }
+    }
+
+    /// Whether `advert` is news in `source`: a member not held from it, or one
+    /// whose addresses or body changed (a re-publication alone is not news: the
+    /// periodic pull and fetches carry it).
+    pub(crate) fn is_news(&self, source: &Source, advert: &Advert) -> bool {
+        match self.candidates.advert_from(&advert.node, source) {
+            None => true,
+            Some(held) => {
+                held.seq < advert.seq
+                    && (held.addresses != advert.addresses
+                        || held.labels != advert.labels
+                        || held.roles != advert.roles
+                        || held.location != advert.location
+                        || held.architecture != advert.architecture
+                        || held.flavors != advert.flavors)
+            }
+        }
+    }
+
+    /// Spreads a catalog advert this node just took and found news (see
+    /// `is_news`): queued for the push, and, the first time the member is
+    /// seen, an introduction of this node to it (see `introduce`).
+    pub(crate) fn spread(
+        &mut self,
+        catalog: &CatalogName,
+        advert: &Verified<Advert>,
+        bytes: &[u8],
+        new_member: bool,
+        from: Option<NodeId>,
+    ) {
+        let now = std::time::Instant::now();
+        self.rumors
+            .news(catalog, advert.node, advert.seq, bytes.to_vec(), from, now);
+        if new_member {
+            self.introduce(catalog, advert.node);
+        }
+    }
+
+    /// Introduces this node to a member of `catalog` it has just seen (listed
+    /// by a search or a provider record, or its advert taken), once: pushes its
+    /// own advert there, unless it announces nothing in the catalog or the
+    /// member introduced itself first. Sent at first sight, before the member's
+    /// advert is fetched, so that a joiner reaches every member its search
+    /// lists within a round trip (the address comes from Kademlia then).
+    pub(crate) fn introduce(&mut self, catalog: &CatalogName, node: NodeId) {
+        if node != self.node && self.own_adverts.contains_key(catalog) {
+            self.rumors
+                .introduce(catalog, node, std::time::Instant::now());
+        }
+    }
+
+    /// Spreads a withdrawal of `node` that is newer than any seen.
+    pub(crate) fn spread_withdrawal(
+        &mut self,
+        catalog: &CatalogName,
+        node: NodeId,
+        seq: u64,
+        bytes: &[u8],
+        from: Option<NodeId>,
+    ) {
+        if self.withdrawn.get(&node).is_some_and(|w| *w >= seq) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        self.rumors
+            .news(catalog, node, seq, bytes.to_vec(), from, now);
+        self.rumors.forget(catalog, &node);
+    }
+
+    /// What this node answers about `catalog`: its own catalog advert first (if
+    /// it announces there: the asker may know it only by a provider record),
+    /// then the members' catalog adverts it holds (a different slice each
+    /// time), or none if it is not in the catalog.
+    fn members_of(&mut self, catalog: &str) -> MembersReply {
+        let Some(name) = self.joined(catalog) else {
             return MembersReply::default();
         };
         self.gossip_round = self.gossip_round.wrapping_add(1);
@@ -106,17 +244,19 @@ impl EventLoop {
         // being confirmed and is not spread further.
         let window = u64::try_from((self.cfg.refresh_interval * 2).as_millis()).unwrap_or(u64::MAX);
         let since = Timestamp(Timestamp::now().0.saturating_sub(window.max(2_000)));
-        let members = self
-            .candidates
-            .adverts_from(
-                &Source::Catalog(name),
-                since,
-                self.gossip_round.wrapping_mul(MAX_MEMBERS_PER_REPLY),
-                MAX_MEMBERS_PER_REPLY,
-            )
-            .iter()
-            .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok())
-            .collect();
+        let mut members: Vec<Vec<u8>> = self.own_adverts.get(&name).cloned().into_iter().collect();
+        let room = MAX_MEMBERS_PER_REPLY - members.len();
+        members.extend(
+            self.candidates
+                .adverts_from(
+                    &Source::Catalog(name),
+                    since,
+                    self.gossip_round.wrapping_mul(room),
+                    room,
+                )
+                .iter()
+                .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok()),
+        );
         MembersReply { members }
     }
 
@@ -128,14 +268,23 @@ impl EventLoop {
     /// node is dropped, so gossip never brings back a node that left; one that
     /// crashed lingers at most until its advert expires, as its catalog record
     /// would.
-    fn take_members(&mut self, catalog: &CatalogName, reply: MembersReply) {
+    ///
+    /// The adverts are a reply's members or, `pushed`, a request's news; `from`
+    /// is the peer they came from. What is news to this node is spread further.
+    fn take_members(
+        &mut self,
+        catalog: &CatalogName,
+        adverts: Vec<Vec<u8>>,
+        from: Option<NodeId>,
+        pushed: bool,
+    ) {
         let source = Source::Catalog(catalog.clone());
         let expected = Expected {
             node: None,
             catalog: Some(catalog.as_str()),
         };
         let now = Timestamp::now();
-        for bytes in reply.members {
+        for bytes in adverts {
             match verify_advert(&bytes, &expected, now) {
                 Ok(advert) if advert.node == self.node => {}
                 Ok(advert)
@@ -145,14 +294,27 @@ impl EventLoop {
                         .is_some_and(|w| advert.seq <= *w) => {}
                 Ok(advert) => {
                     let node = advert.node;
+                    if pushed && from == Some(node) {
+                        // It introduced itself: it listed this node, so it knows it.
+                        self.rumors.known_by(catalog, node);
+                    }
                     // As of its signing (see `mark_fetched`): an old gossiped copy
                     // does not hold back the catalog read of the current one.
                     self.mark_fetched(catalog, &advert);
-                    if self.accept(source.clone(), advert) {
+                    let new_member = self.candidates.advert_from(&node, &source).is_none();
+                    let news = self.is_news(&source, &advert);
+                    if self.accept(source.clone(), advert.clone()) {
                         self.saw_member(catalog, node);
+                        if news {
+                            if pushed {
+                                self.stats.news_taken += 1;
+                            }
+                            self.spread(catalog, &advert, &bytes, new_member, from);
+                        }
                     }
                 }
                 Err(AdvertError::Withdrawn { node, seq }) => {
+                    self.spread_withdrawal(catalog, node, seq, &bytes, from);
                     self.note_withdrawal(node, seq);
                     self.candidates.remove_source(&node, &source);
                     self.reject(&AdvertError::Withdrawn { node, seq }, &source);
@@ -181,3 +343,5 @@ impl EventLoop {
 
 /// Withdrawals remembered.
 const MAX_WITHDRAWN: usize = 4096;
+/// Pushes in flight at most (all catalogs and members).
+const MAX_PUSHES_IN_FLIGHT: usize = 64;

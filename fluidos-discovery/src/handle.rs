@@ -51,6 +51,10 @@ pub struct DiscoveryStats {
     pub lookups_not_found: u64,
     /// Catalog members seen in provider lists (cumulative, with repeats).
     pub members_listed: u64,
+    /// Adverts pushed to members as membership news (cumulative).
+    pub news_sent: u64,
+    /// Pushed adverts that were news to this node (cumulative).
+    pub news_taken: u64,
     /// Advert lookups running now.
     pub lookups_in_flight: usize,
     /// Advert lookups waiting for a slot.

@@ -68,6 +68,7 @@ mod handle;
 mod identity;
 mod keep_alive;
 mod policy;
+mod rumor;
 
 pub use advert::{Advert, AdvertBody, AdvertError, FlavorSummary, Role};
 pub use app::{

@@ -8,6 +8,7 @@ use std::path::Path;
 use fluidos_contracts::rear::{ErrorCode, RearError, Request, Response};
 use fluidos_contracts::{SecretKey, Selector, Timestamp, canonical};
 use fluidos_discovery::catalog::{advert_key, catalog_key};
+use fluidos_discovery::gossip::{MembersQuery, MembersReply, encode_query, encode_reply};
 use fluidos_discovery::{Advert, AdvertBody, CatalogName, Role};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -83,4 +84,26 @@ fn write_fuzz_seeds() {
     reply.extend_from_slice(&u16::try_from(direct.len()).unwrap().to_be_bytes());
     reply.extend_from_slice(&direct);
     write("rear_codec", "advert_reply", &reply);
+
+    // members_codec: the first byte picks query (even) or reply (odd).
+    let query = |news: Vec<Vec<u8>>| {
+        let q = encode_query(&MembersQuery {
+            catalog: "eu".into(),
+            news,
+        })
+        .unwrap();
+        [&[0][..], &q].concat()
+    };
+    write("members_codec", "query", &query(vec![]));
+    write("members_codec", "query_news", &query(vec![member.clone()]));
+    let reply = |members: Vec<Vec<u8>>| {
+        let r = encode_reply(&MembersReply { members }).unwrap();
+        [&[1][..], &r].concat()
+    };
+    write("members_codec", "empty_reply", &reply(vec![]));
+    write(
+        "members_codec",
+        "reply",
+        &reply(vec![member.clone(), member]),
+    );
 }

@@ -1,21 +1,42 @@
-//! `/fluidos/members/1` over loopback from a raw libp2p client: a catalog
-//! member answers with the signed catalog adverts it holds, nothing for a
-//! catalog it is not in, and a malformed query fails that one stream only.
+//! `/fluidos/members/1` and `/2` over loopback: from a raw libp2p client, a
+//! catalog member answers with the signed catalog adverts it holds, nothing for
+//! a catalog it is not in, a malformed query fails that one stream only, and
+//! news pushed on `/2` is taken; between nodes, a new member reaches members
+//! outside the 20 closest to its keys through pushed news alone.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::*;
-use fluidos_contracts::Timestamp;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fluidos_contracts::{SecretKey, Timestamp};
 use fluidos_discovery::advert::{Expected, verify_advert};
-use fluidos_discovery::gossip::{MEMBERS_PROTOCOL, MembersCodec, MembersQuery, MembersReply};
+use fluidos_discovery::catalog::{advert_key, catalog_key, shard_of};
+use fluidos_discovery::gossip::{
+    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply,
+};
+use fluidos_discovery::libp2p::StreamProtocol;
+use fluidos_discovery::libp2p::kad::{KBucketKey, RecordKey};
 use fluidos_discovery::libp2p::request_response::{self, ProtocolSupport};
 use fluidos_discovery::libp2p::swarm::SwarmEvent;
 use fluidos_discovery::libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
+use fluidos_discovery::{Advert, AdvertBody, CatalogName, DiscoveryConfig};
 use futures::StreamExt;
 
-/// Sends `query` to `peer` and returns its reply, or the failure as text.
+/// Sends `query` to `peer` on `/1` and returns its reply, or the failure as text.
 async fn ask(peer: PeerId, addr: Multiaddr, query: MembersQuery) -> Result<MembersReply, String> {
+    ask_on(MEMBERS_PROTOCOL, peer, addr, query).await
+}
+
+/// Sends `query` to `peer` on `protocol` and returns its reply, or the failure as text.
+async fn ask_on(
+    protocol: StreamProtocol,
+    peer: PeerId,
+    addr: Multiaddr,
+    query: MembersQuery,
+) -> Result<MembersReply, String> {
     let mut swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -27,7 +48,7 @@ async fn ask(peer: PeerId, addr: Multiaddr, query: MembersQuery) -> Result<Membe
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
                 MembersCodec,
-                [(MEMBERS_PROTOCOL, ProtocolSupport::Outbound)],
+                [(protocol, ProtocolSupport::Outbound)],
                 request_response::Config::default(),
             )
         })
@@ -74,6 +95,7 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         root_addr.clone(),
         MembersQuery {
             catalog: "lab".into(),
+            ..Default::default()
         },
     )
     .await
@@ -88,9 +110,19 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         .map(|b| verify_advert(b, &expected, Timestamp::now()).unwrap().node)
         .collect();
     nodes.sort();
-    let mut want = vec![b.id(), c.id()];
+    let mut want = vec![root.id(), b.id(), c.id()];
     want.sort();
-    assert_eq!(nodes, want, "every member's own signed catalog advert");
+    assert_eq!(
+        nodes, want,
+        "every member's own signed catalog advert, the responder's too"
+    );
+    assert_eq!(
+        verify_advert(&reply.members[0], &expected, Timestamp::now())
+            .unwrap()
+            .node,
+        root.id(),
+        "the responder's first"
+    );
 
     // Not a member of that catalog: nothing.
     let reply = ask(
@@ -98,6 +130,7 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         root_addr.clone(),
         MembersQuery {
             catalog: "elsewhere".into(),
+            ..Default::default()
         },
     )
     .await
@@ -110,6 +143,7 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         root_addr.clone(),
         MembersQuery {
             catalog: "x".repeat(1000),
+            ..Default::default()
         },
     )
     .await
@@ -120,9 +154,167 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         root_addr,
         MembersQuery {
             catalog: "lab".into(),
+            ..Default::default()
         },
     )
     .await
     .unwrap();
-    assert_eq!(reply.members.len(), 2);
+    assert_eq!(reply.members.len(), 3);
+}
+
+/// A signed catalog advert of `key` in `catalog`, valid for a minute.
+fn catalog_advert(key: &SecretKey, catalog: &str) -> Vec<u8> {
+    let now = Timestamp::now();
+    Advert::new(
+        key.node_id(),
+        Some(catalog.into()),
+        vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()],
+        AdvertBody::default(),
+        now,
+        now.plus_ms(60_000),
+        now.0,
+    )
+    .sign(key)
+    .unwrap()
+    .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
+    init_tracing();
+    let root = spawn(fast_config().with_catalog(catalog("lab", vec![]))).await;
+    let root_addr = root.addr().await;
+    let b = spawn(fast_config().with_catalog(catalog("lab", vec![root_addr.clone()]))).await;
+    wait_sees(&root.handle, &[b.id()], "the root to list b").await;
+    let peer = fluidos_discovery::peer_id(&root.id());
+
+    // News of a node nobody else knows: only the push can explain it.
+    let stranger = SecretKey::generate();
+    let other = SecretKey::generate();
+    let reply = ask_on(
+        MEMBERS_PUSH_PROTOCOL,
+        peer,
+        root_addr.clone(),
+        MembersQuery {
+            catalog: "lab".into(),
+            // An advert bound to another catalog is refused, the rest taken.
+            news: vec![
+                catalog_advert(&stranger, "lab"),
+                catalog_advert(&other, "elsewhere"),
+            ],
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!reply.members.is_empty(), "the pull half still answers");
+    let c = wait_for(
+        &root.handle,
+        "the root to list the pushed member",
+        |_| {},
+        |c| ids(c).contains(&stranger.node_id()),
+    )
+    .await;
+    assert!(
+        !ids(&c).contains(&other.node_id()),
+        "wrong catalog: refused"
+    );
+    let stats = root.handle.stats().await.unwrap();
+    assert_eq!(stats.news_taken, 1);
+    assert_eq!(
+        stats.adverts_rejected.get("wrong_catalog"),
+        Some(&1),
+        "{stats:?}"
+    );
+
+    // News for a catalog the node is not in is ignored.
+    let outsider = SecretKey::generate();
+    ask_on(
+        MEMBERS_PUSH_PROTOCOL,
+        peer,
+        root_addr,
+        MembersQuery {
+            catalog: "elsewhere".into(),
+            news: vec![catalog_advert(&outsider, "elsewhere")],
+        },
+    )
+    .await
+    .unwrap();
+    let c = root.handle.candidates().await.unwrap();
+    assert!(!ids(&c).contains(&outsider.node_id()));
+    assert_eq!(root.handle.stats().await.unwrap().news_taken, 1);
+}
+
+/// The `k` peers closest to `key` in Kademlia's metric.
+fn closest(key: &RecordKey, peers: &[PeerId], k: usize) -> BTreeSet<PeerId> {
+    let target = KBucketKey::new(key.clone());
+    let mut sorted = peers.to_vec();
+    sorted.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+    sorted.into_iter().take(k).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_reaches_members_outside_the_closest_k_through_news() {
+    init_tracing();
+    // Nothing periodic fires during the test: no refresh, no re-publication,
+    // so only the push can carry membership after each node's start. Records go
+    // to the K = 3 closest (20 in production), so 10 nodes have the shape of a
+    // large catalog: most members are not among a newcomer's closest (30 nodes
+    // with K = 20 are more than a debug build on two cores can run in time).
+    const K: usize = 3;
+    let quiet = || DiscoveryConfig {
+        replication_factor: K,
+        ..DiscoveryConfig::default()
+            .with_advert_ttl(Duration::from_secs(1200), Duration::from_secs(600))
+            .with_refresh_interval(Duration::from_secs(600))
+    };
+    let root = spawn(quiet().with_catalog(catalog("lab", vec![]))).await;
+    let addr = root.addr().await;
+    let mut nodes = vec![root];
+    for _ in 1..10 {
+        nodes.push(spawn(quiet().with_catalog(catalog("lab", vec![addr.clone()]))).await);
+    }
+    let all: Vec<_> = nodes.iter().map(|n| n.id()).collect();
+    for n in &nodes {
+        let others: Vec<_> = all.iter().copied().filter(|i| *i != n.id()).collect();
+        wait_sees(&n.handle, &others, "the 10 to converge without a refresh").await;
+    }
+
+    // A newcomer whose records reach K of the 10 for each of its two keys (its
+    // advert and its shard's membership): some members are outside both sets.
+    let lab: CatalogName = "lab".parse().unwrap();
+    let peers: Vec<PeerId> = nodes.iter().map(|n| n.handle.peer_id()).collect();
+    let (key, outsiders) = (0..1000)
+        .find_map(|_| {
+            let key = SecretKey::generate();
+            let id = key.node_id();
+            let a = closest(&advert_key(&lab, &id), &peers, K);
+            let m = closest(&catalog_key(&lab, shard_of(&id)), &peers, K);
+            let out: Vec<usize> = (0..nodes.len())
+                .filter(|i| !a.contains(&peers[*i]) && !m.contains(&peers[*i]))
+                .collect();
+            (out.len() >= 2).then_some((key, out))
+        })
+        .unwrap();
+    let mut before = Vec::new();
+    for i in &outsiders {
+        before.push(nodes[*i].handle.stats().await.unwrap());
+    }
+
+    let late = spawn_with_key(key, quiet().with_catalog(catalog("lab", vec![addr]))).await;
+    for n in &nodes {
+        wait_for(
+            &n.handle,
+            "every member to list the newcomer",
+            |_| {},
+            |c| ids(c).contains(&late.id()),
+        )
+        .await;
+    }
+    for (i, was) in outsiders.iter().zip(before) {
+        let now = nodes[*i].handle.stats().await.unwrap();
+        assert!(
+            now.news_taken > was.news_taken,
+            "outsider {i} took pushed news (the newcomer's): {was:?} -> {now:?}"
+        );
+    }
 }

@@ -1,11 +1,13 @@
-//! `/fluidos/members/1`, fed any bytes a peer may write: a query or a reply
-//! decodes or is a typed error (never a panic); what decodes re-encodes and
-//! decodes to itself, and a reply never holds more than the protocol allows.
+//! `/fluidos/members/1` and `/2`, fed any bytes a peer may write: a query (with
+//! or without news) or a reply decodes or is a typed error (never a panic);
+//! what decodes re-encodes and decodes to itself, and neither the news of a
+//! query nor a reply ever holds more than the protocol allows.
 #![no_main]
 
 use fluidos_discovery::advert::MAX_ADVERT_BYTES;
 use fluidos_discovery::gossip::{
-    MAX_MEMBERS_PER_REPLY, decode_query, decode_reply, encode_query, encode_reply,
+    MAX_MEMBERS_PER_REPLY, MAX_NEWS_PER_PUSH, decode_query, decode_reply, encode_query,
+    encode_reply,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -15,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
     };
     if which % 2 == 0 {
         if let Ok(q) = decode_query(bytes) {
+            assert!(q.news.len() <= MAX_NEWS_PER_PUSH);
+            assert!(q.news.iter().all(|m| m.len() <= MAX_ADVERT_BYTES));
             let again = encode_query(&q).expect("a decoded query encodes");
             assert_eq!(decode_query(&again).expect("and decodes"), q);
         }

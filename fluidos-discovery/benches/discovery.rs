@@ -166,6 +166,55 @@ fn bench_mdns() {
     println!("mdns: {failures} probe runs without a candidate");
 }
 
+/// CPU time of this process so far (user + system), from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which ends with the last ')').
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3 (state,
+    // which does not parse as a number), so they are at 10 and 11 here.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// What 50 converged nodes do when nothing changes: over 10 s, the process's CPU
+/// and the sum of each node's counters.
+async fn steady_state(nodes: &[DiscoveryHandle]) {
+    async fn totals(nodes: &[DiscoveryHandle]) -> [u64; 5] {
+        let mut t = [0u64; 5];
+        for n in nodes {
+            let s = n.stats().await.unwrap();
+            t[0] += s.connections_established;
+            t[1] += s.adverts_accepted;
+            t[2] += s.members_listed;
+            t[3] += s.news_sent;
+            t[4] += s.connections as u64;
+        }
+        t
+    }
+    let window = Duration::from_secs(10);
+    let (a, cpu0, t0) = (totals(nodes).await, process_cpu(), Instant::now());
+    tokio::time::sleep(window).await;
+    let (b, cpu1, el) = (totals(nodes).await, process_cpu(), t0.elapsed());
+    let per_s = |i: usize| (b[i] - a[i]) as f64 / el.as_secs_f64();
+    println!(
+        "fifty: steady state over {:.1} s: CPU {:.0} % of one core; per second, all 50 nodes: \
+         {:.1} connections opened, {:.0} adverts verified and taken, {:.0} members listed, \
+         {:.1} news pushed; {} connections open",
+        el.as_secs_f64(),
+        (cpu1 - cpu0).as_secs_f64() / el.as_secs_f64() * 100.0,
+        per_s(0),
+        per_s(1),
+        per_s(2),
+        per_s(3),
+        b[4]
+    );
+}
+
 async fn bench_fifty(refresh: Duration) {
     let config = || fifty_config(refresh);
     let mut runs = Vec::new();
@@ -206,6 +255,7 @@ async fn bench_fifty(refresh: Duration) {
             spawned.as_millis()
         );
         runs.push(ms);
+        steady_state(&nodes).await;
 
         // A new member: until every one of the 50 lists it. Only the nodes that do
         // not list it yet are asked (asking all 50 every 10 ms is itself a load), all

@@ -54,7 +54,7 @@ pub use flavor::{
 pub use identity::{NodeId, ParseNodeIdError, SecretKey, Signature, SignatureError};
 pub use resources::{Architecture, GpuInfo, Resources};
 pub use selector::{Range, Selector};
-pub use signed::{Signed, SignedPayload, Verified};
+pub use signed::{Signed, SignedPayload, Verified, VerifyCache};
 pub use time::Timestamp;
 
 /// A string is not a hex identifier of the right length.

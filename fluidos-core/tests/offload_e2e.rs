@@ -155,11 +155,15 @@ async fn a_deploy_without_capacity_buys_runs_on_the_provider_and_its_output_come
     // The virtual node appeared, backed by the new contract. The deploy returns once
     // the provider answered the start; the provider's node entry reaches this view by
     // sync, which may be a moment later.
-    wait_for("the provider's virtual node", Duration::from_secs(10), || {
-        let c = c.clone();
-        let pid = p.node_id();
-        async move { c.nodes().await.unwrap().iter().any(|n| n.id == pid) }
-    })
+    wait_for(
+        "the provider's virtual node",
+        Duration::from_secs(10),
+        || {
+            let c = c.clone();
+            let pid = p.node_id();
+            async move { c.nodes().await.unwrap().iter().any(|n| n.id == pid) }
+        },
+    )
     .await;
     let nodes = c.nodes().await.unwrap();
     let v = nodes

@@ -171,21 +171,24 @@ fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // The fields after the command name (which ends with the last ')').
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3 (state,
-    // which does not parse as a number), so they are at 10 and 11 here.
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    let field = |n: usize| -> u64 {
+        // `rest` starts at field 3 (state); some fields before utime can be negative,
+        // so the fields are counted, not filtered.
+        rest.split_whitespace()
+            .nth(n - 3)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of proc(5)'s stat.
+    let ticks = field(14) + field(15);
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
 
 /// What 50 converged nodes do when nothing changes: over 10 s, the process's CPU
 /// and the sum of each node's counters.
 async fn steady_state(nodes: &[DiscoveryHandle]) {
-    async fn totals(nodes: &[DiscoveryHandle]) -> [u64; 5] {
-        let mut t = [0u64; 5];
+    async fn totals(nodes: &[DiscoveryHandle]) -> [u64; 6] {
+        let mut t = [0u64; 6];
         for n in nodes {
             let s = n.stats().await.unwrap();
             t[0] += s.connections_established;
@@ -193,6 +196,7 @@ async fn steady_state(nodes: &[DiscoveryHandle]) {
             t[2] += s.members_listed;
             t[3] += s.news_sent;
             t[4] += s.connections as u64;
+            t[5] += s.signatures_remembered;
         }
         t
     }
@@ -204,13 +208,14 @@ async fn steady_state(nodes: &[DiscoveryHandle]) {
     println!(
         "fifty: steady state over {:.1} s: CPU {:.0} % of one core; per second, all 50 nodes: \
          {:.1} connections opened, {:.0} adverts verified and taken, {:.0} members listed, \
-         {:.1} news pushed; {} connections open",
+         {:.1} news pushed, {:.0} signature checks saved; {} connections open",
         el.as_secs_f64(),
         (cpu1 - cpu0).as_secs_f64() / el.as_secs_f64() * 100.0,
         per_s(0),
         per_s(1),
         per_s(2),
         per_s(3),
+        per_s(5),
         b[4]
     );
 }
@@ -221,6 +226,7 @@ async fn bench_fifty(refresh: Duration) {
     let mut joins = Vec::new();
     for run in 0..3 {
         let t0 = Instant::now();
+        let cpu0 = process_cpu();
         let root = spawn(config().with_catalog(lab(vec![]))).await;
         let addr = catalog_addr(&root).await;
         let mut nodes = vec![root];
@@ -229,7 +235,23 @@ async fn bench_fifty(refresh: Duration) {
         }
         let spawned = t0.elapsed();
         let deadline = Instant::now() + Duration::from_secs(120);
+        let trace = std::env::var_os("FIFTY_TRACE").is_some();
+        let mut next_trace = Instant::now();
         loop {
+            if trace && Instant::now() >= next_trace {
+                next_trace += Duration::from_millis(500);
+                let mut known = 0;
+                let mut short = 0;
+                for n in &nodes {
+                    let c = n.candidates().await.unwrap().len().min(49);
+                    known += c;
+                    short += usize::from(c < 49);
+                }
+                println!(
+                    "fifty: {:>6} ms: {known} of 2450 listings, {short} nodes short",
+                    t0.elapsed().as_millis()
+                );
+            }
             let mut all = true;
             for n in &nodes {
                 if n.candidates().await.unwrap().len() < 49 {
@@ -251,8 +273,10 @@ async fn bench_fifty(refresh: Duration) {
         }
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         println!(
-            "fifty: run {run}: all 50 see 49 others after {ms:.0} ms (spawning took {} ms)",
-            spawned.as_millis()
+            "fifty: run {run}: all 50 see 49 others after {ms:.0} ms (spawning took {} ms; \
+             CPU {:.0} % of one core meanwhile)",
+            spawned.as_millis(),
+            (process_cpu() - cpu0).as_secs_f64() / (ms / 1e3) * 100.0
         );
         runs.push(ms);
         steady_state(&nodes).await;

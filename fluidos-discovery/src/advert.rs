@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use fluidos_contracts::signed::{self, SignError, VerifyError};
+use fluidos_contracts::signed::{self, SignError, VerifyCache, VerifyError};
 use fluidos_contracts::{
     Architecture, Flavor, FlavorId, Location, NodeId, Price, Resources, SecretKey, Signed,
     SignedPayload, Timestamp, Verified,
@@ -318,7 +318,25 @@ pub fn verify_advert(
     expected: &Expected<'_>,
     now: Timestamp,
 ) -> Result<Verified<Advert>, AdvertError> {
-    let advert = verify_signature(bytes)?;
+    check_advert(verify_signature(bytes, None)?, expected, now)
+}
+
+/// [`verify_advert`] with a memo of the envelopes whose signature already
+/// verified (see [`VerifyCache`]): every other check runs each time.
+pub(crate) fn verify_advert_cached(
+    bytes: &[u8],
+    expected: &Expected<'_>,
+    now: Timestamp,
+    cache: &mut VerifyCache,
+) -> Result<Verified<Advert>, AdvertError> {
+    check_advert(verify_signature(bytes, Some(cache))?, expected, now)
+}
+
+fn check_advert(
+    advert: Verified<Advert>,
+    expected: &Expected<'_>,
+    now: Timestamp,
+) -> Result<Verified<Advert>, AdvertError> {
     if let Some(node) = expected.node
         && advert.node != node
     {
@@ -345,7 +363,10 @@ pub fn verify_advert(
 
 /// Size, encoding and signature only: what a DHT node checks before storing a record
 /// (withdrawals included, since they must replace the advert they withdraw).
-pub(crate) fn verify_signature(bytes: &[u8]) -> Result<Verified<Advert>, AdvertError> {
+pub(crate) fn verify_signature(
+    bytes: &[u8],
+    cache: Option<&mut VerifyCache>,
+) -> Result<Verified<Advert>, AdvertError> {
     if bytes.len() > MAX_ADVERT_BYTES {
         return Err(AdvertError::TooLarge {
             len: bytes.len(),
@@ -354,7 +375,11 @@ pub(crate) fn verify_signature(bytes: &[u8]) -> Result<Verified<Advert>, AdvertE
     }
     let envelope: Signed<Advert> = signed::decode_envelope(bytes)
         .map_err(|e| AdvertError::Malformed(format!("envelope: {e}")))?;
-    envelope.verify().map_err(|e| match e {
+    let verified = match cache {
+        Some(cache) => envelope.verify_cached(cache),
+        None => envelope.verify(),
+    };
+    verified.map_err(|e| match e {
         VerifyError::BadSignature { signer } => AdvertError::BadSignature { node: signer },
         other => AdvertError::Malformed(other.to_string()),
     })

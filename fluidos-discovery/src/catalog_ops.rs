@@ -16,7 +16,7 @@ use std::time::Instant;
 use libp2p::kad::store::RecordStore;
 
 use crate::advert::{
-    Advert, AdvertError, Expected, MAX_ADVERT_ADDRESSES, PublishError, verify_advert,
+    Advert, AdvertError, Expected, MAX_ADVERT_ADDRESSES, PublishError, verify_advert_cached,
     verify_signature,
 };
 use crate::candidates::{Offer, OfferError};
@@ -371,7 +371,7 @@ impl EventLoop {
             node: Some(node),
             catalog: Some(catalog.as_str()),
         };
-        match verify_advert(bytes, &expected, Timestamp::now()) {
+        match verify_advert_cached(bytes, &expected, Timestamp::now(), &mut self.verify_cache) {
             Ok(advert) => {
                 self.saw_member(catalog, node);
                 // Adverts change only when re-published: a member fetched successfully
@@ -508,7 +508,7 @@ impl EventLoop {
                     tracing::debug!(%source, "refused a record that is not a fluidos advert");
                     return;
                 };
-                let advert = match verify_signature(&record.value) {
+                let advert = match verify_signature(&record.value, Some(&mut self.verify_cache)) {
                     Ok(a) if a.node == node && a.catalog.as_deref() == Some(catalog.as_str()) => a,
                     Ok(_) => {
                         self.stats.records_refused += 1;
@@ -530,7 +530,7 @@ impl EventLoop {
                 let now = Timestamp::now();
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let held_seq = RecordStore::get(store, &record.key)
-                    .and_then(|r| verify_signature(&r.value).ok())
+                    .and_then(|r| verify_signature(&r.value, Some(&mut self.verify_cache)).ok())
                     .map(|a| a.seq);
                 if held_seq.is_some_and(|s| s >= advert.seq) {
                     return; // a replay or an older version
@@ -630,7 +630,12 @@ impl EventLoop {
                         node: Some(node),
                         catalog: None,
                     };
-                    match verify_advert(&bytes, &expected, Timestamp::now()) {
+                    match verify_advert_cached(
+                        &bytes,
+                        &expected,
+                        Timestamp::now(),
+                        &mut self.verify_cache,
+                    ) {
                         Ok(advert) => {
                             for s in sources {
                                 self.accept(s, advert.clone());

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use fluidos_contracts::rear::{ErrorCode, RearError, Response};
-use fluidos_contracts::{NodeId, SecretKey, Timestamp};
+use fluidos_contracts::{NodeId, SecretKey, Timestamp, VerifyCache};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -105,6 +105,8 @@ pub(crate) struct CatalogProgress {
 
 /// Members remembered per catalog for the status (the candidate table holds the rest).
 const MAX_MEMBERS_TRACKED: usize = 4096;
+/// Envelopes remembered as verified (32-byte digests; ~150 KiB when full).
+const VERIFY_CACHE_ENTRIES: usize = 2048;
 
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -161,6 +163,8 @@ pub(crate) struct EventLoop {
     pub(crate) bootstrap: BTreeMap<PeerId, BootstrapPeer>,
     pub(crate) catalog_progress: BTreeMap<CatalogName, CatalogProgress>,
     pub(crate) jitter: Jitter,
+    /// Adverts whose signature already verified (gossip relays each one many times).
+    pub(crate) verify_cache: VerifyCache,
     /// The application protocols (`app`).
     pub(crate) app: AppState,
 }
@@ -196,6 +200,7 @@ impl EventLoop {
                 .map(|c| (c.name.clone(), CatalogProgress::default()))
                 .collect(),
             jitter: Jitter::new(seed),
+            verify_cache: VerifyCache::new(VERIFY_CACHE_ENTRIES),
             app: AppState::new(app_tx),
             candidates: CandidateTable::new(cfg.incoming.clone(), max_age),
             rtts: BTreeMap::new(),
@@ -577,6 +582,7 @@ impl EventLoop {
                     .connection_counters()
                     .num_established() as usize;
                 stats.peers_kept_alive = self.swarm.behaviour().keep_alive.in_use();
+                stats.signatures_remembered = self.verify_cache.hits();
                 let _ = tx.send(stats);
             }
             Command::DangerRawAdvert(catalog, bytes, tx) => {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use fluidos_contracts::{NodeId, Timestamp, Verified};
 use libp2p::request_response;
 
-use crate::advert::{Advert, AdvertError, Expected, verify_advert};
+use crate::advert::{Advert, AdvertError, Expected, verify_advert_cached};
 use crate::catalog::CatalogName;
 use crate::event_loop::EventLoop;
 use crate::gossip::{GOSSIP_FANOUT, MAX_MEMBERS_PER_REPLY, MembersQuery, MembersReply};
@@ -285,7 +285,7 @@ impl EventLoop {
         };
         let now = Timestamp::now();
         for bytes in adverts {
-            match verify_advert(&bytes, &expected, now) {
+            match verify_advert_cached(&bytes, &expected, now, &mut self.verify_cache) {
                 Ok(advert) if advert.node == self.node => {}
                 Ok(advert)
                     if self

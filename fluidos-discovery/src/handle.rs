@@ -55,6 +55,9 @@ pub struct DiscoveryStats {
     pub news_sent: u64,
     /// Pushed adverts that were news to this node (cumulative).
     pub news_taken: u64,
+    /// Adverts whose signature was not checked again because the same envelope
+    /// verified before (cumulative; gossip relays each advert many times).
+    pub signatures_remembered: u64,
     /// Advert lookups running now.
     pub lookups_in_flight: usize,
     /// Advert lookups waiting for a slot.

@@ -11,7 +11,7 @@ use common::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use fluidos_contracts::{SecretKey, Timestamp};
+use fluidos_contracts::{SecretKey, Signed, Timestamp};
 use fluidos_discovery::advert::{Expected, verify_advert};
 use fluidos_discovery::catalog::{advert_key, catalog_key, shard_of};
 use fluidos_discovery::gossip::{
@@ -242,6 +242,65 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
     let c = root.handle.candidates().await.unwrap();
     assert!(!ids(&c).contains(&outsider.node_id()));
     assert_eq!(root.handle.stats().await.unwrap().news_taken, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_advert_is_not_verified_twice_and_a_forged_one_is_refused_each_time() {
+    init_tracing();
+    let root = spawn(fast_config().with_catalog(catalog("lab", vec![]))).await;
+    let root_addr = root.addr().await;
+    let peer = fluidos_discovery::peer_id(&root.id());
+    let push = |news: Vec<u8>| {
+        let addr = root_addr.clone();
+        async move {
+            ask_on(
+                MEMBERS_PUSH_PROTOCOL,
+                peer,
+                addr,
+                MembersQuery {
+                    catalog: "lab".into(),
+                    news: vec![news],
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let stranger = SecretKey::generate();
+    let genuine = catalog_advert(&stranger, "lab");
+    push(genuine.clone()).await;
+    wait_for(
+        &root.handle,
+        "the root to list the pushed member",
+        |_| {},
+        |c| ids(c).contains(&stranger.node_id()),
+    )
+    .await;
+    let before = root.handle.stats().await.unwrap();
+    push(genuine.clone()).await;
+    let after = root.handle.stats().await.unwrap();
+    assert!(
+        after.signatures_remembered > before.signatures_remembered,
+        "the same envelope again: its signature is remembered ({before:?} -> {after:?})"
+    );
+
+    // The same payload under a damaged signature is checked, and refused, every time.
+    let envelope: Signed<Advert> = fluidos_contracts::signed::decode_envelope(&genuine).unwrap();
+    let mut sig = *envelope.signature();
+    sig.0[0] ^= 1;
+    let forged = fluidos_contracts::canonical::to_vec(&Signed::<Advert>::from_parts(
+        envelope.payload().to_vec(),
+        sig,
+    ))
+    .unwrap();
+    push(forged.clone()).await;
+    push(forged).await;
+    let stats = root.handle.stats().await.unwrap();
+    assert_eq!(
+        stats.adverts_rejected.get("bad_signature"),
+        Some(&2),
+        "{stats:?}"
+    );
 }
 
 /// The `k` peers closest to `key` in Kademlia's metric.

@@ -220,6 +220,15 @@ async fn steady_state(nodes: &[DiscoveryHandle]) {
     );
 }
 
+/// Nodes in the `fifty` catalog: 50, or `FIFTY_NODES` (at least 2).
+fn fifty_size() -> usize {
+    std::env::var("FIFTY_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50usize)
+        .max(2)
+}
+
 async fn bench_fifty(refresh: Duration) {
     let config = || fifty_config(refresh);
     let mut runs = Vec::new();
@@ -230,7 +239,8 @@ async fn bench_fifty(refresh: Duration) {
         let root = spawn(config().with_catalog(lab(vec![]))).await;
         let addr = catalog_addr(&root).await;
         let mut nodes = vec![root];
-        for _ in 1..50 {
+        let size = fifty_size();
+        for _ in 1..size {
             nodes.push(spawn(config().with_catalog(lab(vec![addr.clone()]))).await);
         }
         let spawned = t0.elapsed();
@@ -243,18 +253,19 @@ async fn bench_fifty(refresh: Duration) {
                 let mut known = 0;
                 let mut short = 0;
                 for n in &nodes {
-                    let c = n.candidates().await.unwrap().len().min(49);
+                    let c = n.candidates().await.unwrap().len().min(size - 1);
                     known += c;
-                    short += usize::from(c < 49);
+                    short += usize::from(c < size - 1);
                 }
                 println!(
-                    "fifty: {:>6} ms: {known} of 2450 listings, {short} nodes short",
-                    t0.elapsed().as_millis()
+                    "fifty: {:>6} ms: {known} of {} listings, {short} nodes short",
+                    t0.elapsed().as_millis(),
+                    size * (size - 1)
                 );
             }
             let mut all = true;
             for n in &nodes {
-                if n.candidates().await.unwrap().len() < 49 {
+                if n.candidates().await.unwrap().len() < size - 1 {
                     all = false;
                     break;
                 }
@@ -273,12 +284,34 @@ async fn bench_fifty(refresh: Duration) {
         }
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         println!(
-            "fifty: run {run}: all 50 see 49 others after {ms:.0} ms (spawning took {} ms; \
+            "fifty: run {run}: all {size} see {} others after {ms:.0} ms (spawning took {} ms; \
              CPU {:.0} % of one core meanwhile)",
+            size - 1,
             spawned.as_millis(),
             (process_cpu() - cpu0).as_secs_f64() / (ms / 1e3) * 100.0
         );
         runs.push(ms);
+        let mut t = [0u64; 5];
+        for n in &nodes {
+            let s = n.stats().await.unwrap();
+            for (i, v) in [
+                s.member_searches,
+                s.advert_lookups,
+                s.kad_requests_served,
+                s.news_sent,
+                s.signatures_remembered,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                t[i] += v;
+            }
+        }
+        println!(
+            "fifty: run {run}: by then, all 50 nodes: {} shard searches, {} advert lookups, \
+             {} Kademlia requests answered, {} adverts pushed, {} signature checks saved",
+            t[0], t[1], t[2], t[3], t[4]
+        );
         steady_state(&nodes).await;
 
         // A new member: until every one of the 50 lists it. Only the nodes that do

@@ -322,10 +322,23 @@ impl CandidateTable {
         skip: usize,
         max: usize,
     ) -> Vec<Verified<Advert>> {
+        self.adverts_from_except(source, since, skip, max, |_| false)
+    }
+
+    /// [`Self::adverts_from`] without the nodes `except` names.
+    pub fn adverts_from_except(
+        &self,
+        source: &Source,
+        since: Timestamp,
+        skip: usize,
+        max: usize,
+        except: impl Fn(&NodeId) -> bool,
+    ) -> Vec<Verified<Advert>> {
         let all: Vec<&Verified<Advert>> = self
             .entries
-            .values()
-            .filter_map(|e| e.sources.get(source).filter(|s| s.seen >= since))
+            .iter()
+            .filter(|(node, _)| !except(node))
+            .filter_map(|(_, e)| e.sources.get(source).filter(|s| s.seen >= since))
             .map(|s| &s.advert)
             .collect();
         if all.is_empty() {

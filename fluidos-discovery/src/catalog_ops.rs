@@ -301,8 +301,14 @@ impl EventLoop {
             };
             let kad = &mut self.swarm.behaviour_mut().kad;
             let id = match &lookup {
-                Lookup::Members(catalog, shard) => kad.get_providers(catalog_key(catalog, *shard)),
-                Lookup::Advert(catalog, node) => kad.get_record(advert_key(catalog, node)),
+                Lookup::Members(catalog, shard) => {
+                    self.stats.member_searches += 1;
+                    kad.get_providers(catalog_key(catalog, *shard))
+                }
+                Lookup::Advert(catalog, node) => {
+                    self.stats.advert_lookups += 1;
+                    kad.get_record(advert_key(catalog, node))
+                }
             };
             self.fetches_in_flight += 1;
             self.queries
@@ -490,7 +496,10 @@ impl EventLoop {
                     self.queries.remove(&id);
                 }
             }
-            kad::Event::InboundRequest { request } => self.on_kad_inbound(request),
+            kad::Event::InboundRequest { request } => {
+                self.stats.kad_requests_served += 1;
+                self.on_kad_inbound(request)
+            }
             _ => {}
         }
     }

@@ -58,6 +58,12 @@ pub struct DiscoveryStats {
     /// Adverts whose signature was not checked again because the same envelope
     /// verified before (cumulative; gossip relays each advert many times).
     pub signatures_remembered: u64,
+    /// Catalog shard searches (Kademlia provider lookups) started (cumulative).
+    pub member_searches: u64,
+    /// Advert lookups (Kademlia record lookups) started (cumulative).
+    pub advert_lookups: u64,
+    /// Kademlia requests from peers that this node answered (cumulative).
+    pub kad_requests_served: u64,
     /// Advert lookups running now.
     pub lookups_in_flight: usize,
     /// Advert lookups waiting for a slot.

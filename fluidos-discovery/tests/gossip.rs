@@ -15,7 +15,7 @@ use fluidos_contracts::{SecretKey, Signed, Timestamp};
 use fluidos_discovery::advert::{Expected, verify_advert};
 use fluidos_discovery::catalog::{advert_key, catalog_key, shard_of};
 use fluidos_discovery::gossip::{
-    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply,
+    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply, known_prefix,
 };
 use fluidos_discovery::libp2p::StreamProtocol;
 use fluidos_discovery::libp2p::kad::{KBucketKey, RecordKey};
@@ -124,6 +124,26 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         "the responder's first"
     );
 
+    // With a digest of what the asker knows (`/2`), only what it lacks comes back.
+    let reply = ask_on(
+        MEMBERS_PUSH_PROTOCOL,
+        peer,
+        root_addr.clone(),
+        MembersQuery {
+            catalog: "lab".into(),
+            known: vec![known_prefix(&root.id()), known_prefix(&b.id())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let lacking: Vec<_> = reply
+        .members
+        .iter()
+        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
+        .collect();
+    assert_eq!(lacking, vec![c.id()], "only the member the asker lacks");
+
     // Not a member of that catalog: nothing.
     let reply = ask(
         peer,
@@ -202,6 +222,7 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
                 catalog_advert(&stranger, "lab"),
                 catalog_advert(&other, "elsewhere"),
             ],
+            ..Default::default()
         },
     )
     .await
@@ -235,6 +256,7 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
         MembersQuery {
             catalog: "elsewhere".into(),
             news: vec![catalog_advert(&outsider, "elsewhere")],
+            ..Default::default()
         },
     )
     .await
@@ -260,6 +282,7 @@ async fn a_repeated_advert_is_not_verified_twice_and_a_forged_one_is_refused_eac
                 MembersQuery {
                     catalog: "lab".into(),
                     news: vec![news],
+                    ..Default::default()
                 },
             )
             .await

@@ -325,21 +325,21 @@ impl CandidateTable {
         self.adverts_from_except(source, since, skip, max, |_| false)
     }
 
-    /// [`Self::adverts_from`] without the nodes `except` names.
+    /// [`Self::adverts_from`] without the adverts `except` names.
     pub fn adverts_from_except(
         &self,
         source: &Source,
         since: Timestamp,
         skip: usize,
         max: usize,
-        except: impl Fn(&NodeId) -> bool,
+        except: impl Fn(&Advert) -> bool,
     ) -> Vec<Verified<Advert>> {
         let all: Vec<&Verified<Advert>> = self
             .entries
-            .iter()
-            .filter(|(node, _)| !except(node))
-            .filter_map(|(_, e)| e.sources.get(source).filter(|s| s.seen >= since))
+            .values()
+            .filter_map(|e| e.sources.get(source).filter(|s| s.seen >= since))
             .map(|s| &s.advert)
+            .filter(|a| !except(a))
             .collect();
         if all.is_empty() {
             return Vec::new();

@@ -55,7 +55,7 @@ pub const MAX_MEMBERS_PER_REPLY: usize = 16;
 pub const MAX_MEMBERS_QUERY_BYTES: usize = 256;
 /// News (adverts) in one request, at most.
 pub const MAX_NEWS_PER_PUSH: usize = 16;
-/// Bytes of a node id that a digest of known members carries per member.
+/// Bytes a digest of known members carries per member (and version).
 pub const KNOWN_PREFIX_BYTES: usize = 8;
 /// Members a digest names at most (an asker that knows more sends this many).
 pub const MAX_KNOWN: usize = 1024;
@@ -76,16 +76,24 @@ pub struct MembersQuery {
     /// Advert envelopes, each at most [`MAX_ADVERT_BYTES`], at most
     /// [`MAX_NEWS_PER_PUSH`]; sent on `/fluidos/members/2` only.
     pub news: Vec<Vec<u8>>,
-    /// The members the asker knows already (the first [`KNOWN_PREFIX_BYTES`]
-    /// bytes of each node id, at most [`MAX_KNOWN`]), so that the reply brings
-    /// the ones it lacks; sent on `/fluidos/members/2` only.
+    /// The adverts the asker holds already, one [`known_entry`] each (at most
+    /// [`MAX_KNOWN`]), so that the reply brings the members it lacks and the
+    /// adverts it holds in another version; sent on `/fluidos/members/2` only.
     pub known: Vec<[u8; KNOWN_PREFIX_BYTES]>,
 }
 
-/// The digest prefix of `node`.
-pub fn known_prefix(node: &fluidos_contracts::NodeId) -> [u8; KNOWN_PREFIX_BYTES] {
+/// The digest entry of the advert of `node` numbered `seq`: the first
+/// [`KNOWN_PREFIX_BYTES`] bytes of SHA-256(`"fluidos-members-known-v1"` ‖ the
+/// 32-byte node id ‖ `seq` as 8 bytes big-endian).
+pub fn known_entry(node: &fluidos_contracts::NodeId, seq: u64) -> [u8; KNOWN_PREFIX_BYTES] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"fluidos-members-known-v1");
+    h.update(node.as_bytes());
+    h.update(seq.to_be_bytes());
+    let d: [u8; 32] = h.finalize().into();
     let mut p = [0u8; KNOWN_PREFIX_BYTES];
-    p.copy_from_slice(&node.as_bytes()[..KNOWN_PREFIX_BYTES]);
+    p.copy_from_slice(&d[..KNOWN_PREFIX_BYTES]);
     p
 }
 

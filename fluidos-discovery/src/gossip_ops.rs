@@ -12,7 +12,7 @@ use crate::catalog::CatalogName;
 use crate::event_loop::EventLoop;
 use crate::gossip::{
     GOSSIP_FANOUT, KNOWN_PREFIX_BYTES, MAX_KNOWN, MAX_MEMBERS_PER_REPLY, MembersQuery,
-    MembersReply, known_prefix,
+    MembersReply, known_entry,
 };
 use crate::identity::{node_id, peer_id};
 use crate::policy::Source;
@@ -251,14 +251,14 @@ impl EventLoop {
             return MembersReply::default();
         };
         let known: HashSet<[u8; KNOWN_PREFIX_BYTES]> = known.iter().copied().collect();
-        let lacks = |node: &NodeId| !known.contains(&known_prefix(node));
+        let lacks = |node: &NodeId, seq: u64| !known.contains(&known_entry(node, seq));
         self.gossip_round = self.gossip_round.wrapping_add(1);
         // Only members the catalog confirmed lately: a member that left stops
         // being confirmed and is not spread further.
         let window = u64::try_from((self.cfg.refresh_interval * 2).as_millis()).unwrap_or(u64::MAX);
         let since = Timestamp(Timestamp::now().0.saturating_sub(window.max(2_000)));
         let mut members: Vec<Vec<u8>> = match self.own_adverts.get(&name) {
-            Some(own) if lacks(&self.node) => vec![own.clone()],
+            Some(own) if lacks(&self.node, self.seq) => vec![own.clone()],
             _ => Vec::new(),
         };
         let room = MAX_MEMBERS_PER_REPLY - members.len();
@@ -269,7 +269,7 @@ impl EventLoop {
                     since,
                     self.gossip_round.wrapping_mul(room),
                     room,
-                    |node| !lacks(node),
+                    |advert| !lacks(&advert.node, advert.seq),
                 )
                 .iter()
                 .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok()),
@@ -277,16 +277,17 @@ impl EventLoop {
         MembersReply { members }
     }
 
-    /// The digest of the members of `catalog` this node knows (itself
+    /// The digest of the adverts of `catalog` this node holds (its own
     /// included), for the `known` field of its requests: at most [`MAX_KNOWN`].
     fn known_digest(&self, catalog: &CatalogName) -> Vec<[u8; KNOWN_PREFIX_BYTES]> {
-        std::iter::once(self.node)
-            .chain(
-                self.candidates
-                    .nodes_from(&Source::Catalog(catalog.clone())),
-            )
-            .take(MAX_KNOWN)
-            .map(|n| known_prefix(&n))
+        let held = self.candidates.adverts_from(
+            &Source::Catalog(catalog.clone()),
+            Timestamp(0),
+            0,
+            MAX_KNOWN - 1,
+        );
+        std::iter::once(known_entry(&self.node, self.seq))
+            .chain(held.iter().map(|a| known_entry(&a.node, a.seq)))
             .collect()
     }
 

@@ -15,7 +15,7 @@ use fluidos_contracts::{SecretKey, Signed, Timestamp};
 use fluidos_discovery::advert::{Expected, verify_advert};
 use fluidos_discovery::catalog::{advert_key, catalog_key, shard_of};
 use fluidos_discovery::gossip::{
-    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply, known_prefix,
+    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply, known_entry,
 };
 use fluidos_discovery::libp2p::StreamProtocol;
 use fluidos_discovery::libp2p::kad::{KBucketKey, RecordKey};
@@ -104,11 +104,12 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         node: None,
         catalog: Some("lab"),
     };
-    let mut nodes: Vec<_> = reply
+    let held: Vec<_> = reply
         .members
         .iter()
-        .map(|b| verify_advert(b, &expected, Timestamp::now()).unwrap().node)
+        .map(|b| verify_advert(b, &expected, Timestamp::now()).unwrap())
         .collect();
+    let mut nodes: Vec<_> = held.iter().map(|a| a.node).collect();
     nodes.sort();
     let mut want = vec![root.id(), b.id(), c.id()];
     want.sort();
@@ -131,7 +132,11 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         root_addr.clone(),
         MembersQuery {
             catalog: "lab".into(),
-            known: vec![known_prefix(&root.id()), known_prefix(&b.id())],
+            known: held
+                .iter()
+                .filter(|a| a.node != c.id())
+                .map(|a| known_entry(&a.node, a.seq))
+                .collect(),
             ..Default::default()
         },
     )
@@ -143,6 +148,29 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
         .collect();
     assert_eq!(lacking, vec![c.id()], "only the member the asker lacks");
+    // An older version of b named in the digest: b's current advert comes back.
+    let b_seq = held.iter().find(|a| a.node == b.id()).unwrap().seq;
+    let reply = ask_on(
+        MEMBERS_PUSH_PROTOCOL,
+        peer,
+        root_addr.clone(),
+        MembersQuery {
+            catalog: "lab".into(),
+            known: vec![
+                known_entry(&root.id(), held[0].seq),
+                known_entry(&b.id(), b_seq - 1),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let back: Vec<_> = reply
+        .members
+        .iter()
+        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
+        .collect();
+    assert!(back.contains(&b.id()), "{back:?}");
 
     // Not a member of that catalog: nothing.
     let reply = ask(

@@ -30,7 +30,15 @@ async fn a_burst_of_app_requests_is_paced_not_dropped() {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(BURST);
         let mut answered = 0;
         while answered < BURST {
+            // An answer is counted out before it leaves (below), and counted first
+            // here, so a request that its answer let the sender start is never seen
+            // while that answer still counts as in flight.
             tokio::select! {
+                biased;
+                Some(()) = done_rx.recv() => {
+                    now -= 1;
+                    answered += 1;
+                }
                 Some(req) = requests.recv() => {
                     now += 1;
                     most = most.max(now);
@@ -38,13 +46,9 @@ async fn a_burst_of_app_requests_is_paced_not_dropped() {
                     let done = done_tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        let _ = req.reply.send(body);
                         let _ = done.send(()).await;
+                        let _ = req.reply.send(body);
                     });
-                }
-                Some(()) = done_rx.recv() => {
-                    now -= 1;
-                    answered += 1;
                 }
             }
         }

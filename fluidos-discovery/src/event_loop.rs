@@ -496,7 +496,7 @@ impl EventLoop {
     /// intervals up to [`CATCH_UP_LAST`], instead of only at the next refresh.
     /// Members that joined at the same moment have heard of each other by then.
     fn start_catch_up(&mut self) {
-        if self.catch_up.is_none() {
+        if self.cfg.catch_up && self.catch_up.is_none() {
             self.catch_up = Some((std::time::Instant::now() + CATCH_UP_FIRST, CATCH_UP_FIRST));
         }
     }

@@ -365,14 +365,15 @@ fn closest(key: &RecordKey, peers: &[PeerId], k: usize) -> BTreeSet<PeerId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_member_reaches_members_outside_the_closest_k_through_news() {
     init_tracing();
-    // Nothing periodic fires during the test: no refresh, no re-publication,
-    // so only the push can carry membership after each node's start. Records go
+    // Nothing periodic fires during the test: no refresh, no re-publication, no
+    // catch-up pulls, so only the push can carry membership after each node's start. Records go
     // to the K = 3 closest (20 in production), so 10 nodes have the shape of a
     // large catalog: most members are not among a newcomer's closest (30 nodes
     // with K = 20 are more than a debug build on two cores can run in time).
     const K: usize = 3;
     let quiet = || DiscoveryConfig {
         replication_factor: K,
+        catch_up: false,
         ..DiscoveryConfig::default()
             .with_advert_ttl(Duration::from_secs(1200), Duration::from_secs(600))
             .with_refresh_interval(Duration::from_secs(600))

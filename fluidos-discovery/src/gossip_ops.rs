@@ -2,7 +2,7 @@
 //! members at each refresh, pushing news (see [`crate::rumor`]), answering, and
 //! taking in what comes back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use fluidos_contracts::{NodeId, Timestamp, Verified};
 use libp2p::request_response;
@@ -10,7 +10,10 @@ use libp2p::request_response;
 use crate::advert::{Advert, AdvertError, Expected, verify_advert_cached};
 use crate::catalog::CatalogName;
 use crate::event_loop::EventLoop;
-use crate::gossip::{GOSSIP_FANOUT, MAX_MEMBERS_PER_REPLY, MembersQuery, MembersReply};
+use crate::gossip::{
+    GOSSIP_FANOUT, KNOWN_PREFIX_BYTES, MAX_KNOWN, MAX_MEMBERS_PER_REPLY, MembersQuery,
+    MembersReply, known_entry,
+};
 use crate::identity::{node_id, peer_id};
 use crate::policy::Source;
 
@@ -31,6 +34,7 @@ impl EventLoop {
                 self.gossip_round.wrapping_mul(GOSSIP_FANOUT),
                 GOSSIP_FANOUT,
             );
+            let known = self.known_digest(&catalog);
             for advert in asked {
                 let node = advert.node;
                 if node == self.node {
@@ -46,6 +50,7 @@ impl EventLoop {
                         MembersQuery {
                             catalog: catalog.as_str().to_string(),
                             news: Vec::new(),
+                            known: known.clone(),
                         },
                         addrs,
                     );
@@ -65,7 +70,7 @@ impl EventLoop {
                     {
                         self.take_members(&name, request.news, node_id(&peer), true);
                     }
-                    let reply = self.members_of(&request.catalog);
+                    let reply = self.members_of(&request.catalog, &request.known);
                     if self
                         .swarm
                         .behaviour_mut()
@@ -142,6 +147,11 @@ impl EventLoop {
                 self.own_adverts.get(&catalog).map(Vec::as_slice),
                 || jitter.next(),
             );
+            let known = if pushes.is_empty() {
+                Vec::new()
+            } else {
+                self.known_digest(&catalog)
+            };
             for push in pushes {
                 tracing::debug!(to = %push.to.short(), news = push.news.len(), "news pushed");
                 let addrs = self.known_addresses(&push.to);
@@ -155,6 +165,7 @@ impl EventLoop {
                         MembersQuery {
                             catalog: catalog.as_str().to_string(),
                             news: push.news,
+                            known: known.clone(),
                         },
                         addrs,
                     );
@@ -235,29 +246,49 @@ impl EventLoop {
     /// it announces there: the asker may know it only by a provider record),
     /// then the members' catalog adverts it holds (a different slice each
     /// time), or none if it is not in the catalog.
-    fn members_of(&mut self, catalog: &str) -> MembersReply {
+    fn members_of(&mut self, catalog: &str, known: &[[u8; KNOWN_PREFIX_BYTES]]) -> MembersReply {
         let Some(name) = self.joined(catalog) else {
             return MembersReply::default();
         };
+        let known: HashSet<[u8; KNOWN_PREFIX_BYTES]> = known.iter().copied().collect();
+        let lacks = |node: &NodeId, seq: u64| !known.contains(&known_entry(node, seq));
         self.gossip_round = self.gossip_round.wrapping_add(1);
         // Only members the catalog confirmed lately: a member that left stops
         // being confirmed and is not spread further.
         let window = u64::try_from((self.cfg.refresh_interval * 2).as_millis()).unwrap_or(u64::MAX);
         let since = Timestamp(Timestamp::now().0.saturating_sub(window.max(2_000)));
-        let mut members: Vec<Vec<u8>> = self.own_adverts.get(&name).cloned().into_iter().collect();
+        let mut members: Vec<Vec<u8>> = match self.own_adverts.get(&name) {
+            Some(own) if lacks(&self.node, self.seq) => vec![own.clone()],
+            _ => Vec::new(),
+        };
         let room = MAX_MEMBERS_PER_REPLY - members.len();
         members.extend(
             self.candidates
-                .adverts_from(
+                .adverts_from_except(
                     &Source::Catalog(name),
                     since,
                     self.gossip_round.wrapping_mul(room),
                     room,
+                    |advert| !lacks(&advert.node, advert.seq),
                 )
                 .iter()
                 .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok()),
         );
         MembersReply { members }
+    }
+
+    /// The digest of the adverts of `catalog` this node holds (its own
+    /// included), for the `known` field of its requests: at most [`MAX_KNOWN`].
+    fn known_digest(&self, catalog: &CatalogName) -> Vec<[u8; KNOWN_PREFIX_BYTES]> {
+        let held = self.candidates.adverts_from(
+            &Source::Catalog(catalog.clone()),
+            Timestamp(0),
+            0,
+            MAX_KNOWN - 1,
+        );
+        std::iter::once(known_entry(&self.node, self.seq))
+            .chain(held.iter().map(|a| known_entry(&a.node, a.seq)))
+            .collect()
     }
 
     /// Takes each gossiped advert as one read from the catalog: verified

@@ -94,6 +94,19 @@ pub(crate) struct BootstrapPeer {
     pub(crate) retry_at: Option<std::time::Instant>,
 }
 
+/// A membership pull in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Pull {
+    /// The catalog asked about.
+    pub(crate) catalog: CatalogName,
+    /// The pull to a catalog address that this node just reached: when it brings
+    /// no member, the catalog's shards are searched at once (else at the next
+    /// refresh).
+    pub(crate) joining: bool,
+    /// Earlier pulls from the same peer whose full answers led to this one.
+    pub(crate) page: usize,
+}
+
 /// What this node knows about one catalog it joined.
 #[derive(Debug, Default)]
 pub(crate) struct CatalogProgress {
@@ -142,8 +155,8 @@ pub(crate) struct EventLoop {
     pub(crate) withdrawn: HashMap<NodeId, u64>,
     outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     pub(crate) advert_requests: HashMap<OutboundRequestId, PeerId>,
-    /// Membership gossip in flight, by the catalog asked about.
-    pub(crate) gossip_requests: HashMap<OutboundRequestId, CatalogName>,
+    /// Membership pulls in flight (see [`Pull`]).
+    pub(crate) gossip_requests: HashMap<OutboundRequestId, Pull>,
     /// Which members are asked next (rotates through each catalog's members).
     pub(crate) gossip_round: usize,
     /// The next catch-up pull and the step that led to it (see `start_catch_up`).
@@ -331,7 +344,24 @@ impl EventLoop {
             }
         }
         self.publish();
-        self.refresh();
+        if self.cfg.catch_up {
+            // A catalog with an address to reach is first pulled from there once
+            // reached (`catalog_peer_identified`); the others are searched now.
+            let pulled: BTreeSet<CatalogName> = self
+                .bootstrap
+                .values()
+                .flat_map(|b| b.catalogs.iter().cloned())
+                .collect();
+            let catalogs: Vec<CatalogName> =
+                self.cfg.catalogs.iter().map(|c| c.name.clone()).collect();
+            for c in catalogs.iter().filter(|c| !pulled.contains(*c)) {
+                self.search_catalog(c);
+            }
+            self.refresh_direct();
+            self.gossip();
+        } else {
+            self.refresh();
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -465,27 +495,37 @@ impl EventLoop {
     }
 
     /// A peer that serves Kademlia identified itself: the catalogs it bootstraps are
-    /// reached. The first time, publish and search at once instead of at the next
-    /// re-publication and refresh, since what ran before found nobody.
+    /// reached. The first time, publish and learn the members at once instead of at
+    /// the next re-publication and refresh, since what ran before found nobody.
     fn catalog_peer_identified(&mut self, peer: PeerId) {
         let Some(b) = self.bootstrap.get_mut(&peer) else {
             return;
         };
         b.retry.succeeded();
         b.retry_at = None;
-        let mut newly = false;
+        let mut newly = Vec::new();
         for c in b.catalogs.clone() {
             if let Some(p) = self.catalog_progress.get_mut(&c)
                 && !p.reached
             {
                 p.reached = true;
-                newly = true;
                 tracing::info!(catalog = %c, %peer, "catalog reached");
+                newly.push(c);
             }
         }
-        if newly {
+        if !newly.is_empty() {
             self.publish();
-            self.refresh();
+            if self.cfg.catch_up {
+                // Membership comes first from the catalog address itself (one pull,
+                // continued while its answers are full); the shard searches follow
+                // only if it brings nobody, else at the next refresh.
+                for c in &newly {
+                    self.pull(peer, c, true, 0);
+                }
+                self.refresh_direct();
+            } else {
+                self.refresh();
+            }
             self.start_catch_up();
         }
     }
@@ -515,11 +555,16 @@ impl EventLoop {
         if node == self.node {
             return;
         }
+        let held_back = self.awaits_catalog(catalog);
         let Some(p) = self.catalog_progress.get_mut(catalog) else {
             return;
         };
         let first_member = !std::mem::replace(&mut p.reached, true);
         let first_sight = p.members.len() < MAX_MEMBERS_TRACKED && p.members.insert(node);
+        if held_back {
+            // Records held back for want of a reached catalog can be stored now.
+            self.publish();
+        }
         if first_member {
             self.start_catch_up();
         }

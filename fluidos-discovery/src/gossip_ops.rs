@@ -9,13 +9,14 @@ use libp2p::request_response;
 
 use crate::advert::{Advert, AdvertError, Expected, verify_advert_cached};
 use crate::catalog::CatalogName;
-use crate::event_loop::EventLoop;
+use crate::event_loop::{EventLoop, Pull};
 use crate::gossip::{
     GOSSIP_FANOUT, KNOWN_PREFIX_BYTES, MAX_KNOWN, MAX_MEMBERS_PER_REPLY, MembersQuery,
     MembersReply, known_entry,
 };
 use crate::identity::{node_id, peer_id};
 use crate::policy::Source;
+use libp2p::PeerId;
 
 impl EventLoop {
     /// Asks [`GOSSIP_FANOUT`] members of each catalog, in turn, for the members
@@ -24,7 +25,7 @@ impl EventLoop {
         self.gossip_round = self.gossip_round.wrapping_add(1);
         let catalogs: Vec<CatalogName> = self.cfg.catalogs.iter().map(|c| c.name.clone()).collect();
         for catalog in catalogs {
-            if self.gossip_requests.values().any(|c| *c == catalog) {
+            if self.gossip_requests.values().any(|p| p.catalog == catalog) {
                 continue;
             }
             let source = Source::Catalog(catalog.clone());
@@ -34,28 +35,64 @@ impl EventLoop {
                 self.gossip_round.wrapping_mul(GOSSIP_FANOUT),
                 GOSSIP_FANOUT,
             );
-            let known = self.known_digest(&catalog);
             for advert in asked {
-                let node = advert.node;
-                if node == self.node {
-                    continue;
+                if advert.node != self.node {
+                    self.pull(peer_id(&advert.node), &catalog, false, 0);
                 }
-                let addrs = self.known_addresses(&node);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .members
-                    .send_request_with_addresses(
-                        &peer_id(&node),
-                        MembersQuery {
-                            catalog: catalog.as_str().to_string(),
-                            news: Vec::new(),
-                            known: known.clone(),
-                        },
-                        addrs,
-                    );
-                self.gossip_requests.insert(id, catalog.clone());
             }
+        }
+    }
+
+    /// Asks `peer` for the members of `catalog` this node lacks (its digest says
+    /// which it holds). `page` counts the full answers from `peer` that led here.
+    pub(crate) fn pull(&mut self, peer: PeerId, catalog: &CatalogName, joining: bool, page: usize) {
+        let known = self.known_digest(catalog);
+        // A joiner's first pull carries its own advert: the catalog address learns
+        // of it in the same round trip, and spreads the news.
+        let news = match self.own_adverts.get(catalog) {
+            Some(own) if joining && page == 0 => vec![own.clone()],
+            _ => Vec::new(),
+        };
+        let addrs = node_id(&peer)
+            .map(|n| self.known_addresses(&n))
+            .unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .members
+            .send_request_with_addresses(
+                &peer,
+                MembersQuery {
+                    catalog: catalog.as_str().to_string(),
+                    news,
+                    known,
+                },
+                addrs,
+            );
+        self.gossip_requests.insert(
+            id,
+            Pull {
+                catalog: catalog.clone(),
+                joining,
+                page,
+            },
+        );
+    }
+
+    /// A pull's answer was taken in (`news` of its adverts were new here) or
+    /// failed (`None`). A full answer that brought news is continued from the
+    /// same peer, whose next answer then holds the members still lacking; a
+    /// pull to a catalog address that brought nobody falls back on the
+    /// catalog's shard searches.
+    fn pulled(&mut self, peer: PeerId, pull: Pull, answer: Option<(usize, usize)>) {
+        let (len, news) = answer.unwrap_or((0, 0));
+        if len >= MAX_MEMBERS_PER_REPLY && news > 0 && pull.page < MAX_PULL_PAGES {
+            self.pull(peer, &pull.catalog, pull.joining, pull.page + 1);
+            return;
+        }
+        if pull.joining && pull.page == 0 && news == 0 {
+            tracing::debug!(catalog = %pull.catalog, %peer, "the catalog address named no member: searching the catalog");
+            self.search_catalog(&pull.catalog);
         }
     }
 
@@ -85,8 +122,15 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(catalog) = self.gossip_requests.remove(&request_id) {
-                        self.take_members(&catalog, response.members, node_id(&peer), false);
+                    if let Some(pull) = self.gossip_requests.remove(&request_id) {
+                        let len = response.members.len();
+                        let news = self.take_members(
+                            &pull.catalog,
+                            response.members,
+                            node_id(&peer),
+                            false,
+                        );
+                        self.pulled(peer, pull, Some((len, news)));
                     } else if let Some((catalog, _)) = self.push_requests.remove(&request_id) {
                         self.take_members(&catalog, response.members, node_id(&peer), false);
                     }
@@ -98,7 +142,9 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                self.gossip_requests.remove(&request_id);
+                if let Some(pull) = self.gossip_requests.remove(&request_id) {
+                    self.pulled(peer, pull, None);
+                }
                 if let Some((catalog, to)) = self.push_requests.remove(&request_id) {
                     // An introduction may have been lost: again when next learned.
                     self.rumors.forget(&catalog, &to);
@@ -308,7 +354,8 @@ impl EventLoop {
         adverts: Vec<Vec<u8>>,
         from: Option<NodeId>,
         pushed: bool,
-    ) {
+    ) -> usize {
+        let mut fresh = 0;
         let source = Source::Catalog(catalog.clone());
         let expected = Expected {
             node: None,
@@ -337,6 +384,7 @@ impl EventLoop {
                     if self.accept(source.clone(), advert.clone()) {
                         self.saw_member(catalog, node);
                         if news {
+                            fresh += 1;
                             if pushed {
                                 self.stats.news_taken += 1;
                             }
@@ -353,6 +401,7 @@ impl EventLoop {
                 Err(e) => self.reject(&e, &source),
             }
         }
+        fresh
     }
 
     /// Remembers the newest withdrawal of `node` (at most [`MAX_WITHDRAWN`]
@@ -374,5 +423,8 @@ impl EventLoop {
 
 /// Withdrawals remembered.
 const MAX_WITHDRAWN: usize = 4096;
+/// Full answers from one peer that a pull continues after: with
+/// [`MAX_MEMBERS_PER_REPLY`] adverts each, the members a digest can name.
+const MAX_PULL_PAGES: usize = crate::gossip::MAX_KNOWN / MAX_MEMBERS_PER_REPLY;
 /// Pushes in flight at most (all catalogs and members).
 const MAX_PUSHES_IN_FLIGHT: usize = 64;

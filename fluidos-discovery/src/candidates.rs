@@ -322,11 +322,24 @@ impl CandidateTable {
         skip: usize,
         max: usize,
     ) -> Vec<Verified<Advert>> {
+        self.adverts_from_except(source, since, skip, max, |_| false)
+    }
+
+    /// [`Self::adverts_from`] without the adverts `except` names.
+    pub fn adverts_from_except(
+        &self,
+        source: &Source,
+        since: Timestamp,
+        skip: usize,
+        max: usize,
+        except: impl Fn(&Advert) -> bool,
+    ) -> Vec<Verified<Advert>> {
         let all: Vec<&Verified<Advert>> = self
             .entries
             .values()
             .filter_map(|e| e.sources.get(source).filter(|s| s.seen >= since))
             .map(|s| &s.advert)
+            .filter(|a| !except(a))
             .collect();
         if all.is_empty() {
             return Vec::new();

@@ -146,6 +146,10 @@ impl EventLoop {
                 }
             };
             self.own_adverts.insert(catalog.clone(), bytes.clone());
+            if self.awaits_catalog(&catalog) {
+                // Stored once the catalog address is reached (`catalog_peer_identified`).
+                continue;
+            }
             let mut record = Record::new(advert_key(&catalog, &self.node), bytes);
             record.expires = Some(kad_expiry(now.plus_ms(ttl), now));
             self.put(record, &catalog);
@@ -162,6 +166,20 @@ impl EventLoop {
             }
         }
         tracing::debug!(node = %self.node.short(), seq, "adverts published");
+    }
+
+    /// Whether `catalog` has an address to reach that was not reached yet: the
+    /// DHT then holds nobody to store records with, and publishing waits.
+    pub(crate) fn awaits_catalog(&self, catalog: &CatalogName) -> bool {
+        self.cfg.catch_up
+            && !self
+                .catalog_progress
+                .get(catalog)
+                .is_some_and(|p| p.reached)
+            && self
+                .bootstrap
+                .values()
+                .any(|b| b.catalogs.contains(catalog))
     }
 
     fn put(&mut self, record: Record, catalog: &CatalogName) {
@@ -240,14 +258,25 @@ impl EventLoop {
         tracing::debug!(node = %self.node.short(), "adverts withdrawn");
     }
 
-    /// Searches every catalog and asks every direct peer again.
+    /// Searches every catalog, asks every direct peer again and gossips.
     pub(crate) fn refresh(&mut self) {
         let catalogs: Vec<CatalogName> = self.cfg.catalogs.iter().map(|c| c.name.clone()).collect();
         for catalog in catalogs {
-            for shard in 0..CATALOG_SHARDS {
-                self.enqueue(Lookup::Members(catalog.clone(), shard));
-            }
+            self.search_catalog(&catalog);
         }
+        self.refresh_direct();
+        self.gossip();
+    }
+
+    /// Searches each shard of `catalog` for its members.
+    pub(crate) fn search_catalog(&mut self, catalog: &CatalogName) {
+        for shard in 0..CATALOG_SHARDS {
+            self.enqueue(Lookup::Members(catalog.clone(), shard));
+        }
+    }
+
+    /// Asks every direct peer for its advert again.
+    pub(crate) fn refresh_direct(&mut self) {
         let peers: Vec<(PeerId, Vec<Multiaddr>)> = self
             .direct_peers
             .iter()
@@ -256,7 +285,6 @@ impl EventLoop {
         for (peer, addrs) in peers {
             self.reach_direct_peer(peer, addrs);
         }
-        self.gossip();
     }
 
     /// Asks a connected direct peer for its advert, or dials it first.

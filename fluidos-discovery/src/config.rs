@@ -83,6 +83,11 @@ pub struct DiscoveryConfig {
     /// tests lower it to give a few nodes the shape of a large catalog, where
     /// most members are not among those closest to a new member's keys.
     pub replication_factor: usize,
+    /// Whether to pull membership from members shortly after a catalog is first
+    /// reached (at 0.25 s, then at doubling intervals to 8 s; `docs/PROTOCOL.md`
+    /// 4.4.1) rather than only at each refresh. Default on; tests turn it off to
+    /// see what the push alone carries.
+    pub catch_up: bool,
 }
 
 /// When a node serves catalogs (runs Kademlia in server mode).
@@ -199,6 +204,7 @@ impl Default for DiscoveryConfig {
             retry_hot_interval: Duration::from_millis(10),
             jitter_seed: None,
             replication_factor: 20,
+            catch_up: true,
         }
     }
 }

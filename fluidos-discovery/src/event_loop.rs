@@ -94,6 +94,19 @@ pub(crate) struct BootstrapPeer {
     pub(crate) retry_at: Option<std::time::Instant>,
 }
 
+/// A membership pull in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Pull {
+    /// The catalog asked about.
+    pub(crate) catalog: CatalogName,
+    /// The pull to a catalog address that this node just reached: when it brings
+    /// no member, the catalog's shards are searched at once (else at the next
+    /// refresh).
+    pub(crate) joining: bool,
+    /// Earlier pulls from the same peer whose full answers led to this one.
+    pub(crate) page: usize,
+}
+
 /// What this node knows about one catalog it joined.
 #[derive(Debug, Default)]
 pub(crate) struct CatalogProgress {
@@ -107,6 +120,10 @@ pub(crate) struct CatalogProgress {
 const MAX_MEMBERS_TRACKED: usize = 4096;
 /// Envelopes remembered as verified (32-byte digests; ~150 KiB when full).
 const VERIFY_CACHE_ENTRIES: usize = 2048;
+/// The first catch-up pull after a catalog is reached (see `start_catch_up`).
+const CATCH_UP_FIRST: Duration = Duration::from_millis(250);
+/// The last catch-up interval: pulls at 0.25, 0.75, 1.75, 3.75, 7.75 and 15.75 s.
+const CATCH_UP_LAST: Duration = Duration::from_secs(8);
 
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -138,10 +155,12 @@ pub(crate) struct EventLoop {
     pub(crate) withdrawn: HashMap<NodeId, u64>,
     outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
     pub(crate) advert_requests: HashMap<OutboundRequestId, PeerId>,
-    /// Membership gossip in flight, by the catalog asked about.
-    pub(crate) gossip_requests: HashMap<OutboundRequestId, CatalogName>,
+    /// Membership pulls in flight (see [`Pull`]).
+    pub(crate) gossip_requests: HashMap<OutboundRequestId, Pull>,
     /// Which members are asked next (rotates through each catalog's members).
     pub(crate) gossip_round: usize,
+    /// The next catch-up pull and the step that led to it (see `start_catch_up`).
+    catch_up: Option<(std::time::Instant, Duration)>,
     /// Membership news to push (see `rumor`).
     pub(crate) rumors: crate::rumor::Rumors,
     /// Pushes in flight, by the catalog and the member pushed to.
@@ -226,6 +245,7 @@ impl EventLoop {
             gossip_requests: HashMap::new(),
             withdrawn: HashMap::new(),
             gossip_round: 0,
+            catch_up: None,
             rumors: crate::rumor::Rumors::default(),
             push_requests: HashMap::new(),
             own_adverts: BTreeMap::new(),
@@ -324,7 +344,24 @@ impl EventLoop {
             }
         }
         self.publish();
-        self.refresh();
+        if self.cfg.catch_up {
+            // A catalog with an address to reach is first pulled from there once
+            // reached (`catalog_peer_identified`); the others are searched now.
+            let pulled: BTreeSet<CatalogName> = self
+                .bootstrap
+                .values()
+                .flat_map(|b| b.catalogs.iter().cloned())
+                .collect();
+            let catalogs: Vec<CatalogName> =
+                self.cfg.catalogs.iter().map(|c| c.name.clone()).collect();
+            for c in catalogs.iter().filter(|c| !pulled.contains(*c)) {
+                self.search_catalog(c);
+            }
+            self.refresh_direct();
+            self.gossip();
+        } else {
+            self.refresh();
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -345,6 +382,7 @@ impl EventLoop {
         loop {
             let retry_at = self.next_retry();
             let push_at = self.rumors.poll_timeout();
+            let catch_up_at = self.catch_up.map(|(at, _)| at);
             tokio::select! {
                 biased;
                 Some((peer, channel, result)) = self.replies.next(), if !self.replies.is_empty() => {
@@ -377,6 +415,9 @@ impl EventLoop {
                 }
                 _ = tokio::time::sleep_until(Instant::from_std(push_at.unwrap_or_else(std::time::Instant::now))), if push_at.is_some() => {
                     self.push_news();
+                }
+                _ = tokio::time::sleep_until(Instant::from_std(catch_up_at.unwrap_or_else(std::time::Instant::now))), if catch_up_at.is_some() => {
+                    self.catch_up_due();
                 }
                 _ = sweep.tick() => {
                     self.candidates.sweep(Timestamp::now());
@@ -454,28 +495,59 @@ impl EventLoop {
     }
 
     /// A peer that serves Kademlia identified itself: the catalogs it bootstraps are
-    /// reached. The first time, publish and search at once instead of at the next
-    /// re-publication and refresh, since what ran before found nobody.
+    /// reached. The first time, publish and learn the members at once instead of at
+    /// the next re-publication and refresh, since what ran before found nobody.
     fn catalog_peer_identified(&mut self, peer: PeerId) {
         let Some(b) = self.bootstrap.get_mut(&peer) else {
             return;
         };
         b.retry.succeeded();
         b.retry_at = None;
-        let mut newly = false;
+        let mut newly = Vec::new();
         for c in b.catalogs.clone() {
             if let Some(p) = self.catalog_progress.get_mut(&c)
                 && !p.reached
             {
                 p.reached = true;
-                newly = true;
                 tracing::info!(catalog = %c, %peer, "catalog reached");
+                newly.push(c);
             }
         }
-        if newly {
+        if !newly.is_empty() {
             self.publish();
-            self.refresh();
+            if self.cfg.catch_up {
+                // Membership comes first from the catalog address itself (one pull,
+                // continued while its answers are full); the shard searches follow
+                // only if it brings nobody, else at the next refresh.
+                for c in &newly {
+                    self.pull(peer, c, true, 0);
+                }
+                self.refresh_direct();
+            } else {
+                self.refresh();
+            }
+            self.start_catch_up();
         }
+    }
+
+    /// Schedules the catch-up pulls after a catalog is first reached: members
+    /// are asked (with the digest of what this node knows, so each answer
+    /// brings what it lacks) after [`CATCH_UP_FIRST`], then at doubling
+    /// intervals up to [`CATCH_UP_LAST`], instead of only at the next refresh.
+    /// Members that joined at the same moment have heard of each other by then.
+    fn start_catch_up(&mut self) {
+        if self.cfg.catch_up && self.catch_up.is_none() {
+            self.catch_up = Some((std::time::Instant::now() + CATCH_UP_FIRST, CATCH_UP_FIRST));
+        }
+    }
+
+    /// A catch-up pull is due: gossip now and schedule the next one.
+    fn catch_up_due(&mut self) {
+        self.gossip();
+        self.catch_up = self.catch_up.and_then(|(at, step)| {
+            let next = step * 2;
+            (next <= CATCH_UP_LAST).then(|| (at + next, next))
+        });
     }
 
     /// Records a member seen in `catalog`.
@@ -483,12 +555,22 @@ impl EventLoop {
         if node == self.node {
             return;
         }
-        if let Some(p) = self.catalog_progress.get_mut(catalog) {
-            p.reached = true;
-            if p.members.len() < MAX_MEMBERS_TRACKED && p.members.insert(node) {
-                // The first sight of a member: introduce this node to it.
-                self.introduce(catalog, node);
-            }
+        let held_back = self.awaits_catalog(catalog);
+        let Some(p) = self.catalog_progress.get_mut(catalog) else {
+            return;
+        };
+        let first_member = !std::mem::replace(&mut p.reached, true);
+        let first_sight = p.members.len() < MAX_MEMBERS_TRACKED && p.members.insert(node);
+        if held_back {
+            // Records held back for want of a reached catalog can be stored now.
+            self.publish();
+        }
+        if first_member {
+            self.start_catch_up();
+        }
+        if first_sight {
+            // The first sight of a member: introduce this node to it.
+            self.introduce(catalog, node);
         }
     }
 

@@ -55,9 +55,15 @@ pub const MAX_MEMBERS_PER_REPLY: usize = 16;
 pub const MAX_MEMBERS_QUERY_BYTES: usize = 256;
 /// News (adverts) in one request, at most.
 pub const MAX_NEWS_PER_PUSH: usize = 16;
-/// The largest `/2` request: a catalog name and the news.
-pub const MAX_MEMBERS_PUSH_BYTES: usize =
-    MAX_MEMBERS_QUERY_BYTES + MAX_NEWS_PER_PUSH * (MAX_ADVERT_BYTES + 8);
+/// Bytes a digest of known members carries per member (and version).
+pub const KNOWN_PREFIX_BYTES: usize = 8;
+/// Members a digest names at most (an asker that knows more sends this many).
+pub const MAX_KNOWN: usize = 1024;
+/// The largest `/2` request: a catalog name, the news and the digest.
+pub const MAX_MEMBERS_PUSH_BYTES: usize = MAX_MEMBERS_QUERY_BYTES
+    + MAX_NEWS_PER_PUSH * (MAX_ADVERT_BYTES + 8)
+    + MAX_KNOWN * KNOWN_PREFIX_BYTES
+    + 16;
 /// The largest reply: the adverts, their CBOR heads and the map around them.
 pub const MAX_MEMBERS_REPLY_BYTES: usize = MAX_MEMBERS_PER_REPLY * (MAX_ADVERT_BYTES + 8) + 64;
 
@@ -70,6 +76,25 @@ pub struct MembersQuery {
     /// Advert envelopes, each at most [`MAX_ADVERT_BYTES`], at most
     /// [`MAX_NEWS_PER_PUSH`]; sent on `/fluidos/members/2` only.
     pub news: Vec<Vec<u8>>,
+    /// The adverts the asker holds already, one [`known_entry`] each (at most
+    /// [`MAX_KNOWN`]), so that the reply brings the members it lacks and the
+    /// adverts it holds in another version; sent on `/fluidos/members/2` only.
+    pub known: Vec<[u8; KNOWN_PREFIX_BYTES]>,
+}
+
+/// The digest entry of the advert of `node` numbered `seq`: the first
+/// [`KNOWN_PREFIX_BYTES`] bytes of SHA-256(`"fluidos-members-known-v1"` ‖ the
+/// 32-byte node id ‖ `seq` as 8 bytes big-endian).
+pub fn known_entry(node: &fluidos_contracts::NodeId, seq: u64) -> [u8; KNOWN_PREFIX_BYTES] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"fluidos-members-known-v1");
+    h.update(node.as_bytes());
+    h.update(seq.to_be_bytes());
+    let d: [u8; 32] = h.finalize().into();
+    let mut p = [0u8; KNOWN_PREFIX_BYTES];
+    p.copy_from_slice(&d[..KNOWN_PREFIX_BYTES]);
+    p
 }
 
 /// Signed catalog adverts of members, as stored in the catalog.
@@ -137,6 +162,10 @@ pub fn encode_query(q: &MembersQuery) -> io::Result<Vec<u8>> {
             .collect();
         entries.push((Value::Text("news".into()), Value::Array(news)));
     }
+    if !q.known.is_empty() {
+        let known: Vec<u8> = q.known.iter().take(MAX_KNOWN).flatten().copied().collect();
+        entries.push((Value::Text("known".into()), Value::Bytes(known)));
+    }
     canonical::to_vec(&Value::Map(entries))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
@@ -151,12 +180,40 @@ pub fn decode_query(bytes: &[u8]) -> Result<MembersQuery, MembersError> {
         Some(_) => return Err(malformed("`catalog` is not text")),
         None => return Err(malformed("no `catalog` field")),
     };
-    let news = match field(entries, "news") {
+    let news = match field(entries.clone(), "news") {
         None => Vec::new(),
         Some(Value::Array(items)) => adverts(items, MAX_NEWS_PER_PUSH, "news")?,
         Some(_) => return Err(malformed("`news` is not an array")),
     };
-    Ok(MembersQuery { catalog, news })
+    let known = match field(entries, "known") {
+        None => Vec::new(),
+        Some(Value::Bytes(b)) if b.len() % KNOWN_PREFIX_BYTES != 0 => {
+            return Err(malformed(format!(
+                "`known` is {} bytes, not a multiple of {KNOWN_PREFIX_BYTES}",
+                b.len()
+            )));
+        }
+        Some(Value::Bytes(b)) if b.len() > MAX_KNOWN * KNOWN_PREFIX_BYTES => {
+            return Err(malformed(format!(
+                "`known` names {} members, more than {MAX_KNOWN}",
+                b.len() / KNOWN_PREFIX_BYTES
+            )));
+        }
+        Some(Value::Bytes(b)) => b
+            .chunks_exact(KNOWN_PREFIX_BYTES)
+            .map(|c| {
+                let mut p = [0u8; KNOWN_PREFIX_BYTES];
+                p.copy_from_slice(c);
+                p
+            })
+            .collect(),
+        Some(_) => return Err(malformed("`known` is not bytes")),
+    };
+    Ok(MembersQuery {
+        catalog,
+        news,
+        known,
+    })
 }
 
 /// Checks an array of advert envelopes: at most `max`, each bytes of at most
@@ -261,6 +318,7 @@ impl request_response::Codec for MembersCodec {
         if *protocol != MEMBERS_PUSH_PROTOCOL {
             // A `/1` peer: the pull only.
             q.news.clear();
+            q.known.clear();
         }
         write_and_close(io, &encode_query(&q)?).await
     }
@@ -284,6 +342,7 @@ mod tests {
         let q = MembersQuery {
             catalog: "sites".into(),
             news: Vec::new(),
+            ..Default::default()
         };
         let bytes = encode_query(&q).unwrap();
         assert_eq!(decode_query(&bytes).unwrap(), q);
@@ -297,12 +356,52 @@ mod tests {
         let q = MembersQuery {
             catalog: "sites".into(),
             news: vec![vec![1; MAX_ADVERT_BYTES], vec![2]],
+            ..Default::default()
         };
         assert_eq!(decode_query(&encode_query(&q).unwrap()).unwrap(), q);
         let r = MembersReply {
             members: vec![vec![1, 2, 3], vec![]],
         };
         assert_eq!(decode_reply(&encode_reply(&r).unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn the_digest_of_known_members_round_trips_and_is_bounded() {
+        let q = MembersQuery {
+            catalog: "sites".into(),
+            news: Vec::new(),
+            known: vec![[1; KNOWN_PREFIX_BYTES], [2; KNOWN_PREFIX_BYTES]],
+        };
+        assert_eq!(decode_query(&encode_query(&q).unwrap()).unwrap(), q);
+        // Never more than MAX_KNOWN sent.
+        let many = MembersQuery {
+            known: vec![[3; KNOWN_PREFIX_BYTES]; MAX_KNOWN + 5],
+            ..q.clone()
+        };
+        let back = decode_query(&encode_query(&many).unwrap()).unwrap();
+        assert_eq!(back.known.len(), MAX_KNOWN);
+        assert!(encode_query(&many).unwrap().len() <= MAX_MEMBERS_PUSH_BYTES);
+        // A digest that is not whole prefixes, too long, or not bytes.
+        let query = |known: Value| {
+            canonical::to_vec(&Value::Map(vec![
+                (Value::Text("catalog".into()), Value::Text("sites".into())),
+                (Value::Text("known".into()), known),
+            ]))
+            .unwrap()
+        };
+        for bad in [
+            Value::Bytes(vec![0; KNOWN_PREFIX_BYTES + 1]),
+            Value::Bytes(vec![0; (MAX_KNOWN + 1) * KNOWN_PREFIX_BYTES]),
+            Value::Text("x".into()),
+        ] {
+            assert!(
+                matches!(
+                    decode_query(&query(bad.clone())),
+                    Err(MembersError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -380,7 +479,8 @@ mod tests {
             decode_query(&old).unwrap(),
             MembersQuery {
                 catalog: "lab".into(),
-                news: vec![]
+                news: vec![],
+                ..Default::default()
             }
         );
         // The most news allowed, each the largest advert: within the bound.
@@ -421,6 +521,7 @@ mod tests {
         let q = MembersQuery {
             catalog: "lab".into(),
             news: vec![vec![7]; MAX_NEWS_PER_PUSH + 3],
+            ..Default::default()
         };
         assert_eq!(
             decode_query(&encode_query(&q).unwrap()).unwrap().news.len(),

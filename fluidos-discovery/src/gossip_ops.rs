@@ -2,17 +2,21 @@
 //! members at each refresh, pushing news (see [`crate::rumor`]), answering, and
 //! taking in what comes back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use fluidos_contracts::{NodeId, Timestamp, Verified};
 use libp2p::request_response;
 
 use crate::advert::{Advert, AdvertError, Expected, verify_advert_cached};
 use crate::catalog::CatalogName;
-use crate::event_loop::EventLoop;
-use crate::gossip::{GOSSIP_FANOUT, MAX_MEMBERS_PER_REPLY, MembersQuery, MembersReply};
+use crate::event_loop::{EventLoop, Pull};
+use crate::gossip::{
+    GOSSIP_FANOUT, KNOWN_PREFIX_BYTES, MAX_KNOWN, MAX_MEMBERS_PER_REPLY, MembersQuery,
+    MembersReply, known_entry,
+};
 use crate::identity::{node_id, peer_id};
 use crate::policy::Source;
+use libp2p::PeerId;
 
 impl EventLoop {
     /// Asks [`GOSSIP_FANOUT`] members of each catalog, in turn, for the members
@@ -21,7 +25,7 @@ impl EventLoop {
         self.gossip_round = self.gossip_round.wrapping_add(1);
         let catalogs: Vec<CatalogName> = self.cfg.catalogs.iter().map(|c| c.name.clone()).collect();
         for catalog in catalogs {
-            if self.gossip_requests.values().any(|c| *c == catalog) {
+            if self.gossip_requests.values().any(|p| p.catalog == catalog) {
                 continue;
             }
             let source = Source::Catalog(catalog.clone());
@@ -32,25 +36,63 @@ impl EventLoop {
                 GOSSIP_FANOUT,
             );
             for advert in asked {
-                let node = advert.node;
-                if node == self.node {
-                    continue;
+                if advert.node != self.node {
+                    self.pull(peer_id(&advert.node), &catalog, false, 0);
                 }
-                let addrs = self.known_addresses(&node);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .members
-                    .send_request_with_addresses(
-                        &peer_id(&node),
-                        MembersQuery {
-                            catalog: catalog.as_str().to_string(),
-                            news: Vec::new(),
-                        },
-                        addrs,
-                    );
-                self.gossip_requests.insert(id, catalog.clone());
             }
+        }
+    }
+
+    /// Asks `peer` for the members of `catalog` this node lacks (its digest says
+    /// which it holds). `page` counts the full answers from `peer` that led here.
+    pub(crate) fn pull(&mut self, peer: PeerId, catalog: &CatalogName, joining: bool, page: usize) {
+        let known = self.known_digest(catalog);
+        // A joiner's first pull carries its own advert: the catalog address learns
+        // of it in the same round trip, and spreads the news.
+        let news = match self.own_adverts.get(catalog) {
+            Some(own) if joining && page == 0 => vec![own.clone()],
+            _ => Vec::new(),
+        };
+        let addrs = node_id(&peer)
+            .map(|n| self.known_addresses(&n))
+            .unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .members
+            .send_request_with_addresses(
+                &peer,
+                MembersQuery {
+                    catalog: catalog.as_str().to_string(),
+                    news,
+                    known,
+                },
+                addrs,
+            );
+        self.gossip_requests.insert(
+            id,
+            Pull {
+                catalog: catalog.clone(),
+                joining,
+                page,
+            },
+        );
+    }
+
+    /// A pull's answer was taken in (`news` of its adverts were new here) or
+    /// failed (`None`). A full answer that brought news is continued from the
+    /// same peer, whose next answer then holds the members still lacking; a
+    /// pull to a catalog address that brought nobody falls back on the
+    /// catalog's shard searches.
+    fn pulled(&mut self, peer: PeerId, pull: Pull, answer: Option<(usize, usize)>) {
+        let (len, news) = answer.unwrap_or((0, 0));
+        if len >= MAX_MEMBERS_PER_REPLY && news > 0 && pull.page < MAX_PULL_PAGES {
+            self.pull(peer, &pull.catalog, pull.joining, pull.page + 1);
+            return;
+        }
+        if pull.joining && pull.page == 0 && news == 0 {
+            tracing::debug!(catalog = %pull.catalog, %peer, "the catalog address named no member: searching the catalog");
+            self.search_catalog(&pull.catalog);
         }
     }
 
@@ -65,7 +107,7 @@ impl EventLoop {
                     {
                         self.take_members(&name, request.news, node_id(&peer), true);
                     }
-                    let reply = self.members_of(&request.catalog);
+                    let reply = self.members_of(&request.catalog, &request.known);
                     if self
                         .swarm
                         .behaviour_mut()
@@ -80,8 +122,15 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(catalog) = self.gossip_requests.remove(&request_id) {
-                        self.take_members(&catalog, response.members, node_id(&peer), false);
+                    if let Some(pull) = self.gossip_requests.remove(&request_id) {
+                        let len = response.members.len();
+                        let news = self.take_members(
+                            &pull.catalog,
+                            response.members,
+                            node_id(&peer),
+                            false,
+                        );
+                        self.pulled(peer, pull, Some((len, news)));
                     } else if let Some((catalog, _)) = self.push_requests.remove(&request_id) {
                         self.take_members(&catalog, response.members, node_id(&peer), false);
                     }
@@ -93,7 +142,9 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                self.gossip_requests.remove(&request_id);
+                if let Some(pull) = self.gossip_requests.remove(&request_id) {
+                    self.pulled(peer, pull, None);
+                }
                 if let Some((catalog, to)) = self.push_requests.remove(&request_id) {
                     // An introduction may have been lost: again when next learned.
                     self.rumors.forget(&catalog, &to);
@@ -142,6 +193,11 @@ impl EventLoop {
                 self.own_adverts.get(&catalog).map(Vec::as_slice),
                 || jitter.next(),
             );
+            let known = if pushes.is_empty() {
+                Vec::new()
+            } else {
+                self.known_digest(&catalog)
+            };
             for push in pushes {
                 tracing::debug!(to = %push.to.short(), news = push.news.len(), "news pushed");
                 let addrs = self.known_addresses(&push.to);
@@ -155,6 +211,7 @@ impl EventLoop {
                         MembersQuery {
                             catalog: catalog.as_str().to_string(),
                             news: push.news,
+                            known: known.clone(),
                         },
                         addrs,
                     );
@@ -235,29 +292,49 @@ impl EventLoop {
     /// it announces there: the asker may know it only by a provider record),
     /// then the members' catalog adverts it holds (a different slice each
     /// time), or none if it is not in the catalog.
-    fn members_of(&mut self, catalog: &str) -> MembersReply {
+    fn members_of(&mut self, catalog: &str, known: &[[u8; KNOWN_PREFIX_BYTES]]) -> MembersReply {
         let Some(name) = self.joined(catalog) else {
             return MembersReply::default();
         };
+        let known: HashSet<[u8; KNOWN_PREFIX_BYTES]> = known.iter().copied().collect();
+        let lacks = |node: &NodeId, seq: u64| !known.contains(&known_entry(node, seq));
         self.gossip_round = self.gossip_round.wrapping_add(1);
         // Only members the catalog confirmed lately: a member that left stops
         // being confirmed and is not spread further.
         let window = u64::try_from((self.cfg.refresh_interval * 2).as_millis()).unwrap_or(u64::MAX);
         let since = Timestamp(Timestamp::now().0.saturating_sub(window.max(2_000)));
-        let mut members: Vec<Vec<u8>> = self.own_adverts.get(&name).cloned().into_iter().collect();
+        let mut members: Vec<Vec<u8>> = match self.own_adverts.get(&name) {
+            Some(own) if lacks(&self.node, self.seq) => vec![own.clone()],
+            _ => Vec::new(),
+        };
         let room = MAX_MEMBERS_PER_REPLY - members.len();
         members.extend(
             self.candidates
-                .adverts_from(
+                .adverts_from_except(
                     &Source::Catalog(name),
                     since,
                     self.gossip_round.wrapping_mul(room),
                     room,
+                    |advert| !lacks(&advert.node, advert.seq),
                 )
                 .iter()
                 .filter_map(|a| fluidos_contracts::canonical::to_vec(a.signed()).ok()),
         );
         MembersReply { members }
+    }
+
+    /// The digest of the adverts of `catalog` this node holds (its own
+    /// included), for the `known` field of its requests: at most [`MAX_KNOWN`].
+    fn known_digest(&self, catalog: &CatalogName) -> Vec<[u8; KNOWN_PREFIX_BYTES]> {
+        let held = self.candidates.adverts_from(
+            &Source::Catalog(catalog.clone()),
+            Timestamp(0),
+            0,
+            MAX_KNOWN - 1,
+        );
+        std::iter::once(known_entry(&self.node, self.seq))
+            .chain(held.iter().map(|a| known_entry(&a.node, a.seq)))
+            .collect()
     }
 
     /// Takes each gossiped advert as one read from the catalog: verified
@@ -277,7 +354,8 @@ impl EventLoop {
         adverts: Vec<Vec<u8>>,
         from: Option<NodeId>,
         pushed: bool,
-    ) {
+    ) -> usize {
+        let mut fresh = 0;
         let source = Source::Catalog(catalog.clone());
         let expected = Expected {
             node: None,
@@ -306,6 +384,7 @@ impl EventLoop {
                     if self.accept(source.clone(), advert.clone()) {
                         self.saw_member(catalog, node);
                         if news {
+                            fresh += 1;
                             if pushed {
                                 self.stats.news_taken += 1;
                             }
@@ -322,6 +401,7 @@ impl EventLoop {
                 Err(e) => self.reject(&e, &source),
             }
         }
+        fresh
     }
 
     /// Remembers the newest withdrawal of `node` (at most [`MAX_WITHDRAWN`]
@@ -343,5 +423,8 @@ impl EventLoop {
 
 /// Withdrawals remembered.
 const MAX_WITHDRAWN: usize = 4096;
+/// Full answers from one peer that a pull continues after: with
+/// [`MAX_MEMBERS_PER_REPLY`] adverts each, the members a digest can name.
+const MAX_PULL_PAGES: usize = crate::gossip::MAX_KNOWN / MAX_MEMBERS_PER_REPLY;
 /// Pushes in flight at most (all catalogs and members).
 const MAX_PUSHES_IN_FLIGHT: usize = 64;

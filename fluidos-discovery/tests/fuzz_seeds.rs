@@ -86,16 +86,26 @@ fn write_fuzz_seeds() {
     write("rear_codec", "advert_reply", &reply);
 
     // members_codec: the first byte picks query (even) or reply (odd).
-    let query = |news: Vec<Vec<u8>>| {
+    let query = |news: Vec<Vec<u8>>, known: Vec<[u8; 8]>| {
         let q = encode_query(&MembersQuery {
             catalog: "eu".into(),
             news,
+            known,
         })
         .unwrap();
         [&[0][..], &q].concat()
     };
-    write("members_codec", "query", &query(vec![]));
-    write("members_codec", "query_news", &query(vec![member.clone()]));
+    write("members_codec", "query", &query(vec![], vec![]));
+    write(
+        "members_codec",
+        "query_news",
+        &query(vec![member.clone()], vec![]),
+    );
+    write(
+        "members_codec",
+        "query_known",
+        &query(vec![member.clone()], vec![[1; 8], [2; 8]]),
+    );
     let reply = |members: Vec<Vec<u8>>| {
         let r = encode_reply(&MembersReply { members }).unwrap();
         [&[1][..], &r].concat()

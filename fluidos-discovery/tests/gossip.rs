@@ -15,7 +15,7 @@ use fluidos_contracts::{SecretKey, Signed, Timestamp};
 use fluidos_discovery::advert::{Expected, verify_advert};
 use fluidos_discovery::catalog::{advert_key, catalog_key, shard_of};
 use fluidos_discovery::gossip::{
-    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply,
+    MEMBERS_PROTOCOL, MEMBERS_PUSH_PROTOCOL, MembersCodec, MembersQuery, MembersReply, known_entry,
 };
 use fluidos_discovery::libp2p::StreamProtocol;
 use fluidos_discovery::libp2p::kad::{KBucketKey, RecordKey};
@@ -104,11 +104,12 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         node: None,
         catalog: Some("lab"),
     };
-    let mut nodes: Vec<_> = reply
+    let held: Vec<_> = reply
         .members
         .iter()
-        .map(|b| verify_advert(b, &expected, Timestamp::now()).unwrap().node)
+        .map(|b| verify_advert(b, &expected, Timestamp::now()).unwrap())
         .collect();
+    let mut nodes: Vec<_> = held.iter().map(|a| a.node).collect();
     nodes.sort();
     let mut want = vec![root.id(), b.id(), c.id()];
     want.sort();
@@ -123,6 +124,53 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
         root.id(),
         "the responder's first"
     );
+
+    // With a digest of what the asker knows (`/2`), only what it lacks comes back.
+    let reply = ask_on(
+        MEMBERS_PUSH_PROTOCOL,
+        peer,
+        root_addr.clone(),
+        MembersQuery {
+            catalog: "lab".into(),
+            known: held
+                .iter()
+                .filter(|a| a.node != c.id())
+                .map(|a| known_entry(&a.node, a.seq))
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let lacking: Vec<_> = reply
+        .members
+        .iter()
+        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
+        .collect();
+    assert_eq!(lacking, vec![c.id()], "only the member the asker lacks");
+    // An older version of b named in the digest: b's current advert comes back.
+    let b_seq = held.iter().find(|a| a.node == b.id()).unwrap().seq;
+    let reply = ask_on(
+        MEMBERS_PUSH_PROTOCOL,
+        peer,
+        root_addr.clone(),
+        MembersQuery {
+            catalog: "lab".into(),
+            known: vec![
+                known_entry(&root.id(), held[0].seq),
+                known_entry(&b.id(), b_seq - 1),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let back: Vec<_> = reply
+        .members
+        .iter()
+        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
+        .collect();
+    assert!(back.contains(&b.id()), "{back:?}");
 
     // Not a member of that catalog: nothing.
     let reply = ask(
@@ -187,6 +235,8 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
     let b = spawn(fast_config().with_catalog(catalog("lab", vec![root_addr.clone()]))).await;
     wait_sees(&root.handle, &[b.id()], "the root to list b").await;
     let peer = fluidos_discovery::peer_id(&root.id());
+    // b's first pull carried b's own advert as news already.
+    let taken_before = root.handle.stats().await.unwrap().news_taken;
 
     // News of a node nobody else knows: only the push can explain it.
     let stranger = SecretKey::generate();
@@ -202,6 +252,7 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
                 catalog_advert(&stranger, "lab"),
                 catalog_advert(&other, "elsewhere"),
             ],
+            ..Default::default()
         },
     )
     .await
@@ -219,7 +270,7 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
         "wrong catalog: refused"
     );
     let stats = root.handle.stats().await.unwrap();
-    assert_eq!(stats.news_taken, 1);
+    assert_eq!(stats.news_taken, taken_before + 1);
     assert_eq!(
         stats.adverts_rejected.get("wrong_catalog"),
         Some(&1),
@@ -235,13 +286,14 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
         MembersQuery {
             catalog: "elsewhere".into(),
             news: vec![catalog_advert(&outsider, "elsewhere")],
+            ..Default::default()
         },
     )
     .await
     .unwrap();
     let c = root.handle.candidates().await.unwrap();
     assert!(!ids(&c).contains(&outsider.node_id()));
-    assert_eq!(root.handle.stats().await.unwrap().news_taken, 1);
+    assert_eq!(root.handle.stats().await.unwrap().news_taken, taken_before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,6 +312,7 @@ async fn a_repeated_advert_is_not_verified_twice_and_a_forged_one_is_refused_eac
                 MembersQuery {
                     catalog: "lab".into(),
                     news: vec![news],
+                    ..Default::default()
                 },
             )
             .await
@@ -314,14 +367,15 @@ fn closest(key: &RecordKey, peers: &[PeerId], k: usize) -> BTreeSet<PeerId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_member_reaches_members_outside_the_closest_k_through_news() {
     init_tracing();
-    // Nothing periodic fires during the test: no refresh, no re-publication,
-    // so only the push can carry membership after each node's start. Records go
+    // Nothing periodic fires during the test: no refresh, no re-publication, no
+    // catch-up pulls, so only the push can carry membership after each node's start. Records go
     // to the K = 3 closest (20 in production), so 10 nodes have the shape of a
     // large catalog: most members are not among a newcomer's closest (30 nodes
     // with K = 20 are more than a debug build on two cores can run in time).
     const K: usize = 3;
     let quiet = || DiscoveryConfig {
         replication_factor: K,
+        catch_up: false,
         ..DiscoveryConfig::default()
             .with_advert_ttl(Duration::from_secs(1200), Duration::from_secs(600))
             .with_refresh_interval(Duration::from_secs(600))

@@ -6,7 +6,7 @@
 
 use fluidos_discovery::advert::MAX_ADVERT_BYTES;
 use fluidos_discovery::gossip::{
-    MAX_MEMBERS_PER_REPLY, MAX_NEWS_PER_PUSH, decode_query, decode_reply, encode_query,
+    MAX_KNOWN, MAX_MEMBERS_PER_REPLY, MAX_NEWS_PER_PUSH, decode_query, decode_reply, encode_query,
     encode_reply,
 };
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(q) = decode_query(bytes) {
             assert!(q.news.len() <= MAX_NEWS_PER_PUSH);
             assert!(q.news.iter().all(|m| m.len() <= MAX_ADVERT_BYTES));
+            assert!(q.known.len() <= MAX_KNOWN);
             let again = encode_query(&q).expect("a decoded query encodes");
             assert_eq!(decode_query(&again).expect("and decodes"), q);
         }

@@ -149,6 +149,10 @@ struct OwnedWorkload {
     contracts: BTreeMap<u32, ContractId>,
     /// How often each replica was placed again after it was lost.
     rescheduled: BTreeMap<u32, u32>,
+    /// The contract a replica ran under when its provider was counted lost:
+    /// placed on that provider again, it goes under the same one, since the
+    /// provider may still run it under that contract (it answers a repeat).
+    lost_under: BTreeMap<u32, ContractId>,
 }
 
 /// The owner's records.
@@ -342,8 +346,9 @@ impl Workloads {
 
     /// The contract with `provider` that the replica runs under: the one with
     /// the most left after the replicas already offloaded under it.
-    fn contract_for(&self, id: &str, provider: &NodeId) -> Option<ContractId> {
-        let spec = self.owned.workloads.get(id)?.spec.as_ref()?;
+    fn contract_for(&self, id: &str, replica: u32, provider: &NodeId) -> Option<ContractId> {
+        let owned = self.owned.workloads.get(id)?;
+        let spec = owned.spec.as_ref()?;
         let need = spec.requests();
         let used = |c: &ContractId| {
             let mut sum = fluidos_contracts::Resources::ZERO;
@@ -363,11 +368,18 @@ impl Workloads {
             }
             sum
         };
-        self.book
-            .iter()
-            .filter(|c| c.peer == *provider && c.role == ContractRole::Buyer)
-            .filter(|c| need.fits_within(&c.partition.saturating_sub(&used(&c.id))))
-            .max_by_key(|c| c.partition.saturating_sub(&used(&c.id)).cpu_millis)
+        let fitting = || {
+            self.book
+                .iter()
+                .filter(|c| c.peer == *provider && c.role == ContractRole::Buyer)
+                .filter(|c| need.fits_within(&c.partition.saturating_sub(&used(&c.id))))
+        };
+        let before = owned.lost_under.get(&replica);
+        fitting()
+            .find(|c| Some(&c.id) == before)
+            .or_else(|| {
+                fitting().max_by_key(|c| c.partition.saturating_sub(&used(&c.id)).cpu_millis)
+            })
             .map(|c| c.id)
     }
 
@@ -401,7 +413,7 @@ impl Workloads {
                 self.start_local(id, a.replica, &spec);
                 continue;
             }
-            let Some(contract) = self.contract_for(id, &a.node) else {
+            let Some(contract) = self.contract_for(id, a.replica, &a.node) else {
                 let s = status(ReplicaState::failed(format!(
                     "no contract with {} has room for the replica",
                     a.node.short()
@@ -728,8 +740,10 @@ impl Workloads {
             self.lost.insert(peer);
             warn!(provider = %peer.short(), silence = ?silence, replicas = lost.len(), "provider lost");
             for (id, r) in lost {
-                if let Some(w) = self.owned.workloads.get_mut(&id) {
-                    w.contracts.remove(&r);
+                if let Some(w) = self.owned.workloads.get_mut(&id)
+                    && let Some(c) = w.contracts.remove(&r)
+                {
+                    w.lost_under.insert(r, c);
                 }
                 let s = status(ReplicaState::failed_by(
                     crate::workload::EndCause::ProviderLost,

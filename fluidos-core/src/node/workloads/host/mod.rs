@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fluidos_contracts::{ContractId, NodeId, Resources};
 use fluidos_discovery::{AppBody, AppRequest};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Done, Workloads, ending_of, replica_id, view_status};
 use crate::node::engine::{Command, QuotaCommand, ReplicaKey};
@@ -52,6 +52,9 @@ pub(super) struct HostedReplica {
     /// Its record (output, container) goes when it has ended: its owner stopped it
     /// for good (undeploy), or its contract is over.
     forget: bool,
+    /// The last status this host gave it: written again whenever the view's differs
+    /// (its owner placed it here afresh, or the host's write was lost in a merge).
+    status: Option<ReplicaStatus>,
 }
 
 /// Why a hosted replica is being stopped.
@@ -274,6 +277,7 @@ impl Workloads {
                 spec: Some(rspec.clone()),
                 seen_placed: true,
                 forget: false,
+                status: None,
             },
         );
         self.refresh_physical();
@@ -598,24 +602,41 @@ impl Workloads {
     /// showed placed here and no longer does was taken back (its owner
     /// rescheduled it while this node was out of reach): it stops, so that no
     /// replica runs twice.
+    ///
+    /// A replica still placed here whose status in the view is not the one this
+    /// host gave it gets it again: its owner placed it here afresh (a new record,
+    /// without a status) while it ran on, for instance after this node was counted
+    /// lost and came back before it learned so.
     pub(super) fn taken_back(&mut self, owner: NodeId) {
         let me = self.me;
-        let mut gone = Vec::new();
+        let (mut gone, mut restate) = (Vec::new(), Vec::new());
         for (key, r) in self.hosted.replicas.iter_mut() {
             if key.0 != owner || r.evicting.is_some() {
                 continue;
             }
-            let here = self.view.workload(&owner, &key.1).and_then(|w| {
-                w.record
-                    .replicas
-                    .get(&key.2.to_string())
-                    .and_then(|x| x.node)
-            }) == Some(me);
+            let record = self
+                .view
+                .workload(&owner, &key.1)
+                .and_then(|w| w.record.replicas.get(&key.2.to_string()).cloned());
+            let here = record.as_ref().and_then(|x| x.node) == Some(me);
             if here {
                 r.seen_placed = true;
+                let shown = record.and_then(|x| x.status);
+                let same = |a: &ReplicaStatus, b: &ReplicaStatus| {
+                    a.state == b.state && a.restarts == b.restarts
+                };
+                if let Some(last) = &r.status
+                    && !shown.as_ref().is_some_and(|s| same(s, last))
+                {
+                    restate.push((key.clone(), last.clone()));
+                }
             } else if r.seen_placed {
                 gone.push(key.clone());
             }
+        }
+        for (key, status) in restate {
+            debug!(workload = %key.1, replica = key.2, state = %status.state.name(), "the view lacks a hosted replica's status; writing it again");
+            self.write_status(key, status);
         }
         for key in gone {
             info!(workload = %key.1, replica = key.2, "its owner took the replica back; stopping it");
@@ -630,6 +651,9 @@ impl Workloads {
     /// Writes a hosted replica's status, or keeps it until the owner's
     /// placement arrives.
     pub(super) fn write_status(&mut self, key: ReplicaKey, status: ReplicaStatus) {
+        if let Some(r) = self.hosted.replicas.get_mut(&key) {
+            r.status = Some(status.clone());
+        }
         let (owner, id, replica) = &key;
         match self.view.set_status(owner, id, *replica, status.clone()) {
             Ok(()) => {
@@ -767,6 +791,7 @@ impl Workloads {
                     spec: rspec,
                     seen_placed: true,
                     forget: false,
+                    status: None,
                 },
             );
             self.on_status(&key, &info);

@@ -237,6 +237,7 @@ impl Workloads {
                 spec: Some(rspec.clone()),
                 seen_placed: false,
                 forget: false,
+                status: None,
             },
         );
         // An ended run of the same replica kept for `logs` gives way to the new one.

@@ -293,7 +293,10 @@ async fn a_member_takes_news_pushed_on_members_2_and_still_answers() {
     .unwrap();
     let c = root.handle.candidates().await.unwrap();
     assert!(!ids(&c).contains(&outsider.node_id()));
-    assert_eq!(root.handle.stats().await.unwrap().news_taken, taken_before + 1);
+    assert_eq!(
+        root.handle.stats().await.unwrap().news_taken,
+        taken_before + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

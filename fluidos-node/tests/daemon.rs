@@ -244,22 +244,10 @@ fn a_consumer_buys_from_a_provider_and_the_contract_verifies_offline() {
 
     // The candidate appears once the provider has answered; bounded wait.
     let provider_did = provider.status()["did_key"].as_str().unwrap().to_string();
-    let mut seen = false;
-    for _ in 0..100 {
-        let peers: serde_json::Value =
-            serde_json::from_slice(&run(&c_dir, &["peers", "--json"]).stdout).unwrap();
-        if peers
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["node_id"] == provider_did.as_str())
-        {
-            seen = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(seen, "the provider never became a candidate");
+    assert!(
+        lists_within(&c_dir, &provider_did, Duration::from_secs(10)),
+        "the provider never became a candidate"
+    );
 
     let o = run(
         &c_dir,
@@ -368,4 +356,58 @@ fn a_consumer_buys_from_a_provider_and_the_contract_verifies_offline() {
     );
     drop(consumer);
     drop(provider);
+}
+
+/// Whether the daemon over `dir` lists `did` among its peers within `limit`
+/// (asked every 100 ms).
+fn lists_within(dir: &std::path::Path, did: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let peers: serde_json::Value =
+            serde_json::from_slice(&run(dir, &["peers", "--json"]).stdout).unwrap();
+        if peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["node_id"] == did)
+        {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_peer_added_by_hand_is_dialled_again_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p_dir, c_dir) = (tmp.path().join("provider"), tmp.path().join("consumer"));
+    init(&p_dir);
+    init(&c_dir);
+    let mut provider = Daemon::start(&p_dir);
+    let mut consumer = Daemon::start(&c_dir);
+    let did = provider.status()["did_key"].as_str().unwrap().to_string();
+    let addr = provider.status()["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = run(&c_dir, &["peer", "add", &addr]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lists_within(&c_dir, &did, Duration::from_secs(10)));
+    let remembered = std::fs::read_to_string(c_dir.join("state").join("peers")).unwrap();
+    assert!(remembered.lines().any(|l| l == addr), "{remembered}");
+
+    // Restarted without a new `peer add` (no mDNS, no catalog): it finds the peer
+    // only because it remembered it.
+    assert!(consumer.stop(), "{}", consumer.log());
+    let mut consumer = Daemon::start(&c_dir);
+    assert!(
+        lists_within(&c_dir, &did, Duration::from_secs(10)),
+        "the restarted node did not dial its added peer again: {}",
+        consumer.log()
+    );
+    assert!(consumer.stop(), "{}", consumer.log());
+    assert!(provider.stop(), "{}", provider.log());
 }

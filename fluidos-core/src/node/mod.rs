@@ -17,6 +17,7 @@
 //!
 //! [`Node`] is a cheap, cloneable handle to all of them.
 
+mod added_peers;
 mod buy;
 mod deploy;
 mod engine;
@@ -363,6 +364,8 @@ struct Inner {
     contracts: tokio::sync::watch::Receiver<engine::ContractBook>,
     /// The fabric task.
     fabric_task: fabric::FabricTask,
+    /// Peers added while running, remembered for the next start.
+    added_peers: std::sync::Mutex<added_peers::AddedPeers>,
 }
 
 impl Node {
@@ -461,9 +464,21 @@ impl Node {
         self.inner.discovery.candidates().await
     }
 
-    /// Dials a peer and adds it as a manual candidate.
+    /// Dials a peer and adds it as a manual candidate, and remembers it in
+    /// `<data-dir>/state/peers` so that the node dials it again after a restart
+    /// (remove its line there, with the node stopped, to forget it).
     pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), fluidos_discovery::AddPeerError> {
-        self.inner.discovery.add_peer(addr).await
+        self.inner.discovery.add_peer(addr.clone()).await?;
+        // Remembered in `<data-dir>/state/peers`: a restart dials it again.
+        let mut added = self
+            .inner
+            .added_peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = added.remember(addr) {
+            tracing::warn!(error = %e, "an added peer is not remembered for the next start");
+        }
+        Ok(())
     }
 
     /// Every contract this node holds, as provider or buyer.

@@ -147,7 +147,8 @@ pub enum Command {
 /// `fluidos-node peer …`.
 #[derive(Subcommand, Debug)]
 pub enum PeerCommand {
-    /// Dial a peer and keep it as a manual candidate.
+    /// Dial a peer and keep it as a manual candidate (remembered across restarts
+    /// in `<data-dir>/state/peers`).
     Add {
         /// Its multiaddr, e.g. /ip4/192.0.2.7/tcp/7070/p2p/12D3KooW…
         addr: String,

@@ -185,7 +185,14 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
     let ledger = Ledger::restore(key.clone(), config, records, now);
     let store = Writer::spawn(store).map_err(BindError::Writer)?;
 
+    // Peers added while an earlier run was up are dialled again, as configured ones are.
+    let added_peers = super::super::added_peers::AddedPeers::open(&data_dir.join("state"));
     let mut discovery_config = b.discovery.clone();
+    for a in added_peers.addrs() {
+        if !discovery_config.manual_peers.contains(a) {
+            discovery_config.manual_peers.push(a.clone());
+        }
+    }
     let advert = advert_body(&b.roles, &b.offer, &measured, &ledger, now);
     discovery_config.advert = advert.clone();
     let (discovery, inbound) = Discovery::spawn(&key, discovery_config).await?;
@@ -265,6 +272,7 @@ pub(in crate::node) async fn bind(mut b: NodeBuilder) -> Result<Node, BindError>
             workloads,
             contracts,
             fabric_task,
+            added_peers: std::sync::Mutex::new(added_peers),
         }),
     };
     super::super::deploy::spawn_rescheduler(&node, reschedule_rx);

@@ -83,10 +83,12 @@ pub struct DiscoveryConfig {
     /// tests lower it to give a few nodes the shape of a large catalog, where
     /// most members are not among those closest to a new member's keys.
     pub replication_factor: usize,
-    /// Whether to pull membership from members shortly after a catalog is first
-    /// reached (at 0.25 s, then at doubling intervals to 8 s; `docs/PROTOCOL.md`
-    /// 4.4.1) rather than only at each refresh. Default on; tests turn it off to
-    /// see what the push alone carries.
+    /// Whether a node joins a catalog by pulling its members from the catalog
+    /// address it reached (searching the shards only if that brings nobody), and
+    /// pulls from members shortly after (at 0.25 s, then at doubling intervals to
+    /// 8 s; `docs/PROTOCOL.md` 4.4.1) rather than only at each refresh. Off, it
+    /// searches the shards at start and on reaching the catalog instead. Default
+    /// on; tests turn it off to see what the push alone carries.
     pub catch_up: bool,
 }
 

@@ -22,6 +22,9 @@ const MAX_FILE_BYTES: u64 = 256 * 1024;
 pub(crate) struct AddedPeers {
     path: PathBuf,
     addrs: Vec<Multiaddr>,
+    /// Why the file could not be read, if it exists but could not: it is then
+    /// never written over, so that what it holds is not lost.
+    unreadable: Option<String>,
 }
 
 impl AddedPeers {
@@ -29,19 +32,26 @@ impl AddedPeers {
     /// are skipped with a warning.
     pub(crate) fn open(dir: &Path) -> Self {
         let path = dir.join(ADDED_PEERS_FILE);
-        let addrs = match fluidos_contracts::private_file::read_private(&path, MAX_FILE_BYTES) {
-            Ok(bytes) => parse(&String::from_utf8_lossy(&bytes), &path),
+        let (addrs, unreadable) = match fluidos_contracts::private_file::read_private(
+            &path,
+            MAX_FILE_BYTES,
+        ) {
+            Ok(bytes) => (parse(&String::from_utf8_lossy(&bytes), &path), None),
             Err(fluidos_contracts::private_file::ReadPrivateError::Io(e))
                 if e.kind() == std::io::ErrorKind::NotFound =>
             {
-                Vec::new()
+                (Vec::new(), None)
             }
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "added peers not read; starting without them");
-                Vec::new()
+                tracing::warn!(file = %path.display(), error = %e, "added peers not read; starting without them, and the file is left as it is");
+                (Vec::new(), Some(e.to_string()))
             }
         };
-        Self { path, addrs }
+        Self {
+            path,
+            addrs,
+            unreadable,
+        }
     }
 
     /// The remembered addresses, oldest first.
@@ -51,6 +61,12 @@ impl AddedPeers {
 
     /// Remembers `addr` (once) and writes the file.
     pub(crate) fn remember(&mut self, addr: Multiaddr) -> std::io::Result<()> {
+        if let Some(why) = &self.unreadable {
+            return Err(std::io::Error::other(format!(
+                "{} was not readable at start ({why}); it is not written over",
+                self.path.display()
+            )));
+        }
         if self.addrs.contains(&addr) {
             return Ok(());
         }
@@ -101,5 +117,29 @@ mod tests {
         std::fs::write(&file, format!("not an address\n{text}\n# a note\n")).unwrap();
         let back = AddedPeers::open(dir.path());
         assert_eq!(back.addrs(), [a, b]);
+    }
+
+    #[test]
+    fn a_file_others_can_read_or_an_oversized_one_is_not_used_and_not_written_over() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(ADDED_PEERS_FILE);
+        let c: Multiaddr = "/ip4/127.0.0.1/tcp/7003".parse().unwrap();
+        for (content, mode) in [
+            ("/ip4/127.0.0.1/tcp/7001\n".to_string(), 0o644),
+            ("#".repeat(MAX_FILE_BYTES as usize + 1), 0o600),
+        ] {
+            std::fs::write(&file, &content).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let mut peers = AddedPeers::open(dir.path());
+            assert!(peers.addrs().is_empty());
+            let e = peers.remember(c.clone()).unwrap_err();
+            assert!(e.to_string().contains("not written over"), "{e}");
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap(),
+                content,
+                "lost nothing"
+            );
+        }
     }
 }

@@ -171,11 +171,7 @@ fn the_control_api_refuses_a_wrong_or_missing_token_with_401_json() {
 #[test]
 fn two_daemons_side_by_side_then_a_restart_reuses_the_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    init(&a_dir);
-    init(&b_dir);
-    let mut a = Daemon::start(&a_dir);
-    let mut b = Daemon::start(&b_dir);
+    let ([a_dir, _], [mut a, mut b]) = two_daemons(tmp.path(), ["a", "b"]);
     let (sa, sb) = (a.status(), b.status());
     for s in [&sa, &sb] {
         let did = s["did_key"].as_str().unwrap();
@@ -230,15 +226,8 @@ fn two_daemons_side_by_side_then_a_restart_reuses_the_key() {
 #[test]
 fn a_consumer_buys_from_a_provider_and_the_contract_verifies_offline() {
     let tmp = tempfile::tempdir().unwrap();
-    let (p_dir, c_dir) = (tmp.path().join("provider"), tmp.path().join("consumer"));
-    init(&p_dir);
-    init(&c_dir);
-    let provider = Daemon::start(&p_dir);
-    let consumer = Daemon::start(&c_dir);
-    let addr = provider.status()["listen_addrs"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ([_, c_dir], [provider, consumer]) = two_daemons(tmp.path(), ["provider", "consumer"]);
+    let addr = first_addr(&provider);
     let o = run(&c_dir, &["peer", "add", &addr]);
     assert!(o.status.success(), "{}", stderr(&o));
 
@@ -358,6 +347,21 @@ fn a_consumer_buys_from_a_provider_and_the_contract_verifies_offline() {
     drop(provider);
 }
 
+/// Two fresh daemons over `root/<name>`, started.
+fn two_daemons(root: &std::path::Path, names: [&str; 2]) -> ([std::path::PathBuf; 2], [Daemon; 2]) {
+    let dirs = names.map(|n| root.join(n));
+    for d in &dirs {
+        init(d);
+    }
+    let daemons = [Daemon::start(&dirs[0]), Daemon::start(&dirs[1])];
+    (dirs, daemons)
+}
+
+/// The first address a daemon listens on, as `peer add` takes it.
+fn first_addr(d: &Daemon) -> String {
+    d.status()["listen_addrs"][0].as_str().unwrap().to_string()
+}
+
 /// Whether the daemon over `dir` lists `did` among its peers within `limit`
 /// (asked every 100 ms).
 fn lists_within(dir: &std::path::Path, did: &str, limit: Duration) -> bool {
@@ -383,16 +387,10 @@ fn lists_within(dir: &std::path::Path, did: &str, limit: Duration) -> bool {
 #[test]
 fn a_peer_added_by_hand_is_dialled_again_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let (p_dir, c_dir) = (tmp.path().join("provider"), tmp.path().join("consumer"));
-    init(&p_dir);
-    init(&c_dir);
-    let mut provider = Daemon::start(&p_dir);
-    let mut consumer = Daemon::start(&c_dir);
+    let ([_, c_dir], [mut provider, mut consumer]) =
+        two_daemons(tmp.path(), ["provider", "consumer"]);
     let did = provider.status()["did_key"].as_str().unwrap().to_string();
-    let addr = provider.status()["listen_addrs"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let addr = first_addr(&provider);
     let o = run(&c_dir, &["peer", "add", &addr]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(lists_within(&c_dir, &did, Duration::from_secs(10)));

@@ -31,6 +31,32 @@ async fn ask(peer: PeerId, addr: Multiaddr, query: MembersQuery) -> Result<Membe
 }
 
 /// Sends `query` to `peer` on `protocol` and returns its reply, or the failure as text.
+/// The members of `lab` that `peer` answers a `/2` pull naming `known` with, each
+/// verified.
+async fn lab_members_given(
+    peer: PeerId,
+    addr: Multiaddr,
+    known: Vec<[u8; fluidos_discovery::gossip::KNOWN_PREFIX_BYTES]>,
+) -> Vec<fluidos_contracts::NodeId> {
+    let query = MembersQuery {
+        catalog: "lab".into(),
+        known,
+        ..Default::default()
+    };
+    let reply = ask_on(MEMBERS_PUSH_PROTOCOL, peer, addr, query)
+        .await
+        .unwrap();
+    let expected = Expected {
+        node: None,
+        catalog: Some("lab"),
+    };
+    reply
+        .members
+        .iter()
+        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
+        .collect()
+}
+
 async fn ask_on(
     protocol: StreamProtocol,
     peer: PeerId,
@@ -126,50 +152,20 @@ async fn a_member_hands_out_the_signed_adverts_of_the_members_it_knows() {
     );
 
     // With a digest of what the asker knows (`/2`), only what it lacks comes back.
-    let reply = ask_on(
-        MEMBERS_PUSH_PROTOCOL,
-        peer,
-        root_addr.clone(),
-        MembersQuery {
-            catalog: "lab".into(),
-            known: held
-                .iter()
-                .filter(|a| a.node != c.id())
-                .map(|a| known_entry(&a.node, a.seq))
-                .collect(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let lacking: Vec<_> = reply
-        .members
+    let known = held
         .iter()
-        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
+        .filter(|a| a.node != c.id())
+        .map(|a| known_entry(&a.node, a.seq))
         .collect();
+    let lacking = lab_members_given(peer, root_addr.clone(), known).await;
     assert_eq!(lacking, vec![c.id()], "only the member the asker lacks");
     // An older version of b named in the digest: b's current advert comes back.
     let b_seq = held.iter().find(|a| a.node == b.id()).unwrap().seq;
-    let reply = ask_on(
-        MEMBERS_PUSH_PROTOCOL,
-        peer,
-        root_addr.clone(),
-        MembersQuery {
-            catalog: "lab".into(),
-            known: vec![
-                known_entry(&root.id(), held[0].seq),
-                known_entry(&b.id(), b_seq - 1),
-            ],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let back: Vec<_> = reply
-        .members
-        .iter()
-        .map(|m| verify_advert(m, &expected, Timestamp::now()).unwrap().node)
-        .collect();
+    let known = vec![
+        known_entry(&root.id(), held[0].seq),
+        known_entry(&b.id(), b_seq - 1),
+    ];
+    let back = lab_members_given(peer, root_addr.clone(), known).await;
     assert!(back.contains(&b.id()), "{back:?}");
 
     // Not a member of that catalog: nothing.
